@@ -1,0 +1,21 @@
+//! `switchboard`: the one-command local cluster (relay + two servers).
+use clap::Parser;
+use switchboard::cluster::{self, ClusterConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "switchboard local cluster: a relay and two message servers in one process"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: ClusterConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Cli::parse().config;
+    switchboard::telemetry::init();
+    cluster::run(cfg, switchboard::shutdown::on_signal()).await
+}

@@ -1,0 +1,129 @@
+//! The one-command local cluster: a relay and two message servers in one
+//! process, for trying switchboard with telnet in a minute.
+//!
+//! Presence lives in Redis when `--redis-url` is given, else in the
+//! embedded in-process store (same trait, same rules), so it runs on a
+//! machine with nothing installed. Production deployments run the
+//! separate binaries against Redis.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::config::{GatewayLimits, HealthWatch};
+use crate::gateway::{self, GatewayOptions};
+use crate::presence::{MemoryStore, PresenceStore, RedisStore};
+use crate::relay::{self, RelayOptions};
+use crate::shutdown::CancellationToken;
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterConfig {
+    /// Redis URL; without it presence lives in an embedded in-process store.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// IP every port binds to.
+    #[arg(long, env = "SWITCHBOARD_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Client ports, one message server each.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PORTS",
+        value_delimiter = ',',
+        default_value = "9501,9502"
+    )]
+    pub ports: Vec<u16>,
+
+    /// gRPC port of the relay; the servers' gRPC ports follow it (+1, +2...).
+    #[arg(long, env = "SWITCHBOARD_RELAY_PORT", default_value_t = 9600)]
+    pub relay_port: u16,
+
+    #[command(flatten)]
+    pub limits: GatewayLimits,
+
+    #[command(flatten)]
+    pub health: HealthWatch,
+}
+
+async fn bind(host: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::new(host, port);
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+pub async fn run(cfg: ClusterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store: Arc<dyn PresenceStore> = match &cfg.redis_url {
+        Some(url) => Arc::new(
+            RedisStore::connect(url)
+                .await
+                .with_context(|| format!("cannot connect to Redis at {url}"))?,
+        ),
+        None => Arc::new(MemoryStore::new()),
+    };
+    let relay_listener = bind(cfg.host, cfg.relay_port).await?;
+    let relay_addr = relay_listener.local_addr()?;
+    let mut nodes = tokio::task::JoinSet::new();
+    nodes.spawn(relay::run(
+        RelayOptions {
+            grpc_listener: relay_listener,
+            health: cfg.health.clone(),
+        },
+        store.clone(),
+        shutdown.clone(),
+    ));
+    let mut banner = Vec::new();
+    for (i, port) in cfg.ports.iter().enumerate() {
+        let id = format!("server-{}", i + 1);
+        let client_listener = bind(cfg.host, *port).await?;
+        let grpc_listener = bind(cfg.host, cfg.relay_port + 1 + i as u16).await?;
+        let client_addr = client_listener.local_addr()?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        banner.push(format!(
+            "  {id}: telnet {} {}   (gRPC {grpc_addr})",
+            client_addr.ip(),
+            client_addr.port()
+        ));
+        nodes.spawn(gateway::run(
+            GatewayOptions {
+                id,
+                client_listener,
+                grpc_listener,
+                advertise_client: client_addr.to_string(),
+                advertise_grpc: grpc_addr.to_string(),
+                relay_url: format!("http://{relay_addr}"),
+                limits: cfg.limits.clone(),
+            },
+            store.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let presence = if cfg.redis_url.is_some() {
+        "Redis"
+    } else {
+        "embedded in-process store"
+    };
+    println!("switchboard local cluster is up (presence: {presence}; relay gRPC {relay_addr})");
+    for line in &banner {
+        println!("{line}");
+    }
+    println!("Then type, one JSON object per line:");
+    println!("  {{\"cmd\":\"login\",\"name\":\"alice\"}}");
+    println!("  {{\"cmd\":\"chat\",\"recv\":\"bob\",\"content\":\"hi\"}}");
+    println!("Ctrl-C stops everything.");
+
+    let mut result = Ok(());
+    while let Some(joined) = nodes.join_next().await {
+        let outcome = joined.context("a cluster task panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            // One node failing takes the whole local cluster down cleanly.
+            shutdown.cancel();
+            result = Err(e);
+        }
+    }
+    result
+}

@@ -1,0 +1,198 @@
+//! One task per client connection.
+//!
+//! The task owns the socket: it reads requests, runs them (`commands`),
+//! and writes everything the client is sent: replies, chat messages from
+//! its bounded queue, and control lines. Writes are batched: everything
+//! ready is appended to one buffer and written once, so a busy client gets
+//! few large writes. If the client stops reading, writes block, the queue
+//! fills and senders get `recipient_busy`; after the write timeout the
+//! connection is closed. Memory per connection stays bounded.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::codec::FramedRead;
+
+use super::Gateway;
+use super::sessions::Control;
+use crate::presence::Presence;
+use crate::protocol::reply::{Event, code_line};
+use crate::protocol::{ErrorCode, Frame, KickReason, LineCodec};
+use crate::shutdown::CancellationToken;
+
+/// Messages and control lines drained per write, so one flood cannot
+/// starve reading this client's own requests.
+const MAX_BATCH: usize = 256;
+
+/// The logged-in identity of a connection.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub name: String,
+    pub id: u64,
+    pub since_ms: i64,
+}
+
+/// A connection's state, as the command handlers see it.
+pub struct Conn {
+    pub gw: Arc<Gateway>,
+    pub session: Option<Session>,
+    pub messages_tx: mpsc::Sender<Bytes>,
+    pub control_tx: mpsc::UnboundedSender<Control>,
+    /// Slots for cross-server chats awaiting their outcome.
+    pub inflight: Arc<Semaphore>,
+    /// Lines waiting to be written.
+    pub out: BytesMut,
+    /// Set when the connection must close after the next write.
+    pub closing: bool,
+}
+
+impl Conn {
+    pub fn push(&mut self, line: &[u8]) {
+        self.out.extend_from_slice(line);
+    }
+
+    pub fn presence(&self, s: &Session) -> Presence {
+        Presence {
+            name: s.name.clone(),
+            server: self.gw.id.clone(),
+            incarnation: self.gw.incarnation.clone(),
+            conn: s.id,
+            since_ms: s.since_ms,
+        }
+    }
+
+    fn apply_control(&mut self, control: Control) {
+        match control {
+            Control::Reply(line) => self.push(&line),
+            Control::Kick { session, reason } => {
+                if self.session.as_ref().is_some_and(|s| s.id == session) {
+                    self.kicked(reason);
+                }
+            }
+        }
+    }
+
+    pub fn kicked(&mut self, reason: KickReason) {
+        if let Some(s) = &self.session {
+            tracing::info!(server = %self.gw.id, user = %s.name, ?reason, "session kicked");
+        }
+        self.push(&Event::Kicked { reason }.to_line());
+        // The session no longer owns its name: forget it without a logout.
+        self.session = None;
+        self.closing = true;
+    }
+}
+
+pub async fn run(
+    gw: Arc<Gateway>,
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = FramedRead::new(read, LineCodec::new(gw.limits.max_line_bytes as usize));
+    let (messages_tx, mut messages_rx) = mpsc::channel(gw.limits.outbound_queue as usize);
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let mut conn = Conn {
+        inflight: Arc::new(Semaphore::new(gw.limits.max_inflight as usize)),
+        gw,
+        session: None,
+        messages_tx,
+        control_tx,
+        out: BytesMut::new(),
+        closing: false,
+    };
+    let login_deadline = tokio::time::sleep(conn.gw.limits.login_timeout());
+    tokio::pin!(login_deadline);
+    let mut ever_logged_in = false;
+
+    while !conn.closing {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => conn.kicked(KickReason::ServerShutdown),
+            Some(control) = control_rx.recv() => conn.apply_control(control),
+            Some(line) = messages_rx.recv() => conn.push(&line),
+            frame = reader.next() => match frame {
+                Some(Ok(Frame::Line(line))) => {
+                    conn.handle(&line).await;
+                    ever_logged_in |= conn.session.is_some();
+                }
+                Some(Ok(Frame::TooLong)) => conn.push(&code_line(ErrorCode::LineTooLong, &None)),
+                Some(Err(_)) | None => break,
+            },
+            _ = &mut login_deadline, if !ever_logged_in => {
+                conn.push(&crate::protocol::reply::error_line(
+                    &crate::protocol::ProtocolError::new(ErrorCode::NotLoggedIn, "login timeout; closing"),
+                    &None,
+                ));
+                conn.closing = true;
+            }
+        }
+        drain_ready(&mut conn, &mut control_rx, &mut messages_rx);
+        if !flush(&mut conn, &mut write).await {
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+    close_session(&mut conn, shutdown.is_cancelled()).await;
+}
+
+/// Appends whatever else is ready, up to a batch.
+fn drain_ready(
+    conn: &mut Conn,
+    control_rx: &mut mpsc::UnboundedReceiver<Control>,
+    messages_rx: &mut mpsc::Receiver<Bytes>,
+) {
+    for _ in 0..MAX_BATCH {
+        if conn.closing {
+            return;
+        }
+        if let Ok(control) = control_rx.try_recv() {
+            conn.apply_control(control);
+        } else if let Ok(line) = messages_rx.try_recv() {
+            conn.push(&line);
+        } else {
+            return;
+        }
+    }
+}
+
+/// Writes the buffer; false if the client is gone or stopped reading.
+async fn flush(conn: &mut Conn, write: &mut OwnedWriteHalf) -> bool {
+    if conn.out.is_empty() {
+        return true;
+    }
+    let timeout = conn.gw.limits.write_timeout();
+    match tokio::time::timeout(timeout, write.write_all(&conn.out)).await {
+        Ok(Ok(())) => {
+            conn.out.clear();
+            true
+        }
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::info!(server = %conn.gw.id, "client stopped reading; closing after write timeout");
+            false
+        }
+    }
+}
+
+/// Forgets a session that is still ours, locally and in the registry.
+/// During shutdown the server purges its entries in one sweep instead.
+pub async fn close_session(conn: &mut Conn, shutting_down: bool) {
+    let Some(session) = conn.session.take() else {
+        return;
+    };
+    conn.gw.sessions.remove(&session.name, session.id);
+    if shutting_down {
+        return;
+    }
+    let presence = conn.presence(&session);
+    if let Err(e) = conn.gw.store.logout(&presence).await {
+        tracing::warn!(user = %session.name, error = %e, "could not remove presence entry");
+    }
+}

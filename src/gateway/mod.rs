@@ -1,0 +1,184 @@
+//! A message server: client connections, local delivery, the relay link.
+//!
+//! - `listener`: the accept loop and the connection cap.
+//! - `connection`: one task per client: framing, queues, writes.
+//! - `commands`: what each request does; the one place where library
+//!   errors become protocol errors.
+//! - `sessions`: the local session table (authority on local delivery).
+//! - `pending`: forwarded chats awaiting their outcome.
+//! - `relay_link`: the long-lived bidirectional stream to the relay.
+//! - `upkeep`: registry heartbeat, kick notices, forward timeouts.
+//!
+//! A gateway never routes between other servers; that is the relay's job.
+
+mod commands;
+mod connection;
+mod listener;
+mod pending;
+mod relay_link;
+mod sessions;
+mod upkeep;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::GatewayLimits;
+use crate::grpc;
+use crate::presence::{PresenceStore, ServerInfo, now_ms};
+use crate::shutdown::CancellationToken;
+
+pub use sessions::{Control, Delivery, SessionHandle, Sessions};
+
+/// Everything needed to start a message server.
+pub struct GatewayOptions {
+    pub id: String,
+    pub client_listener: TcpListener,
+    pub grpc_listener: TcpListener,
+    pub advertise_client: String,
+    pub advertise_grpc: String,
+    pub relay_url: String,
+    pub limits: GatewayLimits,
+}
+
+/// State shared by every task of one message server.
+pub struct Gateway {
+    pub id: String,
+    /// Random per start; fences this life's presence entries.
+    pub incarnation: String,
+    pub store: Arc<dyn PresenceStore>,
+    pub sessions: Sessions,
+    pending: pending::Pending,
+    link: relay_link::LinkSlot,
+    pub limits: GatewayLimits,
+    /// One permit per allowed connection.
+    connection_slots: Arc<Semaphore>,
+    next_session: AtomicU64,
+    next_message: AtomicU64,
+}
+
+impl Gateway {
+    fn new(id: String, store: Arc<dyn PresenceStore>, limits: GatewayLimits) -> Self {
+        Self {
+            id,
+            incarnation: format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            store,
+            sessions: Sessions::default(),
+            pending: pending::Pending::default(),
+            link: relay_link::LinkSlot::default(),
+            connection_slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            limits,
+            next_session: AtomicU64::new(1),
+            next_message: AtomicU64::new(1),
+        }
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.limits.max_connections - self.connection_slots.available_permits() as u64
+    }
+
+    fn new_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `<server>.<incarnation>.<sequence>`: unique across the cluster.
+    fn new_message_id(&self) -> String {
+        let seq = self.next_message.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{}.{seq}", self.id, self.incarnation)
+    }
+}
+
+/// Runs a message server until `shutdown`, then drains it: health
+/// NOT_SERVING, no new connections, clients told, presence removed.
+pub async fn run(
+    opts: GatewayOptions,
+    store: Arc<dyn PresenceStore>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let gw = Arc::new(Gateway::new(opts.id.clone(), store, opts.limits.clone()));
+    let stale = gw
+        .store
+        .purge_server(&gw.id)
+        .await
+        .context("clearing presence left by this server's previous runs")?;
+    if stale > 0 {
+        tracing::info!(server = %gw.id, purged = stale, "purged entries of previous incarnations");
+    }
+    let info = ServerInfo {
+        id: gw.id.clone(),
+        incarnation: gw.incarnation.clone(),
+        grpc_addr: opts.advertise_grpc.clone(),
+        client_addr: opts.advertise_client.clone(),
+        connections: 0,
+        heartbeat_ms: now_ms(),
+        started_ms: now_ms(),
+    };
+    gw.store
+        .register(&info)
+        .await
+        .context("registering in the server registry")?;
+
+    let (health, health_service) = grpc::Health::new(vec![]);
+    health.set(true).await;
+    let grpc_stop = CancellationToken::new();
+    let grpc_task = tokio::spawn(grpc::serve::<_, crate::relay::RelayService>(
+        opts.grpc_listener,
+        health_service,
+        None,
+        grpc_stop.clone(),
+    ));
+
+    let background = shutdown.child_token();
+    let tasks = TaskTracker::new();
+    tasks.spawn(upkeep::heartbeat(gw.clone(), info, background.clone()));
+    tasks.spawn(upkeep::kicks(gw.clone(), background.clone()));
+    tasks.spawn(upkeep::expire_forwards(gw.clone(), background.clone()));
+    tasks.spawn(relay_link::maintain(
+        gw.clone(),
+        opts.relay_url,
+        opts.advertise_grpc,
+        opts.advertise_client,
+        background.clone(),
+    ));
+    tracing::info!(server = %gw.id, incarnation = %gw.incarnation, "message server started");
+
+    let connections = TaskTracker::new();
+    listener::accept_loop(
+        gw.clone(),
+        opts.client_listener,
+        &connections,
+        shutdown.clone(),
+    )
+    .await;
+
+    // Drain. Connections see `shutdown` themselves and say goodbye.
+    health.set(false).await;
+    connections.close();
+    if tokio::time::timeout(gw.limits.drain_timeout(), connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(server = %gw.id, "drain timeout: closing remaining connections");
+    }
+    background.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    match gw.store.purge(&gw.id, &gw.incarnation).await {
+        Ok(n) => tracing::info!(server = %gw.id, purged = n, "removed own presence entries"),
+        Err(e) => {
+            tracing::warn!(server = %gw.id, error = %e, "could not remove own presence entries; the relay will purge them")
+        }
+    }
+    if let Err(e) = gw.store.deregister(&gw.id, &gw.incarnation).await {
+        tracing::warn!(server = %gw.id, error = %e, "could not deregister");
+    }
+    grpc_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), grpc_task).await;
+    tracing::info!(server = %gw.id, "message server stopped");
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! A message server's background duties:
+//! - `heartbeat`: refresh the registry entry; if it vanished (store
+//!   restarted, or the relay wrongly declared us dead), register again and
+//!   re-assert every live session so nobody stays invisible;
+//! - `kicks`: apply kick notices from the store (newest-wins across
+//!   servers); after a broken subscription, reconcile sessions, since
+//!   notices may have been missed;
+//! - `expire_forwards`: answer `unavailable` to forwards past their timeout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::Gateway;
+use crate::presence::{Presence, ServerInfo, now_ms};
+use crate::protocol::KickReason;
+use crate::shutdown::CancellationToken;
+
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+const EXPIRY_SWEEP: Duration = Duration::from_millis(250);
+
+pub async fn heartbeat(gw: Arc<Gateway>, mut info: ServerInfo, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(gw.limits.heartbeat());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let connections = gw.connections();
+        match gw
+            .store
+            .heartbeat(&gw.id, &gw.incarnation, connections)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                info.connections = connections;
+                info.heartbeat_ms = now_ms();
+                if let Err(e) = gw.store.register(&info).await {
+                    tracing::warn!(server = %gw.id, error = %e, "re-registration failed");
+                    continue;
+                }
+                let (reasserted, kicked) = reconcile(&gw).await;
+                tracing::warn!(server = %gw.id, reasserted, kicked, "registry entry was missing: re-registered and re-asserted sessions");
+            }
+            Err(e) => tracing::warn!(server = %gw.id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+pub async fn kicks(gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut first = true;
+    while !shutdown.is_cancelled() {
+        match gw.store.kicks(&gw.id).await {
+            Ok(mut stream) => {
+                if !std::mem::take(&mut first) {
+                    let (reasserted, kicked) = reconcile(&gw).await;
+                    tracing::info!(server = %gw.id, reasserted, kicked, "kick subscription restored; sessions reconciled");
+                }
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        kick = stream.next() => match kick {
+                            Some(k) if k.incarnation == gw.incarnation => {
+                                gw.sessions.kick(&k.name, k.conn, KickReason::LoggedInElsewhere);
+                            }
+                            Some(_) => {}
+                            None => break,
+                        },
+                    }
+                }
+                tracing::warn!(server = %gw.id, "kick subscription lost; resubscribing");
+            }
+            Err(e) => {
+                tracing::warn!(server = %gw.id, error = %e, "cannot subscribe to kick notices")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+        }
+    }
+}
+
+/// Makes the store agree with the local session table: missing entries are
+/// re-created, sessions whose name now belongs elsewhere are kicked.
+/// Returns (re-asserted, kicked).
+async fn reconcile(gw: &Gateway) -> (usize, usize) {
+    let (mut reasserted, mut kicked) = (0, 0);
+    for (name, session, since_ms) in gw.sessions.snapshot() {
+        let mine = Presence {
+            name: name.clone(),
+            server: gw.id.clone(),
+            incarnation: gw.incarnation.clone(),
+            conn: session,
+            since_ms,
+        };
+        match gw.store.lookup(&name).await {
+            Ok(Some(cur)) if cur.same_session(&mine) => {}
+            Ok(Some(_)) => {
+                gw.sessions
+                    .kick(&name, session, KickReason::LoggedInElsewhere);
+                kicked += 1;
+            }
+            Ok(None) => match gw.store.reassert(&mine).await {
+                Ok(true) => reasserted += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(user = %name, error = %e, "re-assert failed"),
+            },
+            Err(e) => tracing::warn!(user = %name, error = %e, "reconcile lookup failed"),
+        }
+    }
+    (reasserted, kicked)
+}
+
+pub async fn expire_forwards(gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let expired = gw.pending.expire(Instant::now());
+        if expired > 0 {
+            tracing::warn!(server = %gw.id, expired, "forwards timed out: answered unavailable");
+        }
+    }
+}

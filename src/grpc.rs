@@ -1,0 +1,116 @@
+//! What every gRPC port serves besides its own service: grpc.health.v1 and
+//! server reflection (v1 and v1alpha, so that grpcurl 1.8 works too).
+//!
+//! Also the shared HTTP/2 keepalive settings, so that a silently dead peer
+//! of a long-lived link is noticed within seconds.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
+use tonic_health::server::HealthReporter;
+
+use crate::pb::relay_server::{Relay, RelayServer};
+use crate::shutdown::CancellationToken;
+
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+pub const RELAY_SERVICE: &str = "switchboard.v1.Relay";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Flips the overall health (service "") and every named service at once.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl Health {
+    pub async fn set(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        for s in &self.services {
+            self.reporter.set_service_status(*s, status).await;
+        }
+    }
+}
+
+impl Health {
+    /// A reporter and the health service it drives; starts NOT_SERVING
+    /// until `set(true)`. `services` are the named services besides "".
+    pub fn new(services: Vec<&'static str>) -> (Self, HealthServer<impl HealthService>) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        (Self { reporter, services }, service)
+    }
+}
+
+/// Serves health, reflection and (on the relay) the Relay service on
+/// `listener` until `shutdown` is cancelled.
+pub async fn serve<H: HealthService, R: Relay>(
+    listener: TcpListener,
+    health: HealthServer<H>,
+    relay: Option<RelayServer<R>>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let mut services = vec![HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA];
+    if relay.is_some() {
+        services.push(RELAY_SERVICE);
+    }
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for s in &services {
+            b = b.with_service_name(*s);
+        }
+        b
+    };
+    let v1 = reflection()
+        .build_v1()
+        .expect("embedded descriptors are valid");
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .expect("embedded descriptors are valid");
+
+    Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha)
+        .add_optional_service(relay)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+}
+
+/// Most envelopes sent in one stream frame.
+const MAX_ENVELOPES: usize = 512;
+
+/// Turns a queue of envelopes into a stream of batches: each batch takes
+/// whatever is queued when the stream is polled, so a busy link sends few
+/// large frames and an idle one sends each envelope at once.
+pub fn batches(
+    rx: tokio::sync::mpsc::UnboundedReceiver<crate::pb::envelope::Kind>,
+) -> impl futures::Stream<Item = crate::pb::Batch> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut envelopes = vec![crate::pb::Envelope { kind: Some(first) }];
+        while envelopes.len() < MAX_ENVELOPES {
+            match rx.try_recv() {
+                Ok(kind) => envelopes.push(crate::pb::Envelope { kind: Some(kind) }),
+                Err(_) => break,
+            }
+        }
+        Some((crate::pb::Batch { envelopes }, rx))
+    })
+}

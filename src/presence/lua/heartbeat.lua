@@ -1,0 +1,7 @@
+-- Refresh a server's registry entry if it is still this incarnation.
+-- KEYS[1] server hash; ARGV: incarnation, connections, now_ms
+if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'connections', ARGV[2], 'heartbeat_ms', ARGV[3])
+return 1

@@ -1,0 +1,8 @@
+-- Re-create a live session's entry if its name has none; never displace.
+-- KEYS[1] user hash, KEYS[2] index set; ARGV: name, server, incarnation, conn, since_ms
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'server', ARGV[2], 'inc', ARGV[3], 'conn', ARGV[4], 'since', ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1

@@ -1,0 +1,133 @@
+//! The presence registry: who is connected where, and which servers exist.
+//!
+//! `PresenceStore` is the one interface; `RedisStore` is what production
+//! runs, `MemoryStore` the embedded store of the one-command local cluster
+//! and of unit tests. Both implement the same rules:
+//!
+//! - login is atomic and newest-wins; the displaced entry's server learns
+//!   of it through the store's kick channel (Redis: PUBLISH inside the
+//!   login script, so the notice cannot be lost between the two steps);
+//! - logout deletes an entry only if it still belongs to that connection;
+//! - every entry is fenced by its server's incarnation, and indexed per
+//!   (server, incarnation), so a dead or restarted server's entries are
+//!   purged in bulk without touching fresher ones.
+//!
+//! This module does not know about sockets, gRPC or routing.
+
+mod memory;
+mod redis_store;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+/// Where one user is connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub name: String,
+    pub server: String,
+    pub incarnation: String,
+    /// Connection id, unique within one server incarnation.
+    pub conn: u64,
+    /// Login time, unix milliseconds.
+    pub since_ms: i64,
+}
+
+impl Presence {
+    /// True if `other` is the very same session (not just the same name).
+    pub fn same_session(&self, other: &Presence) -> bool {
+        self.server == other.server
+            && self.incarnation == other.incarnation
+            && self.conn == other.conn
+    }
+}
+
+/// A message server as recorded in the server registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub id: String,
+    pub incarnation: String,
+    pub grpc_addr: String,
+    pub client_addr: String,
+    pub connections: u64,
+    pub heartbeat_ms: i64,
+    pub started_ms: i64,
+}
+
+/// A notice to a server: its session `conn` for `name` was displaced by a
+/// newer login elsewhere and must be closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kick {
+    pub name: String,
+    pub incarnation: String,
+    pub conn: u64,
+}
+
+pub type KickStream = Pin<Box<dyn Stream<Item = Kick> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("corrupt presence data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, PresenceError>;
+
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Records `entry`, replacing any entry of the same name (newest wins),
+    /// and returns the replaced entry. If that entry lived on another
+    /// server, that server receives a [`Kick`] on its kick stream.
+    async fn login(&self, entry: &Presence) -> Result<Option<Presence>>;
+
+    /// Removes the entry of `entry.name` only if it is still this session.
+    async fn logout(&self, entry: &Presence) -> Result<bool>;
+
+    async fn lookup(&self, name: &str) -> Result<Option<Presence>>;
+
+    /// Re-creates `entry` if its name has no entry at all (after a store
+    /// restart or a mistaken purge). Never displaces anybody.
+    async fn reassert(&self, entry: &Presence) -> Result<bool>;
+
+    /// Deletes every entry of one server incarnation that still points at
+    /// it; returns how many were deleted.
+    async fn purge(&self, server: &str, incarnation: &str) -> Result<u64>;
+
+    /// Purges every incarnation of `server` (a server starting up clears
+    /// what its previous lives left behind).
+    async fn purge_server(&self, server: &str) -> Result<u64>;
+
+    /// The names logged in on one server incarnation.
+    async fn users_of(&self, server: &str, incarnation: &str) -> Result<Vec<String>>;
+
+    /// Adds or replaces a server in the registry.
+    async fn register(&self, info: &ServerInfo) -> Result<()>;
+
+    /// Refreshes a server's connection count and heartbeat. Returns false if
+    /// the registry has no entry for this incarnation (the caller then
+    /// registers again and re-asserts its sessions).
+    async fn heartbeat(&self, id: &str, incarnation: &str, connections: u64) -> Result<bool>;
+
+    /// Removes a server from the registry if it is still that incarnation.
+    async fn deregister(&self, id: &str, incarnation: &str) -> Result<bool>;
+
+    async fn servers(&self) -> Result<Vec<ServerInfo>>;
+
+    /// Kick notices for `server`. The stream ends if the subscription
+    /// breaks; the caller re-subscribes and reconciles its sessions.
+    async fn kicks(&self, server: &str) -> Result<KickStream>;
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

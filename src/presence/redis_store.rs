@@ -1,0 +1,328 @@
+//! The Redis presence store (production).
+//!
+//! Keys (all under the `sb:` prefix; see docs/architecture.md):
+//! - `sb:user:{name}`         hash: server, inc, conn, since
+//! - `sb:idx:{server}:{inc}`  set of names: the per-incarnation index
+//! - `sb:servers`             set of server ids
+//! - `sb:server:{id}`         hash: the registry entry
+//! - channel `sb:kick:{id}`   "name inc conn" kick notices
+//!
+//! Every multi-key change is one Lua script, so it is atomic. Scripts touch
+//! keys they compute themselves, so this targets a single Redis (or a
+//! Sentinel-managed primary), not Redis Cluster.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::{Kick, KickStream, Presence, PresenceError, PresenceStore, Result, ServerInfo};
+
+const PURGE_BATCH: u64 = 1000;
+const SERVERS_KEY: &str = "sb:servers";
+
+struct Scripts {
+    login: Script,
+    logout: Script,
+    reassert: Script,
+    purge: Script,
+    heartbeat: Script,
+    deregister: Script,
+}
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    scripts: Scripts,
+}
+
+fn user_key(name: &str) -> String {
+    format!("sb:user:{name}")
+}
+
+fn index_key(server: &str, incarnation: &str) -> String {
+    format!("sb:idx:{server}:{incarnation}")
+}
+
+fn server_key(id: &str) -> String {
+    format!("sb:server:{id}")
+}
+
+impl RedisStore {
+    /// Connects (failing fast if Redis is unreachable, so a misconfigured
+    /// URL is reported at start) and keeps reconnecting afterwards.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(Self {
+            client,
+            conn,
+            scripts: Scripts {
+                login: Script::new(include_str!("lua/login.lua")),
+                logout: Script::new(include_str!("lua/logout.lua")),
+                reassert: Script::new(include_str!("lua/reassert.lua")),
+                purge: Script::new(include_str!("lua/purge.lua")),
+                heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
+                deregister: Script::new(include_str!("lua/deregister.lua")),
+            },
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn parse_conn(s: &str) -> Result<u64> {
+    s.parse()
+        .map_err(|_| PresenceError::Corrupt(format!("conn {s:?} is not a number")))
+}
+
+/// Builds a presence entry from `[server, inc, conn, since]`.
+fn presence_from(name: &str, fields: &[Option<String>]) -> Result<Option<Presence>> {
+    let [Some(server), Some(inc), Some(conn), since] = fields else {
+        return Ok(None);
+    };
+    Ok(Some(Presence {
+        name: name.to_owned(),
+        server: server.clone(),
+        incarnation: inc.clone(),
+        conn: parse_conn(conn)?,
+        since_ms: since.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
+    }))
+}
+
+fn server_from(id: &str, h: &HashMap<String, String>) -> Option<ServerInfo> {
+    let text = |k: &str| h.get(k).cloned().unwrap_or_default();
+    let num = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Some(ServerInfo {
+        id: id.to_owned(),
+        incarnation: h.get("inc")?.clone(),
+        grpc_addr: text("grpc_addr"),
+        client_addr: text("client_addr"),
+        connections: num("connections") as u64,
+        heartbeat_ms: num("heartbeat_ms"),
+        started_ms: num("started_ms"),
+    })
+}
+
+fn parse_kick(payload: &str) -> Option<Kick> {
+    let mut parts = payload.split(' ');
+    let (name, inc, conn) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(Kick {
+        name: name.to_owned(),
+        incarnation: inc.to_owned(),
+        conn: conn.parse().ok()?,
+    })
+}
+
+#[async_trait]
+impl PresenceStore for RedisStore {
+    async fn login(&self, e: &Presence) -> Result<Option<Presence>> {
+        let old: Option<Vec<Option<String>>> = self
+            .scripts
+            .login
+            .key(user_key(&e.name))
+            .key(index_key(&e.server, &e.incarnation))
+            .arg(&e.name)
+            .arg(&e.server)
+            .arg(&e.incarnation)
+            .arg(e.conn)
+            .arg(e.since_ms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        match old {
+            Some(fields) => presence_from(&e.name, &fields),
+            None => Ok(None),
+        }
+    }
+
+    async fn logout(&self, e: &Presence) -> Result<bool> {
+        let n: i64 = self
+            .scripts
+            .logout
+            .key(user_key(&e.name))
+            .key(index_key(&e.server, &e.incarnation))
+            .arg(&e.server)
+            .arg(&e.incarnation)
+            .arg(e.conn)
+            .arg(&e.name)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Option<Presence>> {
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(user_key(name))
+            .arg(&["server", "inc", "conn", "since"])
+            .query_async(&mut self.conn())
+            .await?;
+        presence_from(name, &fields)
+    }
+
+    async fn reassert(&self, e: &Presence) -> Result<bool> {
+        let n: i64 = self
+            .scripts
+            .reassert
+            .key(user_key(&e.name))
+            .key(index_key(&e.server, &e.incarnation))
+            .arg(&e.name)
+            .arg(&e.server)
+            .arg(&e.incarnation)
+            .arg(e.conn)
+            .arg(e.since_ms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {
+        let mut purged = 0;
+        loop {
+            let (deleted, remaining): (u64, u64) = self
+                .scripts
+                .purge
+                .key(index_key(server, incarnation))
+                .arg(server)
+                .arg(incarnation)
+                .arg(PURGE_BATCH)
+                .invoke_async(&mut self.conn())
+                .await?;
+            purged += deleted;
+            if remaining == 0 {
+                return Ok(purged);
+            }
+        }
+    }
+
+    async fn purge_server(&self, server: &str) -> Result<u64> {
+        let prefix = index_key(server, "");
+        let mut conn = self.conn();
+        let mut keys: Vec<String> = Vec::new();
+        let mut iter = conn.scan_match::<_, String>(format!("{prefix}*")).await?;
+        while let Some(key) = iter.next().await {
+            keys.push(key?);
+        }
+        drop(iter);
+        let mut purged = 0;
+        for key in keys {
+            let incarnation = &key[prefix.len()..];
+            purged += self.purge(server, incarnation).await?;
+        }
+        Ok(purged)
+    }
+
+    async fn users_of(&self, server: &str, incarnation: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.conn().smembers(index_key(server, incarnation)).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn register(&self, info: &ServerInfo) -> Result<()> {
+        let fields = [
+            ("inc", info.incarnation.clone()),
+            ("grpc_addr", info.grpc_addr.clone()),
+            ("client_addr", info.client_addr.clone()),
+            ("connections", info.connections.to_string()),
+            ("heartbeat_ms", info.heartbeat_ms.to_string()),
+            ("started_ms", info.started_ms.to_string()),
+        ];
+        let key = server_key(&info.id);
+        redis::pipe()
+            .atomic()
+            .del(&key)
+            .hset_multiple(&key, &fields)
+            .sadd(SERVERS_KEY, &info.id)
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, id: &str, incarnation: &str, connections: u64) -> Result<bool> {
+        let n: i64 = self
+            .scripts
+            .heartbeat
+            .key(server_key(id))
+            .arg(incarnation)
+            .arg(connections)
+            .arg(super::now_ms())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn deregister(&self, id: &str, incarnation: &str) -> Result<bool> {
+        let n: i64 = self
+            .scripts
+            .deregister
+            .key(server_key(id))
+            .key(SERVERS_KEY)
+            .arg(incarnation)
+            .arg(id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn servers(&self) -> Result<Vec<ServerInfo>> {
+        let mut conn = self.conn();
+        let mut ids: Vec<String> = conn.smembers(SERVERS_KEY).await?;
+        ids.sort();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(server_key(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        Ok(ids
+            .iter()
+            .zip(&hashes)
+            .filter_map(|(id, h)| server_from(id, h))
+            .collect())
+    }
+
+    async fn kicks(&self, server: &str) -> Result<KickStream> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(format!("sb:kick:{server}")).await?;
+        let stream = pubsub.into_on_message().filter_map(|msg| async move {
+            let payload: String = msg.get_payload().ok()?;
+            parse_kick(&payload)
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kick_notices() {
+        assert_eq!(
+            parse_kick("alice abc 42"),
+            Some(Kick {
+                name: "alice".into(),
+                incarnation: "abc".into(),
+                conn: 42
+            })
+        );
+        assert_eq!(parse_kick("alice abc"), None);
+        assert_eq!(parse_kick("alice abc x"), None);
+    }
+
+    #[test]
+    fn presence_needs_server_inc_and_conn() {
+        let full = [Some("s".into()), Some("i".into()), Some("3".into()), None];
+        assert_eq!(presence_from("a", &full).unwrap().unwrap().conn, 3);
+        let missing = [None, None, None, None];
+        assert_eq!(presence_from("a", &missing).unwrap(), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! The relay's table of live server links, and what is in flight on each.
+//!
+//! A link remembers the messages it was handed until their outcome comes
+//! back, so that when the link drops or its server dies every sender gets
+//! `unavailable` at once instead of waiting for a timeout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use crate::pb::{self, envelope::Kind};
+use crate::presence::now_ms;
+
+/// One server's stream, as the relay sees it.
+pub struct Link {
+    pub server_id: String,
+    pub incarnation: String,
+    pub grpc_addr: String,
+    pub client_addr: String,
+    pub linked_at_ms: i64,
+    tx: mpsc::UnboundedSender<Kind>,
+    /// message id -> origin server, for messages sent down this link.
+    in_flight: Mutex<HashMap<String, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Link {
+    pub fn new(hello: pb::Hello, tx: mpsc::UnboundedSender<Kind>) -> Self {
+        Self {
+            server_id: hello.server_id,
+            incarnation: hello.incarnation,
+            grpc_addr: hello.grpc_addr,
+            client_addr: hello.client_addr,
+            linked_at_ms: now_ms(),
+            tx,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends a forward down this link, remembering it until its outcome.
+    pub fn forward(&self, forward: pb::Forward) -> Result<(), pb::Forward> {
+        let Some(message) = &forward.message else {
+            return Err(forward);
+        };
+        let id = message.id.clone();
+        lock(&self.in_flight).insert(id.clone(), forward.origin_server.clone());
+        self.tx.send(Kind::Forward(forward)).map_err(|e| {
+            lock(&self.in_flight).remove(&id);
+            match e.0 {
+                Kind::Forward(f) => f,
+                Kind::Outcome(_) => unreachable!("we sent a forward"),
+            }
+        })
+    }
+
+    /// Sends an outcome to this link's server (the origin of a message).
+    pub fn send_outcome(&self, outcome: pb::Outcome) -> bool {
+        self.tx.send(Kind::Outcome(outcome)).is_ok()
+    }
+
+    /// The outcome of `id` came back through this link.
+    pub fn settle(&self, id: &str) {
+        lock(&self.in_flight).remove(id);
+    }
+
+    /// Everything still in flight: (message id, origin server).
+    pub fn take_in_flight(&self) -> Vec<(String, String)> {
+        lock(&self.in_flight).drain().collect()
+    }
+}
+
+#[derive(Default)]
+pub struct LinkTable {
+    links: Mutex<HashMap<String, Arc<Link>>>,
+}
+
+impl LinkTable {
+    /// Adds a link, returning the one it replaces (same server id).
+    pub fn insert(&self, link: Arc<Link>) -> Option<Arc<Link>> {
+        lock(&self.links).insert(link.server_id.clone(), link)
+    }
+
+    pub fn get(&self, server_id: &str) -> Option<Arc<Link>> {
+        lock(&self.links).get(server_id).cloned()
+    }
+
+    /// Removes exactly this link (not a newer one of the same server).
+    pub fn remove(&self, link: &Arc<Link>) -> bool {
+        let mut links = lock(&self.links);
+        if links
+            .get(&link.server_id)
+            .is_some_and(|l| Arc::ptr_eq(l, link))
+        {
+            links.remove(&link.server_id);
+            return true;
+        }
+        false
+    }
+
+    /// Removes the link of one server incarnation, if it is the current one.
+    pub fn remove_incarnation(&self, server_id: &str, incarnation: &str) -> Option<Arc<Link>> {
+        let mut links = lock(&self.links);
+        if links
+            .get(server_id)
+            .is_some_and(|l| l.incarnation == incarnation)
+        {
+            return links.remove(server_id);
+        }
+        None
+    }
+
+    pub fn all(&self) -> Vec<Arc<Link>> {
+        lock(&self.links).values().cloned().collect()
+    }
+}

@@ -1,0 +1,72 @@
+//! The relay: joins the message servers.
+//!
+//! - `service`: the gRPC `Relay.Link` endpoint servers connect to;
+//! - `links`: live links and what is in flight on each;
+//! - `router`: forwards messages and outcomes between links, with a
+//!   self-correcting route cache;
+//! - `watcher`: health checks, death, purge.
+//!
+//! The relay keeps no client connections and no message copies beyond
+//! what is in flight; all durable state is in the presence store.
+
+mod links;
+mod router;
+mod service;
+mod watcher;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::HealthWatch;
+use crate::grpc;
+use crate::pb::relay_server::RelayServer;
+use crate::presence::PresenceStore;
+use crate::shutdown::CancellationToken;
+
+pub use router::Router;
+pub use service::RelayService;
+
+pub struct RelayOptions {
+    pub grpc_listener: TcpListener,
+    pub health: HealthWatch,
+}
+
+/// Runs the relay until `shutdown`; then reports NOT_SERVING, ends every
+/// link (servers fall back to local-only and relink later) and returns.
+pub async fn run(
+    opts: RelayOptions,
+    store: Arc<dyn PresenceStore>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = Arc::new(Router::new(store.clone()));
+    let (health, health_service) = grpc::Health::new(vec![grpc::RELAY_SERVICE]);
+    health.set(true).await;
+
+    let links_stop = CancellationToken::new();
+    let service = RelayService::new(router.clone(), links_stop.clone());
+    let grpc_stop = CancellationToken::new();
+    let addr = opts.grpc_listener.local_addr()?;
+    let server = tokio::spawn(grpc::serve(
+        opts.grpc_listener,
+        health_service,
+        Some(RelayServer::new(service)),
+        grpc_stop.clone(),
+    ));
+    let watcher = tokio::spawn(watcher::run(router, store, opts.health, shutdown.clone()));
+    tracing::info!(%addr, "relay started");
+
+    shutdown.cancelled().await;
+    health.set(false).await;
+    links_stop.cancel();
+    grpc_stop.cancel();
+    let _ = watcher.await;
+    match tokio::time::timeout(Duration::from_secs(3), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server error"),
+        Err(_) => tracing::warn!("gRPC server did not stop in time"),
+        _ => {}
+    }
+    tracing::info!("relay stopped");
+    Ok(())
+}

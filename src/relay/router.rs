@@ -1,0 +1,203 @@
+//! Routing between servers.
+//!
+//! A forward is routed by the recipient's server: first from the route
+//! cache, else from the presence store. The cache needs no invalidation on
+//! login, logout or kick because the destination server is the authority:
+//! if the recipient is not there it answers NOT_HERE with the message, and
+//! the router drops the cache entry and re-routes once from the store. A
+//! purge evicts every route to the dead server. So the hot path costs no
+//! store round trip and spawns nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::links::{Link, LinkTable};
+use crate::pb::{self, Status};
+use crate::presence::PresenceStore;
+
+/// Routes kept before the cache is reset (bounds its memory).
+const ROUTE_CACHE_MAX: usize = 1_000_000;
+
+#[derive(Default)]
+struct RouteCache {
+    routes: Mutex<HashMap<String, String>>,
+}
+
+impl RouteCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.lock().get(name).cloned()
+    }
+
+    fn put(&self, name: &str, server: &str) {
+        let mut routes = self.lock();
+        if routes.len() >= ROUTE_CACHE_MAX {
+            routes.clear();
+        }
+        routes.insert(name.to_owned(), server.to_owned());
+    }
+
+    fn forget(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    fn evict_server(&self, server: &str) {
+        self.lock().retain(|_, s| s != server);
+    }
+}
+
+pub struct Router {
+    pub links: LinkTable,
+    cache: RouteCache,
+    store: Arc<dyn PresenceStore>,
+}
+
+/// Where a message should go next.
+enum Route {
+    Server(String),
+    Done(Status),
+}
+
+impl Router {
+    pub fn new(store: Arc<dyn PresenceStore>) -> Self {
+        Self {
+            links: LinkTable::default(),
+            cache: RouteCache::default(),
+            store,
+        }
+    }
+
+    /// A message arrived from its origin server.
+    pub async fn on_forward(&self, forward: pb::Forward) {
+        let Some(to) = forward.message.as_ref().map(|m| m.to.clone()) else {
+            return;
+        };
+        let route = match self.cache.get(&to) {
+            Some(server) => Route::Server(server),
+            None => self.lookup(&to).await,
+        };
+        self.dispatch(forward, route);
+    }
+
+    /// An outcome arrived from the server `from` that received a message.
+    pub async fn on_outcome(&self, from: &Link, mut outcome: pb::Outcome) {
+        from.settle(&outcome.message_id);
+        if outcome.status() != Status::NotHere {
+            self.send_outcome(outcome);
+            return;
+        }
+        let Some(mut forward) = outcome.returned.take() else {
+            outcome.status = Status::Offline as i32;
+            self.send_outcome(outcome);
+            return;
+        };
+        let Some(to) = forward.message.as_ref().map(|m| m.to.clone()) else {
+            return;
+        };
+        self.cache.forget(&to);
+        let route = match self.lookup(&to).await {
+            Route::Server(s) if forward.rerouted || s == from.server_id => {
+                // The store still points where the recipient is not: a
+                // logout in flight. Treat as offline rather than loop.
+                self.cache.forget(&to);
+                Route::Done(Status::Offline)
+            }
+            route => route,
+        };
+        forward.rerouted = true;
+        self.dispatch(forward, route);
+    }
+
+    async fn lookup(&self, to: &str) -> Route {
+        match self.store.lookup(to).await {
+            Ok(Some(p)) => {
+                self.cache.put(to, &p.server);
+                Route::Server(p.server)
+            }
+            Ok(None) => Route::Done(Status::Offline),
+            Err(e) => {
+                tracing::warn!(error = %e, "presence lookup failed");
+                Route::Done(Status::Unavailable)
+            }
+        }
+    }
+
+    fn dispatch(&self, forward: pb::Forward, route: Route) {
+        let status = match route {
+            Route::Done(status) => status,
+            Route::Server(server) => match self.links.get(&server) {
+                Some(link) => match link.forward(forward) {
+                    Ok(()) => return,
+                    Err(returned) => return self.fail(&returned, Status::Unavailable),
+                },
+                None => {
+                    self.cache.forget_if_unlinked(&forward, &server);
+                    Status::Unavailable
+                }
+            },
+        };
+        self.fail(&forward, status);
+    }
+
+    fn fail(&self, forward: &pb::Forward, status: Status) {
+        let id = forward
+            .message
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        self.answer(&forward.origin_server, id, status);
+    }
+
+    /// Tells an origin server the outcome of one of its messages.
+    pub fn answer(&self, origin: &str, message_id: String, status: Status) {
+        self.send_outcome(pb::Outcome {
+            message_id,
+            origin_server: origin.to_owned(),
+            status: status as i32,
+            returned: None,
+        });
+    }
+
+    fn send_outcome(&self, outcome: pb::Outcome) {
+        // No link to the origin: it failed its pending chats itself when
+        // its link dropped, so there is nobody left to tell.
+        if let Some(link) = self.links.get(&outcome.origin_server) {
+            link.send_outcome(outcome);
+        }
+    }
+
+    /// A link is gone: its in-flight messages get `unavailable`.
+    pub fn fail_link(&self, link: &Link) -> usize {
+        let in_flight = link.take_in_flight();
+        let n = in_flight.len();
+        for (id, origin) in in_flight {
+            self.answer(&origin, id, Status::Unavailable);
+        }
+        n
+    }
+
+    /// A server is dead: stop routing to it.
+    pub fn forget_server(&self, server_id: &str, incarnation: &str) -> usize {
+        self.cache.evict_server(server_id);
+        match self.links.remove_incarnation(server_id, incarnation) {
+            Some(link) => self.fail_link(&link),
+            None => 0,
+        }
+    }
+}
+
+impl RouteCache {
+    /// A route to a server without a link is useless; drop it so the next
+    /// message asks the store again (the server may have moved on).
+    fn forget_if_unlinked(&self, forward: &pb::Forward, server: &str) {
+        if let Some(m) = &forward.message {
+            let mut routes = self.lock();
+            if routes.get(&m.to).is_some_and(|s| s == server) {
+                routes.remove(&m.to);
+            }
+        }
+    }
+}

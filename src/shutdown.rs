@@ -1,0 +1,43 @@
+//! Shutdown signalling shared by every task of a process.
+//!
+//! One `CancellationToken` per process (or per in-process node of the
+//! local cluster); SIGTERM and SIGINT cancel it. Tasks select on it and
+//! run their own drain; nothing here knows what draining means.
+
+pub use tokio_util::sync::CancellationToken;
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A token cancelled by the first SIGTERM/SIGINT.
+pub fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutdown signal received");
+        trigger.cancel();
+    });
+    token
+}
