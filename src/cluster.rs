@@ -38,9 +38,14 @@ pub struct ClusterConfig {
     )]
     pub ports: Vec<u16>,
 
-    /// gRPC port of the relay; the servers' gRPC ports follow it (+1, +2...).
+    /// gRPC port of the relay.
     #[arg(long, env = "SWITCHBOARD_RELAY_PORT", default_value_t = 9600)]
     pub relay_port: u16,
+
+    /// gRPC ports of the servers, in --ports order
+    /// [default: the relay port + 1, + 2, ...].
+    #[arg(long, env = "SWITCHBOARD_GRPC_PORTS", value_delimiter = ',')]
+    pub grpc_ports: Vec<u16>,
 
     #[command(flatten)]
     pub limits: GatewayLimits,
@@ -80,7 +85,11 @@ pub async fn run(cfg: ClusterConfig, shutdown: CancellationToken) -> anyhow::Res
     for (i, port) in cfg.ports.iter().enumerate() {
         let id = format!("server-{}", i + 1);
         let client_listener = bind(cfg.host, *port).await?;
-        let grpc_listener = bind(cfg.host, cfg.relay_port + 1 + i as u16).await?;
+        let grpc_port = match cfg.grpc_ports.get(i) {
+            Some(p) => *p,
+            None => cfg.relay_port + 1 + i as u16,
+        };
+        let grpc_listener = bind(cfg.host, grpc_port).await?;
         let client_addr = client_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
         banner.push(format!(

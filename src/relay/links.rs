@@ -42,19 +42,14 @@ impl Link {
     }
 
     /// Sends a forward down this link, remembering it until its outcome.
-    pub fn forward(&self, forward: pb::Forward) -> Result<(), pb::Forward> {
-        let Some(message) = &forward.message else {
-            return Err(forward);
-        };
-        let id = message.id.clone();
-        lock(&self.in_flight).insert(id.clone(), forward.origin_server.clone());
-        self.tx.send(Kind::Forward(forward)).map_err(|e| {
-            lock(&self.in_flight).remove(&id);
-            match e.0 {
-                Kind::Forward(f) => f,
-                Kind::Outcome(_) => unreachable!("we sent a forward"),
-            }
-        })
+    /// False if the link is closing (the caller answers `unavailable`).
+    pub fn forward(&self, id: &str, forward: pb::Forward) -> bool {
+        lock(&self.in_flight).insert(id.to_owned(), forward.origin_server.clone());
+        if self.tx.send(Kind::Forward(forward)).is_err() {
+            lock(&self.in_flight).remove(id);
+            return false;
+        }
+        true
     }
 
     /// Sends an outcome to this link's server (the origin of a message).

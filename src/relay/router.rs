@@ -44,6 +44,13 @@ impl RouteCache {
         self.lock().remove(name);
     }
 
+    fn forget_route(&self, name: &str, server: &str) {
+        let mut routes = self.lock();
+        if routes.get(name).is_some_and(|s| s == server) {
+            routes.remove(name);
+        }
+    }
+
     fn evict_server(&self, server: &str) {
         self.lock().retain(|_, s| s != server);
     }
@@ -126,28 +133,28 @@ impl Router {
     }
 
     fn dispatch(&self, forward: pb::Forward, route: Route) {
+        let Some(message) = &forward.message else {
+            return;
+        };
+        let (id, to) = (message.id.clone(), message.to.clone());
         let status = match route {
             Route::Done(status) => status,
             Route::Server(server) => match self.links.get(&server) {
-                Some(link) => match link.forward(forward) {
-                    Ok(()) => return,
-                    Err(returned) => return self.fail(&returned, Status::Unavailable),
-                },
+                Some(link) => {
+                    let origin = forward.origin_server.clone();
+                    if link.forward(&id, forward) {
+                        return;
+                    }
+                    return self.answer(&origin, id, Status::Unavailable);
+                }
                 None => {
-                    self.cache.forget_if_unlinked(&forward, &server);
+                    // No link to that server: drop the route so the next
+                    // message asks the store again (it may have moved on).
+                    self.cache.forget_route(&to, &server);
                     Status::Unavailable
                 }
             },
         };
-        self.fail(&forward, status);
-    }
-
-    fn fail(&self, forward: &pb::Forward, status: Status) {
-        let id = forward
-            .message
-            .as_ref()
-            .map(|m| m.id.clone())
-            .unwrap_or_default();
         self.answer(&forward.origin_server, id, status);
     }
 
@@ -185,19 +192,6 @@ impl Router {
         match self.links.remove_incarnation(server_id, incarnation) {
             Some(link) => self.fail_link(&link),
             None => 0,
-        }
-    }
-}
-
-impl RouteCache {
-    /// A route to a server without a link is useless; drop it so the next
-    /// message asks the store again (the server may have moved on).
-    fn forget_if_unlinked(&self, forward: &pb::Forward, server: &str) {
-        if let Some(m) = &forward.message {
-            let mut routes = self.lock();
-            if routes.get(&m.to).is_some_and(|s| s == server) {
-                routes.remove(&m.to);
-            }
         }
     }
 }

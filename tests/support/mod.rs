@@ -41,6 +41,24 @@ where
     }
 }
 
+/// Asserts that `cond` keeps holding, checked every 50 ms, for `window`:
+/// an observation window for things that must NOT happen.
+pub async fn holds_for<F, Fut>(window: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < window {
+        assert!(
+            cond().await,
+            "{what} stopped holding after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn log_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
     std::fs::create_dir_all(&dir).unwrap();
@@ -278,8 +296,41 @@ impl Server {
         }
     }
 
+    /// A handle on a server started by someone else (no process owned).
+    pub fn attach(id: &str, port: u16) -> AttachedServer {
+        AttachedServer {
+            id: id.into(),
+            port,
+        }
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(self.port).await
+    }
+}
+
+/// Something clients can connect to on a port.
+pub trait ClientPort {
+    fn port(&self) -> u16;
+    fn client(&self) -> impl std::future::Future<Output = Client> {
+        Client::connect(self.port())
+    }
+}
+
+impl ClientPort for Server {
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+pub struct AttachedServer {
+    pub id: String,
+    pub port: u16,
+}
+
+impl ClientPort for AttachedServer {
+    fn port(&self) -> u16 {
+        self.port
     }
 }
 
@@ -305,10 +356,10 @@ impl Cluster {
 
 /// Waits until a chat from `from` to `to` (and back) is delivered: both
 /// links are up. Uses throwaway probe users.
-pub async fn wait_routable(from: &Server, to: &Server) {
-    let probe = format!("probe-{}-{}", from.port, to.port);
-    let mut x = from.client().await;
-    let mut y = to.client().await;
+pub async fn wait_routable(from: &impl ClientPort, to: &impl ClientPort) {
+    let probe = format!("probe-{}-{}", from.port(), to.port());
+    let mut x = Client::connect(from.port()).await;
+    let mut y = Client::connect(to.port()).await;
     x.login(&format!("{probe}-x")).await;
     y.login(&format!("{probe}-y")).await;
     let deadline = Instant::now() + Duration::from_secs(15);
