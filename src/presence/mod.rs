@@ -14,6 +14,8 @@
 //!
 //! This module does not know about sockets, gRPC or routing.
 
+#[doc(hidden)]
+pub mod conformance;
 mod memory;
 mod redis_store;
 

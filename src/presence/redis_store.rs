@@ -277,6 +277,9 @@ impl PresenceStore for RedisStore {
         let mut conn = self.conn();
         let mut ids: Vec<String> = conn.smembers(SERVERS_KEY).await?;
         ids.sort();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(server_key(id));
