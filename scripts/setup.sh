@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what switchboard's integration tests need: redis-server and grpcurl.
+# Install what switchboard's integration tests need: redis-server, telnet
+# and grpcurl.
 # Idempotent: on an already-provisioned machine it only checks and prints versions.
 set -euo pipefail
 
@@ -36,6 +37,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
     apt_install redis-server
     # Tests start their own redis on free ports; don't leave a packaged one running.
     $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+# ---------------------------------------------------------------- telnet
+# The tests drive a server with the real telnet client, as a person would.
+if ! command -v telnet >/dev/null 2>&1; then
+    log "installing telnet (apt)"
+    apt_install telnet
 fi
 
 # ---------------------------------------------------------------- grpcurl
@@ -105,4 +113,5 @@ fi
 
 # ---------------------------------------------------------------- report
 echo "redis-server: $(redis-server --version)"
+echo "telnet: $(command -v telnet)"
 echo "grpcurl: $(grpcurl -version 2>&1) ($(command -v grpcurl))"

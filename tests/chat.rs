@@ -330,3 +330,51 @@ async fn silent_connections_are_closed_after_the_login_timeout() {
     active.send(json!({"cmd":"ping"})).await;
     active.expect_event("pong").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gets_senders_recipient_busy() {
+    let redis = support::Redis::start().await;
+    let relay = support::Relay::start(&redis).await;
+    let opts = support::ServerOpts {
+        extra: vec![
+            "--outbound-queue".into(),
+            "16".into(),
+            "--write-timeout-ms".into(),
+            "60000".into(),
+        ],
+        ..Default::default()
+    };
+    let a = support::Server::start_with("a", &relay.url(), &redis, opts.clone()).await;
+    let b = support::Server::start_with("b", &relay.url(), &redis, opts).await;
+    support::wait_routable(&a, &b).await;
+    let mut stuck = a.client().await;
+    stuck.login("stuck").await;
+    let mut local = a.client().await;
+    local.login("local").await;
+    let mut remote = b.client().await;
+    remote.login("remote").await;
+
+    // The socket buffers absorb a few MB, then the 16-slot queue fills.
+    let content = "z".repeat(32 * 1024);
+    let mut delivered = 0;
+    loop {
+        let r = local.chat("stuck", &content).await;
+        if r["code"] == "recipient_busy" {
+            break;
+        }
+        assert_eq!(r["event"], "ack", "{r}");
+        delivered += 1;
+        assert!(
+            delivered < 5000,
+            "the queue never filled: memory is not bounded"
+        );
+    }
+    // Across the relay the same answer comes back.
+    assert_eq!(
+        remote.chat("stuck", &content).await["code"],
+        "recipient_busy"
+    );
+    // Everyone else is unaffected.
+    assert_eq!(remote.chat("local", "fine?").await["event"], "ack");
+    assert_eq!(local.expect_event("message").await["content"], "fine?");
+}

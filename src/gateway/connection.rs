@@ -79,7 +79,13 @@ impl Conn {
 
     pub fn kicked(&mut self, reason: KickReason) {
         if let Some(s) = &self.session {
-            tracing::info!(server = %self.gw.id, user = %s.name, ?reason, "session kicked");
+            // Shutdown kicks everyone at once: one line per session would
+            // bury the drain's own summary.
+            if reason == KickReason::LoggedInElsewhere {
+                tracing::info!(server = %self.gw.id, user = %s.name, "session kicked: logged in elsewhere");
+            } else {
+                tracing::debug!(server = %self.gw.id, user = %s.name, ?reason, "session closed");
+            }
         }
         self.push(&Event::Kicked { reason }.to_line());
         // The session no longer owns its name: forget it without a logout.

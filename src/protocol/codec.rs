@@ -69,9 +69,7 @@ impl Decoder for LineCodec {
                 continue;
             }
             line.truncate(line.len() - 1);
-            if line.last() == Some(&b'\r') {
-                line.truncate(line.len() - 1);
-            }
+            trim_line_end(&mut line);
             if line.len() > self.max_len {
                 return Ok(Some(Frame::TooLong));
             }
@@ -93,13 +91,22 @@ impl Decoder for LineCodec {
                     return Ok(None);
                 }
                 let mut line = rest.freeze();
-                if line.last() == Some(&b'\r') {
-                    line.truncate(line.len() - 1);
-                }
+                trim_line_end(&mut line);
                 Ok(Some(Frame::Line(line)))
             }
         }
     }
+}
+
+/// Drops the line end's `\r` and NUL bytes: telnet sends Enter as `\r\n`,
+/// and, when its input is piped, as `\r\0` followed by `\r\n` (the
+/// telnet protocol's "CR NUL"). Neither belongs to the JSON.
+fn trim_line_end(line: &mut Bytes) {
+    let keep = line
+        .iter()
+        .rposition(|b| !matches!(b, b'\r' | b'\0'))
+        .map_or(0, |i| i + 1);
+    line.truncate(keep);
 }
 
 impl Frame {
@@ -132,6 +139,19 @@ mod tests {
         assert_eq!(
             frames,
             vec![Frame::Line(Bytes::from("a")), Frame::Line(Bytes::from("b"))]
+        );
+    }
+
+    #[test]
+    fn telnet_line_ends_are_stripped() {
+        let mut c = LineCodec::new(100);
+        let frames = decode_all(&mut c, b"{}\r\0\r\n{}\r\n\r\0\n");
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Line(Bytes::from("{}")),
+                Frame::Line(Bytes::from("{}"))
+            ]
         );
     }
 
