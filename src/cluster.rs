@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use tokio::net::TcpListener;
 
 use crate::config::{GatewayLimits, HealthWatch};
 use crate::gateway::{self, GatewayOptions};
@@ -52,13 +51,13 @@ pub struct ClusterConfig {
 
     #[command(flatten)]
     pub health: HealthWatch,
+
+    #[command(flatten)]
+    pub log: crate::config::LogArgs,
 }
 
-async fn bind(host: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
-    let addr = SocketAddr::new(host, port);
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
+async fn bind(host: IpAddr, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    crate::config::listen(SocketAddr::new(host, port)).await
 }
 
 pub async fn run(cfg: ClusterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -76,6 +75,7 @@ pub async fn run(cfg: ClusterConfig, shutdown: CancellationToken) -> anyhow::Res
     nodes.spawn(relay::run(
         RelayOptions {
             grpc_listener: relay_listener,
+            metrics_listener: None,
             health: cfg.health.clone(),
         },
         store.clone(),
@@ -106,6 +106,7 @@ pub async fn run(cfg: ClusterConfig, shutdown: CancellationToken) -> anyhow::Res
                 advertise_grpc: grpc_addr.to_string(),
                 relay_url: format!("http://{relay_addr}"),
                 limits: cfg.limits.clone(),
+                metrics_listener: None,
             },
             store.clone(),
             shutdown.clone(),

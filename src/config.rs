@@ -64,8 +64,31 @@ pub struct ServerConfig {
     )]
     pub redis_url: String,
 
+    /// Serve Prometheus metrics at GET /metrics on this address
+    /// (e.g. 0.0.0.0:9090) [default: off].
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub limits: GatewayLimits,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Log output options, shared by every binary.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format: human-readable text, or one JSON object per line for
+    /// log pipelines. Filter with RUST_LOG (default info).
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Limits and timings of a message server, shared with the local cluster.
@@ -142,8 +165,16 @@ pub struct RelayConfig {
     )]
     pub redis_url: String,
 
+    /// Serve Prometheus metrics at GET /metrics on this address
+    /// (e.g. 0.0.0.0:9090) [default: off].
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub health: HealthWatch,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// How the relay decides that a server is dead.
@@ -161,6 +192,22 @@ pub struct HealthWatch {
 impl HealthWatch {
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms)
+    }
+}
+
+/// Binds a TCP listener, naming the address in the error.
+pub async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// `listen` for an optional address.
+pub async fn listen_opt(addr: Option<SocketAddr>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(listen(addr).await?)),
+        None => Ok(None),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod grpc;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod relay;

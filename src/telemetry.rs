@@ -1,12 +1,18 @@
-//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (default info).
+//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (default
+//! info), as text or as one JSON object per line.
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+use crate::config::LogFormat;
+
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // A second init (tests, embedding) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // A second init (tests, embedding) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }

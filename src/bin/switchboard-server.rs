@@ -3,10 +3,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use switchboard::config::{ServerConfig, dialable};
+use switchboard::config::{ServerConfig, dialable, listen, listen_opt};
 use switchboard::gateway::{self, GatewayOptions};
 use switchboard::presence::RedisStore;
-use tokio::net::TcpListener;
 
 #[derive(Parser)]
 #[command(
@@ -22,18 +21,16 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Cli::parse().config;
-    switchboard::telemetry::init();
+    switchboard::telemetry::init(cfg.log.log_format);
     let shutdown = switchboard::shutdown::on_signal();
     let store = RedisStore::connect(&cfg.redis_url)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", cfg.redis_url))?;
-    let client_listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let grpc_listener = TcpListener::bind(cfg.grpc_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.grpc_listen))?;
+    let client_listener = listen(cfg.listen).await?;
+    let grpc_listener = listen(cfg.grpc_listen).await?;
+    let metrics_listener = listen_opt(cfg.metrics_listen).await?;
     let opts = GatewayOptions {
+        metrics_listener,
         advertise_client: cfg.advertise_client.unwrap_or_else(|| dialable(cfg.listen)),
         advertise_grpc: cfg
             .advertise_grpc

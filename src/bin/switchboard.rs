@@ -16,6 +16,6 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Cli::parse().config;
-    switchboard::telemetry::init();
+    switchboard::telemetry::init(cfg.log.log_format);
     cluster::run(cfg, switchboard::shutdown::on_signal()).await
 }

@@ -89,6 +89,7 @@ impl Conn {
         .to_line();
         tracing::debug!(server = %self.gw.id, user = %session.name, "login");
         let installed = self.gw.sessions.install(&session.name, handle);
+        self.gw.metrics.logins.inc();
         self.session = Some(session);
         if installed.is_err() {
             // A newer login elsewhere won while this one was in flight.
@@ -153,8 +154,13 @@ impl Conn {
         let status = match local {
             Delivery::Delivered => Status::Delivered,
             Delivery::Busy => Status::Busy,
-            Delivery::NotHere => return self.forward(message, reference).await,
+            Delivery::NotHere => {
+                self.gw.metrics.messages.with_label_values(&["forwarded"]).inc();
+                return self.forward(message, reference).await;
+            }
         };
+        self.gw.metrics.messages.with_label_values(&["local"]).inc();
+        self.gw.metrics.outcome(status);
         Ok(Some(outcome_line(&message.id, reference, status)))
     }
 
@@ -168,6 +174,7 @@ impl Conn {
         let entry = Entry {
             control: self.control_tx.clone(),
             reference: reference.clone(),
+            started: Instant::now(),
             deadline: Instant::now() + self.gw.limits.forward_timeout(),
             permit,
         };

@@ -78,6 +78,10 @@ impl Conn {
     }
 
     pub fn kicked(&mut self, reason: KickReason) {
+        if self.session.is_some() {
+            let label = crate::metrics::kick_label(reason);
+            self.gw.metrics.kicks.with_label_values(&[label]).inc();
+        }
         if let Some(s) = &self.session {
             // Shutdown kicks everyone at once: one line per session would
             // bury the drain's own summary.
@@ -113,6 +117,7 @@ pub async fn run(
         out: BytesMut::new(),
         closing: false,
     };
+    conn.gw.metrics.connections.inc();
     let login_deadline = tokio::time::sleep(conn.gw.limits.login_timeout());
     tokio::pin!(login_deadline);
     let mut ever_logged_in = false;
@@ -146,6 +151,7 @@ pub async fn run(
     }
     let _ = write.shutdown().await;
     close_session(&mut conn, shutdown.is_cancelled()).await;
+    conn.gw.metrics.connections.dec();
 }
 
 /// Appends whatever else is ready, up to a batch.

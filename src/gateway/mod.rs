@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayLimits;
 use crate::grpc;
+use crate::metrics::Metrics;
 use crate::presence::{PresenceStore, ServerInfo, now_ms};
 use crate::shutdown::CancellationToken;
 
@@ -44,6 +45,8 @@ pub struct GatewayOptions {
     pub advertise_grpc: String,
     pub relay_url: String,
     pub limits: GatewayLimits,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics_listener: Option<TcpListener>,
 }
 
 /// State shared by every task of one message server.
@@ -56,6 +59,7 @@ pub struct Gateway {
     pending: pending::Pending,
     link: relay_link::LinkSlot,
     pub limits: GatewayLimits,
+    pub metrics: Arc<Metrics>,
     /// One permit per allowed connection.
     connection_slots: Arc<Semaphore>,
     next_session: AtomicU64,
@@ -64,12 +68,14 @@ pub struct Gateway {
 
 impl Gateway {
     fn new(id: String, store: Arc<dyn PresenceStore>, limits: GatewayLimits) -> Self {
+        let metrics = Metrics::new();
         Self {
             id,
             incarnation: format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
             store,
             sessions: Sessions::default(),
-            pending: pending::Pending::default(),
+            pending: pending::Pending::new(metrics.clone()),
+            metrics,
             link: relay_link::LinkSlot::default(),
             connection_slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
             limits,
@@ -117,6 +123,7 @@ pub async fn run(
         connections: 0,
         heartbeat_ms: now_ms(),
         started_ms: now_ms(),
+        stats: Default::default(),
     };
     gw.store
         .register(&info)
@@ -135,6 +142,9 @@ pub async fn run(
 
     let background = shutdown.child_token();
     let tasks = TaskTracker::new();
+    if let Some(listener) = opts.metrics_listener {
+        tasks.spawn(crate::metrics::serve(listener, gw.metrics.clone(), background.clone()));
+    }
     tasks.spawn(upkeep::heartbeat(gw.clone(), info, background.clone()));
     tasks.spawn(upkeep::kicks(gw.clone(), background.clone()));
     tasks.spawn(upkeep::expire_forwards(gw.clone(), background.clone()));

@@ -5,12 +5,13 @@
 //! sender; later answers for the same id find nothing and are ignored.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::sessions::Control;
+use crate::metrics::Metrics;
 use crate::pb::Status;
 use crate::protocol::ErrorCode;
 use crate::protocol::reply::{Event, Ref, code_line};
@@ -18,19 +19,33 @@ use crate::protocol::reply::{Event, Ref, code_line};
 pub struct Entry {
     pub control: mpsc::UnboundedSender<Control>,
     pub reference: Ref,
+    pub started: Instant,
     pub deadline: Instant,
     /// The sender's in-flight slot, freed with the entry.
     pub permit: OwnedSemaphorePermit,
 }
 
-#[derive(Default)]
 pub struct Pending {
     map: Mutex<HashMap<String, Entry>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pending {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { map: Mutex::default(), metrics }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn answer(&self, id: &str, entry: Entry, status: Status) {
+        self.metrics.outcome(status);
+        self.metrics.forward_latency.observe(entry.started.elapsed().as_secs_f64());
+        let line = outcome_line(id, &entry.reference, status);
+        // The sender may have disconnected meanwhile: nobody left to tell.
+        let _ = entry.control.send(Control::Reply(line));
+        drop(entry.permit);
     }
 
     pub fn insert(&self, id: String, entry: Entry) {
@@ -41,7 +56,7 @@ impl Pending {
     pub fn resolve(&self, id: &str, status: Status) {
         let entry = self.lock().remove(id);
         if let Some(entry) = entry {
-            answer(id, entry, status);
+            self.answer(id, entry, status);
         }
     }
 
@@ -50,7 +65,7 @@ impl Pending {
         let drained: Vec<(String, Entry)> = self.lock().drain().collect();
         let n = drained.len();
         for (id, entry) in drained {
-            answer(&id, entry, Status::Unavailable);
+            self.answer(&id, entry, Status::Unavailable);
         }
         n
     }
@@ -70,7 +85,7 @@ impl Pending {
         };
         let n = expired.len();
         for (id, entry) in expired {
-            answer(&id, entry, Status::Unavailable);
+            self.answer(&id, entry, Status::Unavailable);
         }
         n
     }
@@ -94,9 +109,4 @@ pub fn outcome_line(id: &str, reference: &Ref, status: Status) -> bytes::Bytes {
     code_line(code, reference)
 }
 
-fn answer(id: &str, entry: Entry, status: Status) {
-    let line = outcome_line(id, &entry.reference, status);
-    // The sender may have disconnected meanwhile: nobody left to tell.
-    let _ = entry.control.send(Control::Reply(line));
-    drop(entry.permit);
-}
+

@@ -110,6 +110,7 @@ async fn link_once(
     let outbound = futures::stream::once(async { first }).chain(rest);
     let mut inbound = RelayClient::new(channel).link(outbound).await?.into_inner();
     gw.link.set(Some(tx.clone()));
+    gw.metrics.relay_links.set(1);
     tracing::info!(server = %gw.id, relay = %relay_url, "relay link up");
     loop {
         let frame = tokio::select! {
@@ -130,6 +131,7 @@ async fn link_once(
         }
     }
     gw.link.set(None);
+    gw.metrics.relay_links.set(0);
     Ok(())
 }
 

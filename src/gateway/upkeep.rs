@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::Gateway;
-use crate::presence::{Presence, ServerInfo, now_ms};
+use crate::presence::{KickCause, Presence, ServerInfo, now_ms};
 use crate::protocol::KickReason;
 use crate::shutdown::CancellationToken;
 
@@ -29,14 +29,13 @@ pub async fn heartbeat(gw: Arc<Gateway>, mut info: ServerInfo, shutdown: Cancell
             _ = tick.tick() => {}
         }
         let connections = gw.connections();
-        match gw
-            .store
-            .heartbeat(&gw.id, &gw.incarnation, connections)
-            .await
-        {
+        let stats = gw.metrics.server_stats();
+        let beat = gw.store.heartbeat(&gw.id, &gw.incarnation, connections, &stats);
+        match beat.await {
             Ok(true) => {}
             Ok(false) => {
                 info.connections = connections;
+                info.stats = stats;
                 info.heartbeat_ms = now_ms();
                 if let Err(e) = gw.store.register(&info).await {
                     tracing::warn!(server = %gw.id, error = %e, "re-registration failed");
@@ -64,7 +63,11 @@ pub async fn kicks(gw: Arc<Gateway>, shutdown: CancellationToken) {
                         _ = shutdown.cancelled() => return,
                         kick = stream.next() => match kick {
                             Some(k) if k.incarnation == gw.incarnation => {
-                                gw.sessions.kick(&k.name, k.conn, KickReason::LoggedInElsewhere);
+                                let reason = match k.cause {
+                                    KickCause::Displaced => KickReason::LoggedInElsewhere,
+                                    KickCause::Admin => KickReason::Admin,
+                                };
+                                gw.sessions.kick(&k.name, k.conn, reason);
                             }
                             Some(_) => {}
                             None => break,

@@ -4,9 +4,11 @@
 //!
 //! Each check uses its own user and server names, so they can share a store.
 
+use std::collections::BTreeMap;
+
 use futures::StreamExt;
 
-use super::{Kick, Presence, PresenceStore, ServerInfo};
+use super::{Kick, KickCause, Presence, PresenceStore, ServerInfo};
 
 fn p(name: &str, server: &str, inc: &str, conn: u64) -> Presence {
     Presence {
@@ -24,6 +26,8 @@ pub async fn run_all(store: &dyn PresenceStore) {
     purge_spares_entries_that_moved(store).await;
     reassert_never_displaces(store).await;
     registry_is_fenced_by_incarnation(store).await;
+    admin_kick_removes_and_notifies(store).await;
+    purge_totals_add_up(store).await;
 }
 
 pub async fn newest_login_wins_and_notifies_the_other_server(store: &dyn PresenceStore) {
@@ -43,6 +47,7 @@ pub async fn newest_login_wins_and_notifies_the_other_server(store: &dyn Presenc
         name: "nw-alice".into(),
         incarnation: "1".into(),
         conn: 2,
+        cause: KickCause::Displaced,
     };
     assert_eq!(
         kick.unwrap(),
@@ -135,19 +140,22 @@ pub async fn registry_is_fenced_by_incarnation(store: &dyn PresenceStore) {
         connections: 0,
         heartbeat_ms: 0,
         started_ms: 5,
+        stats: BTreeMap::new(),
     };
+    let stats: BTreeMap<String, u64> = [("logins".to_owned(), 7)].into();
     assert!(
-        !store.heartbeat("rg-a", "1", 3).await.unwrap(),
+        !store.heartbeat("rg-a", "1", 3, &stats).await.unwrap(),
         "no entry yet"
     );
     store.register(&info).await.unwrap();
-    assert!(store.heartbeat("rg-a", "1", 3).await.unwrap());
-    assert!(!store.heartbeat("rg-a", "2", 3).await.unwrap());
+    assert!(store.heartbeat("rg-a", "1", 3, &stats).await.unwrap());
+    assert!(!store.heartbeat("rg-a", "2", 3, &stats).await.unwrap());
     let listed = store.servers().await.unwrap();
     let entry = listed.iter().find(|s| s.id == "rg-a").unwrap();
     assert_eq!(entry.connections, 3);
     assert_eq!(entry.grpc_addr, "127.0.0.1:1");
     assert_eq!(entry.started_ms, 5);
+    assert_eq!(entry.stats.get("logins"), Some(&7));
     assert!(entry.heartbeat_ms > 0);
     assert!(!store.deregister("rg-a", "2").await.unwrap());
     assert!(store.deregister("rg-a", "1").await.unwrap());
@@ -159,4 +167,29 @@ pub async fn registry_is_fenced_by_incarnation(store: &dyn PresenceStore) {
             .iter()
             .all(|s| s.id != "rg-a")
     );
+}
+
+pub async fn admin_kick_removes_and_notifies(store: &dyn PresenceStore) {
+    let mut kicks = store.kicks("ak-a").await.unwrap();
+    store.login(&p("ak-alice", "ak-a", "1", 4)).await.unwrap();
+    assert_eq!(store.kick("ak-nobody").await.unwrap(), None);
+    let removed = store.kick("ak-alice").await.unwrap();
+    assert_eq!(removed, Some(p("ak-alice", "ak-a", "1", 4)));
+    assert_eq!(store.lookup("ak-alice").await.unwrap(), None);
+    assert!(store.users_of("ak-a", "1").await.unwrap().is_empty());
+    let kick = tokio::time::timeout(std::time::Duration::from_secs(5), kicks.next()).await;
+    let expected = Kick {
+        name: "ak-alice".into(),
+        incarnation: "1".into(),
+        conn: 4,
+        cause: KickCause::Admin,
+    };
+    assert_eq!(kick.unwrap(), Some(expected));
+}
+
+pub async fn purge_totals_add_up(store: &dyn PresenceStore) {
+    let (servers, entries) = store.purge_totals().await.unwrap();
+    store.record_purge(5).await.unwrap();
+    store.record_purge(0).await.unwrap();
+    assert_eq!(store.purge_totals().await.unwrap(), (servers + 2, entries + 5));
 }

@@ -4,14 +4,14 @@
 //! tests. It follows exactly the rules of the Redis store; one mutex makes
 //! every operation atomic, as one Lua script does in Redis.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Kick, KickStream, Presence, PresenceStore, Result, ServerInfo};
+use super::{Kick, KickCause, KickStream, Presence, PresenceStore, Result, ServerInfo};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -25,6 +25,7 @@ struct Inner {
     index: HashMap<(String, String), HashSet<String>>,
     servers: HashMap<String, ServerInfo>,
     kick_subscribers: HashMap<String, mpsc::UnboundedSender<Kick>>,
+    purge_totals: (u64, u64),
 }
 
 impl MemoryStore {
@@ -56,6 +57,18 @@ impl Inner {
         }
     }
 
+    fn notify(&self, old: &Presence, cause: KickCause) {
+        if let Some(tx) = self.kick_subscribers.get(&old.server) {
+            // A closed receiver means that server is gone: nothing to kick.
+            let _ = tx.send(Kick {
+                name: old.name.clone(),
+                incarnation: old.incarnation.clone(),
+                conn: old.conn,
+                cause,
+            });
+        }
+    }
+
     fn insert(&mut self, entry: &Presence) {
         self.index_mut(&entry.server, &entry.incarnation)
             .insert(entry.name.clone());
@@ -70,18 +83,21 @@ impl PresenceStore for MemoryStore {
         let old = inner.users.get(&entry.name).cloned();
         if let Some(old) = &old {
             inner.unindex(old);
-            if old.server != entry.server
-                && let Some(tx) = inner.kick_subscribers.get(&old.server)
-            {
-                // A closed receiver means that server is gone: nothing to kick.
-                let _ = tx.send(Kick {
-                    name: old.name.clone(),
-                    incarnation: old.incarnation.clone(),
-                    conn: old.conn,
-                });
+            if old.server != entry.server {
+                inner.notify(old, KickCause::Displaced);
             }
         }
         inner.insert(entry);
+        Ok(old)
+    }
+
+    async fn kick(&self, name: &str) -> Result<Option<Presence>> {
+        let mut inner = self.lock();
+        let old = inner.users.remove(name);
+        if let Some(old) = &old {
+            inner.unindex(old);
+            inner.notify(old, KickCause::Admin);
+        }
         Ok(old)
     }
 
@@ -161,11 +177,18 @@ impl PresenceStore for MemoryStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, id: &str, incarnation: &str, connections: u64) -> Result<bool> {
+    async fn heartbeat(
+        &self,
+        id: &str,
+        incarnation: &str,
+        connections: u64,
+        stats: &BTreeMap<String, u64>,
+    ) -> Result<bool> {
         let mut inner = self.lock();
         match inner.servers.get_mut(id) {
             Some(s) if s.incarnation == incarnation => {
                 s.connections = connections;
+                s.stats.clone_from(stats);
                 s.heartbeat_ms = super::now_ms();
                 Ok(true)
             }
@@ -190,6 +213,17 @@ impl PresenceStore for MemoryStore {
         let mut list: Vec<ServerInfo> = self.lock().servers.values().cloned().collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(list)
+    }
+
+    async fn record_purge(&self, entries: u64) -> Result<()> {
+        let mut inner = self.lock();
+        inner.purge_totals.0 += 1;
+        inner.purge_totals.1 += entries;
+        Ok(())
+    }
+
+    async fn purge_totals(&self) -> Result<(u64, u64)> {
+        Ok(self.lock().purge_totals)
     }
 
     async fn kicks(&self, server: &str) -> Result<KickStream> {

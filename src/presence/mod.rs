@@ -19,6 +19,7 @@ pub mod conformance;
 mod memory;
 mod redis_store;
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -58,15 +59,25 @@ pub struct ServerInfo {
     pub connections: u64,
     pub heartbeat_ms: i64,
     pub started_ms: i64,
+    /// The server's counters as of its last heartbeat (for cluster stats).
+    pub stats: BTreeMap<String, u64>,
 }
 
-/// A notice to a server: its session `conn` for `name` was displaced by a
-/// newer login elsewhere and must be closed.
+/// A notice to a server: its session `conn` for `name` must be closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kick {
     pub name: String,
     pub incarnation: String,
     pub conn: u64,
+    pub cause: KickCause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KickCause {
+    /// A newer login of the same name on another server.
+    Displaced,
+    /// An operator's kick (Admin API).
+    Admin,
 }
 
 pub type KickStream = Pin<Box<dyn Stream<Item = Kick> + Send>>;
@@ -87,6 +98,11 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// and returns the replaced entry. If that entry lived on another
     /// server, that server receives a [`Kick`] on its kick stream.
     async fn login(&self, entry: &Presence) -> Result<Option<Presence>>;
+
+    /// An operator's kick: removes `name`'s entry whatever session it is
+    /// and notifies its server (which closes the session). Returns the
+    /// removed entry, or None if `name` was not online.
+    async fn kick(&self, name: &str) -> Result<Option<Presence>>;
 
     /// Removes the entry of `entry.name` only if it is still this session.
     async fn logout(&self, entry: &Presence) -> Result<bool>;
@@ -114,12 +130,24 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Refreshes a server's connection count and heartbeat. Returns false if
     /// the registry has no entry for this incarnation (the caller then
     /// registers again and re-asserts its sessions).
-    async fn heartbeat(&self, id: &str, incarnation: &str, connections: u64) -> Result<bool>;
+    async fn heartbeat(
+        &self,
+        id: &str,
+        incarnation: &str,
+        connections: u64,
+        stats: &BTreeMap<String, u64>,
+    ) -> Result<bool>;
 
     /// Removes a server from the registry if it is still that incarnation.
     async fn deregister(&self, id: &str, incarnation: &str) -> Result<bool>;
 
     async fn servers(&self) -> Result<Vec<ServerInfo>>;
+
+    /// Adds to the cluster-wide purge totals (servers, entries).
+    async fn record_purge(&self, entries: u64) -> Result<()>;
+
+    /// The cluster-wide purge totals: (servers purged, entries removed).
+    async fn purge_totals(&self) -> Result<(u64, u64)>;
 
     /// Kick notices for `server`. The stream ends if the subscription
     /// breaks; the caller re-subscribes and reconciles its sessions.

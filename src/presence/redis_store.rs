@@ -5,13 +5,14 @@
 //! - `sb:idx:{server}:{inc}`  set of names: the per-incarnation index
 //! - `sb:servers`             set of server ids
 //! - `sb:server:{id}`         hash: the registry entry
-//! - channel `sb:kick:{id}`   "name inc conn" kick notices
+//! - `sb:stats`               hash: cluster-wide purge totals
+//! - channel `sb:kick:{id}`   "name inc conn [admin]" kick notices
 //!
 //! Every multi-key change is one Lua script, so it is atomic. Scripts touch
 //! keys they compute themselves, so this targets a single Redis (or a
 //! Sentinel-managed primary), not Redis Cluster.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,13 +20,16 @@ use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::{Kick, KickStream, Presence, PresenceError, PresenceStore, Result, ServerInfo};
+use super::{Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Result, ServerInfo};
 
 const PURGE_BATCH: u64 = 1000;
 const SERVERS_KEY: &str = "sb:servers";
+const STATS_KEY: &str = "sb:stats";
+const STAT_PREFIX: &str = "stat:";
 
 struct Scripts {
     login: Script,
+    kick: Script,
     logout: Script,
     reassert: Script,
     purge: Script,
@@ -67,6 +71,7 @@ impl RedisStore {
             conn,
             scripts: Scripts {
                 login: Script::new(include_str!("lua/login.lua")),
+                kick: Script::new(include_str!("lua/kick.lua")),
                 logout: Script::new(include_str!("lua/logout.lua")),
                 reassert: Script::new(include_str!("lua/reassert.lua")),
                 purge: Script::new(include_str!("lua/purge.lua")),
@@ -111,16 +116,26 @@ fn server_from(id: &str, h: &HashMap<String, String>) -> Option<ServerInfo> {
         connections: num("connections") as u64,
         heartbeat_ms: num("heartbeat_ms"),
         started_ms: num("started_ms"),
+        stats: h
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(STAT_PREFIX)?.to_owned(), v.parse().ok()?)))
+            .collect(),
     })
 }
 
 fn parse_kick(payload: &str) -> Option<Kick> {
     let mut parts = payload.split(' ');
     let (name, inc, conn) = (parts.next()?, parts.next()?, parts.next()?);
+    let cause = match parts.next() {
+        None => KickCause::Displaced,
+        Some("admin") => KickCause::Admin,
+        Some(_) => return None,
+    };
     Some(Kick {
         name: name.to_owned(),
         incarnation: inc.to_owned(),
         conn: conn.parse().ok()?,
+        cause,
     })
 }
 
@@ -141,6 +156,20 @@ impl PresenceStore for RedisStore {
             .await?;
         match old {
             Some(fields) => presence_from(&e.name, &fields),
+            None => Ok(None),
+        }
+    }
+
+    async fn kick(&self, name: &str) -> Result<Option<Presence>> {
+        let old: Option<Vec<Option<String>>> = self
+            .scripts
+            .kick
+            .key(user_key(name))
+            .arg(name)
+            .invoke_async(&mut self.conn())
+            .await?;
+        match old {
+            Some(fields) => presence_from(name, &fields),
             None => Ok(None),
         }
     }
@@ -228,14 +257,17 @@ impl PresenceStore for RedisStore {
     }
 
     async fn register(&self, info: &ServerInfo) -> Result<()> {
-        let fields = [
-            ("inc", info.incarnation.clone()),
-            ("grpc_addr", info.grpc_addr.clone()),
-            ("client_addr", info.client_addr.clone()),
-            ("connections", info.connections.to_string()),
-            ("heartbeat_ms", info.heartbeat_ms.to_string()),
-            ("started_ms", info.started_ms.to_string()),
+        let mut fields = vec![
+            ("inc".to_owned(), info.incarnation.clone()),
+            ("grpc_addr".to_owned(), info.grpc_addr.clone()),
+            ("client_addr".to_owned(), info.client_addr.clone()),
+            ("connections".to_owned(), info.connections.to_string()),
+            ("heartbeat_ms".to_owned(), info.heartbeat_ms.to_string()),
+            ("started_ms".to_owned(), info.started_ms.to_string()),
         ];
+        for (name, value) in &info.stats {
+            fields.push((format!("{STAT_PREFIX}{name}"), value.to_string()));
+        }
         let key = server_key(&info.id);
         redis::pipe()
             .atomic()
@@ -247,17 +279,39 @@ impl PresenceStore for RedisStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, id: &str, incarnation: &str, connections: u64) -> Result<bool> {
-        let n: i64 = self
-            .scripts
-            .heartbeat
-            .key(server_key(id))
-            .arg(incarnation)
-            .arg(connections)
-            .arg(super::now_ms())
-            .invoke_async(&mut self.conn())
-            .await?;
+    async fn heartbeat(
+        &self,
+        id: &str,
+        incarnation: &str,
+        connections: u64,
+        stats: &BTreeMap<String, u64>,
+    ) -> Result<bool> {
+        let mut call = self.scripts.heartbeat.key(server_key(id));
+        call.arg(incarnation).arg(connections).arg(super::now_ms());
+        for (name, value) in stats {
+            call.arg(name).arg(value);
+        }
+        let n: i64 = call.invoke_async(&mut self.conn()).await?;
         Ok(n == 1)
+    }
+
+    async fn record_purge(&self, entries: u64) -> Result<()> {
+        redis::pipe()
+            .atomic()
+            .hincr(STATS_KEY, "purges", 1)
+            .hincr(STATS_KEY, "purged_entries", entries)
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_totals(&self) -> Result<(u64, u64)> {
+        let (purges, entries): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(STATS_KEY)
+            .arg(&["purges", "purged_entries"])
+            .query_async(&mut self.conn())
+            .await?;
+        Ok((purges.unwrap_or(0), entries.unwrap_or(0)))
     }
 
     async fn deregister(&self, id: &str, incarnation: &str) -> Result<bool> {
@@ -314,9 +368,12 @@ mod tests {
             Some(Kick {
                 name: "alice".into(),
                 incarnation: "abc".into(),
-                conn: 42
+                conn: 42,
+                cause: KickCause::Displaced,
             })
         );
+        assert_eq!(parse_kick("alice abc 42 admin").unwrap().cause, KickCause::Admin);
+        assert_eq!(parse_kick("alice abc 42 what"), None);
         assert_eq!(parse_kick("alice abc"), None);
         assert_eq!(parse_kick("alice abc x"), None);
     }

@@ -16,6 +16,8 @@ pub enum KickReason {
     LoggedInElsewhere,
     /// The server is shutting down (SIGTERM/SIGINT).
     ServerShutdown,
+    /// An operator kicked the session (Admin API).
+    Admin,
 }
 
 #[derive(Debug, Serialize)]

@@ -108,6 +108,14 @@ impl LinkTable {
         None
     }
 
+    pub fn len(&self) -> usize {
+        lock(&self.links).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn all(&self) -> Vec<Arc<Link>> {
         lock(&self.links).values().cloned().collect()
     }

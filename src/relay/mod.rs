@@ -30,6 +30,8 @@ pub use service::RelayService;
 
 pub struct RelayOptions {
     pub grpc_listener: TcpListener,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics_listener: Option<TcpListener>,
     pub health: HealthWatch,
 }
 
@@ -40,7 +42,12 @@ pub async fn run(
     store: Arc<dyn PresenceStore>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let router = Arc::new(Router::new(store.clone()));
+    let metrics = crate::metrics::Metrics::new();
+    let router = Arc::new(Router::new(store.clone(), metrics.clone()));
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = opts
+        .metrics_listener
+        .map(|l| tokio::spawn(crate::metrics::serve(l, metrics.clone(), metrics_stop.clone())));
     let (health, health_service) = grpc::Health::new(vec![grpc::RELAY_SERVICE]);
     health.set(true).await;
 
@@ -62,6 +69,10 @@ pub async fn run(
     links_stop.cancel();
     grpc_stop.cancel();
     let _ = watcher.await;
+    metrics_stop.cancel();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server error"),
         Err(_) => tracing::warn!("gRPC server did not stop in time"),

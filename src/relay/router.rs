@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::links::{Link, LinkTable};
+use crate::metrics::Metrics;
 use crate::pb::{self, Status};
 use crate::presence::PresenceStore;
 
@@ -58,6 +59,7 @@ impl RouteCache {
 
 pub struct Router {
     pub links: LinkTable,
+    pub metrics: Arc<Metrics>,
     cache: RouteCache,
     store: Arc<dyn PresenceStore>,
 }
@@ -69,9 +71,10 @@ enum Route {
 }
 
 impl Router {
-    pub fn new(store: Arc<dyn PresenceStore>) -> Self {
+    pub fn new(store: Arc<dyn PresenceStore>, metrics: Arc<Metrics>) -> Self {
         Self {
             links: LinkTable::default(),
+            metrics,
             cache: RouteCache::default(),
             store,
         }
@@ -79,6 +82,7 @@ impl Router {
 
     /// A message arrived from its origin server.
     pub async fn on_forward(&self, forward: pb::Forward) {
+        self.metrics.routed.with_label_values(&["forward"]).inc();
         let Some(to) = forward.message.as_ref().map(|m| m.to.clone()) else {
             return;
         };
@@ -91,6 +95,7 @@ impl Router {
 
     /// An outcome arrived from the server `from` that received a message.
     pub async fn on_outcome(&self, from: &Link, mut outcome: pb::Outcome) {
+        self.metrics.routed.with_label_values(&["outcome"]).inc();
         from.settle(&outcome.message_id);
         if outcome.status() != Status::NotHere {
             self.send_outcome(outcome);
@@ -190,7 +195,10 @@ impl Router {
     pub fn forget_server(&self, server_id: &str, incarnation: &str) -> usize {
         self.cache.evict_server(server_id);
         match self.links.remove_incarnation(server_id, incarnation) {
-            Some(link) => self.fail_link(&link),
+            Some(link) => {
+                self.metrics.relay_links.set(self.links.len() as i64);
+                self.fail_link(&link)
+            }
             None => 0,
         }
     }

@@ -69,6 +69,7 @@ impl Relay for RelayService {
             let failed = self.router.fail_link(&old);
             tracing::info!(server = %old.server_id, unavailable = failed, "link replaced by a newer one");
         }
+        self.router.metrics.relay_links.set(self.router.links.len() as i64);
         tracing::info!(server = %link.server_id, incarnation = %link.incarnation, grpc = %link.grpc_addr, "server linked");
         tokio::spawn(read_link(
             self.router.clone(),
@@ -115,6 +116,7 @@ async fn read_link(
         }
     }
     if router.links.remove(&link) {
+        router.metrics.relay_links.set(router.links.len() as i64);
         let failed = router.fail_link(&link);
         tracing::warn!(server = %link.server_id, unavailable = failed, "server link down");
     }

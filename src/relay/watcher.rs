@@ -132,6 +132,7 @@ impl Watcher {
                 *entry = (target.incarnation.clone(), 0);
             }
             entry.1 += 1;
+            self.router.metrics.health_check_failures.inc();
             tracing::debug!(server = %id, failures = entry.1, "health check failed");
             if entry.1 >= self.cfg.health_failures
                 && self.declare_dead(&id, &target.incarnation).await
@@ -155,6 +156,11 @@ impl Watcher {
             tracing::warn!(server = %id, error = %e, "deregister failed; will retry");
             return false;
         }
+        if let Err(e) = self.store.record_purge(purged).await {
+            tracing::warn!(error = %e, "could not record purge totals");
+        }
+        self.router.metrics.purges.inc();
+        self.router.metrics.purged_entries.inc_by(purged);
         tracing::warn!(server = %id, %incarnation, purged, unavailable, "server declared dead: presence purged");
         true
     }

@@ -1,0 +1,11 @@
+-- An operator's kick: remove the entry and notify its server, atomically.
+-- KEYS[1] user hash; ARGV: name
+-- Returns the removed entry {server, incarnation, conn, since} or nil.
+local cur = redis.call('HMGET', KEYS[1], 'server', 'inc', 'conn', 'since')
+if not cur[1] then
+  return false
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', 'sb:idx:' .. cur[1] .. ':' .. cur[2], ARGV[1])
+redis.call('PUBLISH', 'sb:kick:' .. cur[1], ARGV[1] .. ' ' .. cur[2] .. ' ' .. cur[3] .. ' admin')
+return cur
