@@ -204,7 +204,9 @@ pub async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
 }
 
 /// `listen` for an optional address.
-pub async fn listen_opt(addr: Option<SocketAddr>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+pub async fn listen_opt(
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     match addr {
         Some(addr) => Ok(Some(listen(addr).await?)),
         None => Ok(None),

@@ -13,11 +13,15 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 use tonic_health::server::HealthReporter;
 
-use crate::pb::relay_server::{Relay, RelayServer};
+use tonic::service::Routes;
+
+use crate::admin::{AdminNode, AdminService};
+use crate::pb::admin_server::AdminServer;
 use crate::shutdown::CancellationToken;
 
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 pub const RELAY_SERVICE: &str = "switchboard.v1.Relay";
+pub const ADMIN_SERVICE: &str = "switchboard.v1.Admin";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
@@ -54,23 +58,26 @@ impl Health {
     }
 }
 
-/// Serves health, reflection and (on the relay) the Relay service on
-/// `listener` until `shutdown` is cancelled.
-pub async fn serve<H: HealthService, R: Relay>(
+/// Serves `routes` (health, Admin, and the Relay service on the relay)
+/// plus server reflection for `services` on `listener` until `shutdown`.
+pub async fn serve(
     listener: TcpListener,
-    health: HealthServer<H>,
-    relay: Option<RelayServer<R>>,
+    routes: Routes,
+    services: &[&'static str],
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let mut services = vec![HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA];
-    if relay.is_some() {
-        services.push(RELAY_SERVICE);
-    }
+    let mut names = vec![
+        HEALTH_SERVICE,
+        ADMIN_SERVICE,
+        REFLECTION_V1,
+        REFLECTION_V1ALPHA,
+    ];
+    names.extend_from_slice(services);
     let reflection = || {
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        for s in &services {
+        for s in &names {
             b = b.with_service_name(*s);
         }
         b
@@ -85,12 +92,17 @@ pub async fn serve<H: HealthService, R: Relay>(
     Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(health)
-        .add_service(v1)
-        .add_service(v1alpha)
-        .add_optional_service(relay)
+        .add_routes(routes.add_service(v1).add_service(v1alpha))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
+}
+
+/// The routes every gRPC port starts with: health and the Admin API.
+pub fn base_routes<H: HealthService, N: AdminNode>(
+    health: HealthServer<H>,
+    admin: AdminService<N>,
+) -> Routes {
+    Routes::new(health).add_service(AdminServer::new(admin))
 }
 
 /// Most envelopes sent in one stream frame.

@@ -8,6 +8,7 @@
 //!   purges the presence of dead ones.
 //! - [`cluster`]: the one-command local cluster.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod gateway;

@@ -3,12 +3,10 @@
 //! Library errors (presence store failures) become protocol errors here and
 //! only here; everything below speaks typed errors.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 
 use super::connection::{Conn, Session};
-use super::pending::{Entry, outcome_line};
+use super::pending::{Waiter, outcome_line};
 use super::sessions::{Delivery, SessionHandle};
 use crate::pb::{self, Status};
 use crate::presence::{PresenceError, now_ms};
@@ -155,7 +153,11 @@ impl Conn {
             Delivery::Delivered => Status::Delivered,
             Delivery::Busy => Status::Busy,
             Delivery::NotHere => {
-                self.gw.metrics.messages.with_label_values(&["forwarded"]).inc();
+                self.gw
+                    .metrics
+                    .messages
+                    .with_label_values(&["forwarded"])
+                    .inc();
                 return self.forward(message, reference).await;
             }
         };
@@ -170,23 +172,12 @@ impl Conn {
         let Ok(permit) = self.inflight.clone().acquire_owned().await else {
             return Err(ErrorCode::Unavailable.into());
         };
-        let id = message.id.clone();
-        let entry = Entry {
+        let waiter = Waiter::Client {
             control: self.control_tx.clone(),
             reference: reference.clone(),
-            started: Instant::now(),
-            deadline: Instant::now() + self.gw.limits.forward_timeout(),
             permit,
         };
-        self.gw.pending.insert(id.clone(), entry);
-        let forward = pb::Forward {
-            message: Some(message),
-            origin_server: self.gw.id.clone(),
-            rerouted: false,
-        };
-        if !self.gw.link.send(pb::envelope::Kind::Forward(forward)) {
-            self.gw.pending.resolve(&id, Status::Unavailable);
-        }
+        self.gw.forward(message, waiter);
         Ok(None)
     }
 }

@@ -14,6 +14,7 @@
 mod commands;
 mod connection;
 mod listener;
+mod operator;
 mod pending;
 mod relay_link;
 mod sessions;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::AdminService;
 use crate::config::GatewayLimits;
 use crate::grpc;
 use crate::metrics::Metrics;
@@ -92,6 +94,27 @@ impl Gateway {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Hands a message to the relay; `waiter` receives its outcome (or
+    /// `unavailable` at once if there is no link).
+    fn forward(&self, message: crate::pb::ChatMessage, waiter: pending::Waiter) {
+        let id = message.id.clone();
+        let now = std::time::Instant::now();
+        let entry = pending::Entry {
+            waiter,
+            started: now,
+            deadline: now + self.limits.forward_timeout(),
+        };
+        self.pending.insert(id.clone(), entry);
+        let forward = crate::pb::Forward {
+            message: Some(message),
+            origin_server: self.id.clone(),
+            rerouted: false,
+        };
+        if !self.link.send(crate::pb::envelope::Kind::Forward(forward)) {
+            self.pending.resolve(&id, crate::pb::Status::Unavailable);
+        }
+    }
+
     /// `<server>.<incarnation>.<sequence>`: unique across the cluster.
     fn new_message_id(&self) -> String {
         let seq = self.next_message.fetch_add(1, Ordering::Relaxed);
@@ -133,17 +156,26 @@ pub async fn run(
     let (health, health_service) = grpc::Health::new(vec![]);
     health.set(true).await;
     let grpc_stop = CancellationToken::new();
-    let grpc_task = tokio::spawn(grpc::serve::<_, crate::relay::RelayService>(
+    let admin = AdminService::new(
+        Arc::new(operator::GatewayNode(gw.clone())),
+        gw.store.clone(),
+    );
+    let routes = grpc::base_routes(health_service, admin);
+    let grpc_task = tokio::spawn(grpc::serve(
         opts.grpc_listener,
-        health_service,
-        None,
+        routes,
+        &[],
         grpc_stop.clone(),
     ));
 
     let background = shutdown.child_token();
     let tasks = TaskTracker::new();
     if let Some(listener) = opts.metrics_listener {
-        tasks.spawn(crate::metrics::serve(listener, gw.metrics.clone(), background.clone()));
+        tasks.spawn(crate::metrics::serve(
+            listener,
+            gw.metrics.clone(),
+            background.clone(),
+        ));
     }
     tasks.spawn(upkeep::heartbeat(gw.clone(), info, background.clone()));
     tasks.spawn(upkeep::kicks(gw.clone(), background.clone()));

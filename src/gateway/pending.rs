@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::sessions::Control;
 use crate::metrics::Metrics;
@@ -17,12 +17,22 @@ use crate::protocol::ErrorCode;
 use crate::protocol::reply::{Event, Ref, code_line};
 
 pub struct Entry {
-    pub control: mpsc::UnboundedSender<Control>,
-    pub reference: Ref,
+    pub waiter: Waiter,
     pub started: Instant,
     pub deadline: Instant,
-    /// The sender's in-flight slot, freed with the entry.
-    pub permit: OwnedSemaphorePermit,
+}
+
+/// Who awaits a forwarded message's outcome.
+pub enum Waiter {
+    /// A client's chat: the outcome becomes its `ack` or `error` line.
+    Client {
+        control: mpsc::UnboundedSender<Control>,
+        reference: Ref,
+        /// The sender's in-flight slot, freed with the entry.
+        permit: OwnedSemaphorePermit,
+    },
+    /// An operator's message (Admin API).
+    Operator(oneshot::Sender<Status>),
 }
 
 pub struct Pending {
@@ -32,7 +42,10 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { map: Mutex::default(), metrics }
+        Self {
+            map: Mutex::default(),
+            metrics,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -41,11 +54,23 @@ impl Pending {
 
     fn answer(&self, id: &str, entry: Entry, status: Status) {
         self.metrics.outcome(status);
-        self.metrics.forward_latency.observe(entry.started.elapsed().as_secs_f64());
-        let line = outcome_line(id, &entry.reference, status);
-        // The sender may have disconnected meanwhile: nobody left to tell.
-        let _ = entry.control.send(Control::Reply(line));
-        drop(entry.permit);
+        self.metrics
+            .forward_latency
+            .observe(entry.started.elapsed().as_secs_f64());
+        // The sender may have gone meanwhile: nobody left to tell.
+        match entry.waiter {
+            Waiter::Client {
+                control,
+                reference,
+                permit,
+            } => {
+                let _ = control.send(Control::Reply(outcome_line(id, &reference, status)));
+                drop(permit);
+            }
+            Waiter::Operator(tx) => {
+                let _ = tx.send(status);
+            }
+        }
     }
 
     pub fn insert(&self, id: String, entry: Entry) {
@@ -108,5 +133,3 @@ pub fn outcome_line(id: &str, reference: &Ref, status: Status) -> bytes::Bytes {
     };
     code_line(code, reference)
 }
-
-

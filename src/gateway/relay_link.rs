@@ -6,6 +6,7 @@
 //! `LinkSlot::send` refuses at once, so cross-server chats fail fast
 //! instead of hanging. Local users are never affected by the link.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct LinkSlot {
     tx: Mutex<Option<mpsc::UnboundedSender<Kind>>>,
+    /// When the current link came up (unix ms); 0 while down.
+    since_ms: AtomicI64,
 }
 
 impl LinkSlot {
@@ -40,7 +43,18 @@ impl LinkSlot {
     }
 
     fn set(&self, tx: Option<mpsc::UnboundedSender<Kind>>) {
+        let since = if tx.is_some() {
+            crate::presence::now_ms()
+        } else {
+            0
+        };
         *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = tx;
+        self.since_ms.store(since, Ordering::Relaxed);
+    }
+
+    /// When the current link came up, if it is up.
+    pub fn linked_since_ms(&self) -> Option<i64> {
+        Some(self.since_ms.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
 }
 

@@ -30,7 +30,9 @@ pub async fn heartbeat(gw: Arc<Gateway>, mut info: ServerInfo, shutdown: Cancell
         }
         let connections = gw.connections();
         let stats = gw.metrics.server_stats();
-        let beat = gw.store.heartbeat(&gw.id, &gw.incarnation, connections, &stats);
+        let beat = gw
+            .store
+            .heartbeat(&gw.id, &gw.incarnation, connections, &stats);
         match beat.await {
             Ok(true) => {}
             Ok(false) => {

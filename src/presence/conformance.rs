@@ -191,5 +191,8 @@ pub async fn purge_totals_add_up(store: &dyn PresenceStore) {
     let (servers, entries) = store.purge_totals().await.unwrap();
     store.record_purge(5).await.unwrap();
     store.record_purge(0).await.unwrap();
-    assert_eq!(store.purge_totals().await.unwrap(), (servers + 2, entries + 5));
+    assert_eq!(
+        store.purge_totals().await.unwrap(),
+        (servers + 2, entries + 5)
+    );
 }

@@ -20,7 +20,9 @@ use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::{Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Result, ServerInfo};
+use super::{
+    Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Result, ServerInfo,
+};
 
 const PURGE_BATCH: u64 = 1000;
 const SERVERS_KEY: &str = "sb:servers";
@@ -372,7 +374,10 @@ mod tests {
                 cause: KickCause::Displaced,
             })
         );
-        assert_eq!(parse_kick("alice abc 42 admin").unwrap().cause, KickCause::Admin);
+        assert_eq!(
+            parse_kick("alice abc 42 admin").unwrap().cause,
+            KickCause::Admin
+        );
         assert_eq!(parse_kick("alice abc 42 what"), None);
         assert_eq!(parse_kick("alice abc"), None);
         assert_eq!(parse_kick("alice abc x"), None);

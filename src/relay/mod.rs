@@ -10,6 +10,7 @@
 //! what is in flight; all durable state is in the presence store.
 
 mod links;
+mod operator;
 mod router;
 mod service;
 mod watcher;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::admin::AdminService;
 use crate::config::HealthWatch;
 use crate::grpc;
 use crate::pb::relay_server::RelayServer;
@@ -45,9 +47,13 @@ pub async fn run(
     let metrics = crate::metrics::Metrics::new();
     let router = Arc::new(Router::new(store.clone(), metrics.clone()));
     let metrics_stop = CancellationToken::new();
-    let metrics_task = opts
-        .metrics_listener
-        .map(|l| tokio::spawn(crate::metrics::serve(l, metrics.clone(), metrics_stop.clone())));
+    let metrics_task = opts.metrics_listener.map(|l| {
+        tokio::spawn(crate::metrics::serve(
+            l,
+            metrics.clone(),
+            metrics_stop.clone(),
+        ))
+    });
     let (health, health_service) = grpc::Health::new(vec![grpc::RELAY_SERVICE]);
     health.set(true).await;
 
@@ -55,13 +61,25 @@ pub async fn run(
     let service = RelayService::new(router.clone(), links_stop.clone());
     let grpc_stop = CancellationToken::new();
     let addr = opts.grpc_listener.local_addr()?;
+    let board = Arc::new(watcher::HealthBoard::default());
+    let admin = AdminService::new(
+        Arc::new(operator::RelayNode::new(router.clone(), board.clone())),
+        store.clone(),
+    );
+    let routes = grpc::base_routes(health_service, admin).add_service(RelayServer::new(service));
     let server = tokio::spawn(grpc::serve(
         opts.grpc_listener,
-        health_service,
-        Some(RelayServer::new(service)),
+        routes,
+        &[grpc::RELAY_SERVICE],
         grpc_stop.clone(),
     ));
-    let watcher = tokio::spawn(watcher::run(router, store, opts.health, shutdown.clone()));
+    let watcher = tokio::spawn(watcher::run(
+        router,
+        store,
+        opts.health,
+        board,
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, "relay started");
 
     shutdown.cancelled().await;

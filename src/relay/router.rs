@@ -10,6 +10,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use super::links::{Link, LinkTable};
 use crate::metrics::Metrics;
@@ -24,9 +27,13 @@ struct RouteCache {
     routes: Mutex<HashMap<String, String>>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl RouteCache {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.routes)
     }
 
     fn get(&self, name: &str) -> Option<String> {
@@ -57,9 +64,15 @@ impl RouteCache {
     }
 }
 
+/// The origin of messages the relay sends itself (operator messages); the
+/// colon keeps it apart from every valid server id.
+pub const RELAY_ORIGIN: &str = ":relay";
+
 pub struct Router {
     pub links: LinkTable,
     pub metrics: Arc<Metrics>,
+    /// Operator messages awaiting their outcome, by message id.
+    waiters: Mutex<HashMap<String, oneshot::Sender<Status>>>,
     cache: RouteCache,
     store: Arc<dyn PresenceStore>,
 }
@@ -75,6 +88,7 @@ impl Router {
         Self {
             links: LinkTable::default(),
             metrics,
+            waiters: Mutex::default(),
             cache: RouteCache::default(),
             store,
         }
@@ -173,7 +187,33 @@ impl Router {
         });
     }
 
+    /// Routes a message from the relay itself and waits for its outcome.
+    pub async fn send_from_relay(&self, message: pb::ChatMessage, timeout: Duration) -> Status {
+        let id = message.id.clone();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters).insert(id.clone(), tx);
+        let forward = pb::Forward {
+            message: Some(message),
+            origin_server: RELAY_ORIGIN.to_owned(),
+            rerouted: false,
+        };
+        self.on_forward(forward).await;
+        let status = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(status)) => status,
+            _ => Status::Unavailable,
+        };
+        lock(&self.waiters).remove(&id);
+        self.metrics.outcome(status);
+        status
+    }
+
     fn send_outcome(&self, outcome: pb::Outcome) {
+        if outcome.origin_server == RELAY_ORIGIN {
+            if let Some(tx) = lock(&self.waiters).remove(&outcome.message_id) {
+                let _ = tx.send(outcome.status());
+            }
+            return;
+        }
         // No link to the origin: it failed its pending chats itself when
         // its link dropped, so there is nobody left to tell.
         if let Some(link) = self.links.get(&outcome.origin_server) {

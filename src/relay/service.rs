@@ -69,7 +69,10 @@ impl Relay for RelayService {
             let failed = self.router.fail_link(&old);
             tracing::info!(server = %old.server_id, unavailable = failed, "link replaced by a newer one");
         }
-        self.router.metrics.relay_links.set(self.router.links.len() as i64);
+        self.router
+            .metrics
+            .relay_links
+            .set(self.router.links.len() as i64);
         tracing::info!(server = %link.server_id, incarnation = %link.incarnation, grpc = %link.grpc_addr, "server linked");
         tokio::spawn(read_link(
             self.router.clone(),

@@ -12,7 +12,7 @@
 //! A dropped link alone is not death: the server is alive and relinks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -30,8 +30,28 @@ struct Target {
     grpc_addr: String,
 }
 
+/// The latest health verdict per server id, for the Admin API.
+#[derive(Default)]
+pub struct HealthBoard {
+    verdicts: Mutex<HashMap<String, String>>,
+}
+
+impl HealthBoard {
+    pub fn snapshot(&self) -> HashMap<String, String> {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn publish(&self, verdicts: HashMap<String, String>) {
+        *self.verdicts.lock().unwrap_or_else(|e| e.into_inner()) = verdicts;
+    }
+}
+
 struct Watcher {
     router: Arc<Router>,
+    board: Arc<HealthBoard>,
     store: Arc<dyn PresenceStore>,
     cfg: HealthWatch,
     /// server id -> (incarnation, consecutive failures)
@@ -43,12 +63,14 @@ pub async fn run(
     router: Arc<Router>,
     store: Arc<dyn PresenceStore>,
     cfg: HealthWatch,
+    board: Arc<HealthBoard>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(cfg.interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watcher = Watcher {
         router,
+        board,
         store,
         cfg,
         failures: HashMap::new(),
@@ -118,10 +140,12 @@ impl Watcher {
             async move { (id.clone(), check(channel, timeout).await) }
         });
         let results = futures::future::join_all(checks.collect::<Vec<_>>()).await;
+        let mut verdicts = HashMap::new();
         for (id, healthy) in results {
             let target = &targets[&id];
             if healthy {
                 self.failures.remove(&id);
+                verdicts.insert(id, "SERVING".to_owned());
                 continue;
             }
             let entry = self
@@ -134,12 +158,14 @@ impl Watcher {
             entry.1 += 1;
             self.router.metrics.health_check_failures.inc();
             tracing::debug!(server = %id, failures = entry.1, "health check failed");
+            verdicts.insert(id.clone(), format!("FAILING ({})", entry.1));
             if entry.1 >= self.cfg.health_failures
                 && self.declare_dead(&id, &target.incarnation).await
             {
                 self.failures.remove(&id);
             }
         }
+        self.board.publish(verdicts);
     }
 
     /// Returns false if the purge could not complete (retried next round).

@@ -230,7 +230,11 @@ impl Relay {
     }
 
     pub async fn start_on(redis: &Redis, port: u16) -> Relay {
-        let args = vec![
+        Self::start_with(redis, port, Vec::new()).await
+    }
+
+    pub async fn start_with(redis: &Redis, port: u16, extra: Vec<String>) -> Relay {
+        let mut args = vec![
             "--grpc-listen".into(),
             format!("127.0.0.1:{port}"),
             "--redis-url".into(),
@@ -240,6 +244,7 @@ impl Relay {
             "--health-failures".into(),
             "3".into(),
         ];
+        args.extend(extra);
         let proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, &[]);
         eventually(STEP, "relay gRPC port", || port_open(port)).await;
         Relay { proc, port }
@@ -468,6 +473,40 @@ impl Client {
             .await;
         self.recv().await
     }
+}
+
+/// GET /metrics on 127.0.0.1:`port`: the Prometheus text.
+pub async fn scrape(port: u16) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(STEP, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The value of one sample line (`name{labels}` exactly) in a scrape.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
 }
 
 /// Runs the real grpcurl; returns (success, stdout + stderr).
