@@ -18,6 +18,14 @@ fn server_id(s: &str) -> Result<String, String> {
     }
 }
 
+/// Lines must fit, with room to spare, in one relay link frame.
+fn line_limit(s: &str) -> Result<u64, String> {
+    match positive(s)? {
+        n if n <= 16 << 20 => Ok(n),
+        _ => Err("at most 16777216 (16 MiB)".into()),
+    }
+}
+
 fn positive(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) | Err(_) => Err("must be a positive integer".into()),
@@ -98,8 +106,9 @@ pub struct GatewayLimits {
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 500, value_parser = positive)]
     pub max_connections: u64,
 
-    /// Longest accepted request line in bytes; longer ones get line_too_long.
-    #[arg(long, env = "SWITCHBOARD_MAX_LINE_BYTES", default_value_t = 65536, value_parser = positive)]
+    /// Longest accepted request line in bytes; longer ones get line_too_long
+    /// (at most 16 MiB).
+    #[arg(long, env = "SWITCHBOARD_MAX_LINE_BYTES", default_value_t = 65536, value_parser = line_limit)]
     pub max_line_bytes: u64,
 
     /// Connections not logged in after this many milliseconds are closed.

@@ -107,19 +107,33 @@ pub fn base_routes<H: HealthService, N: AdminNode>(
 
 /// Most envelopes sent in one stream frame.
 const MAX_ENVELOPES: usize = 512;
+/// A batch stops growing past this many encoded bytes.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Largest link frame either side accepts: one batch plus one envelope of
+/// the largest line a server accepts (`--max-line-bytes` stays below it).
+pub const MAX_LINK_FRAME: usize = 64 << 20;
 
 /// Turns a queue of envelopes into a stream of batches: each batch takes
-/// whatever is queued when the stream is polled, so a busy link sends few
-/// large frames and an idle one sends each envelope at once.
+/// whatever is queued when the stream is polled (up to 512 envelopes or
+/// 1 MiB), so a busy link sends few large frames and an idle one sends
+/// each envelope at once.
 pub fn batches(
     rx: tokio::sync::mpsc::UnboundedReceiver<crate::pb::envelope::Kind>,
 ) -> impl futures::Stream<Item = crate::pb::Batch> {
     futures::stream::unfold(rx, |mut rx| async move {
-        let first = rx.recv().await?;
-        let mut envelopes = vec![crate::pb::Envelope { kind: Some(first) }];
-        while envelopes.len() < MAX_ENVELOPES {
+        use prost::Message;
+        let first = crate::pb::Envelope {
+            kind: Some(rx.recv().await?),
+        };
+        let mut bytes = first.encoded_len();
+        let mut envelopes = vec![first];
+        while envelopes.len() < MAX_ENVELOPES && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(kind) => envelopes.push(crate::pb::Envelope { kind: Some(kind) }),
+                Ok(kind) => {
+                    let envelope = crate::pb::Envelope { kind: Some(kind) };
+                    bytes += envelope.encoded_len();
+                    envelopes.push(envelope);
+                }
                 Err(_) => break,
             }
         }

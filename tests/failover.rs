@@ -2,6 +2,7 @@
 //! a missing relay degrades to `unavailable` and heals, SIGTERM drains.
 mod support;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -181,4 +182,59 @@ async fn a_dropped_link_is_not_death() {
     alice.login("alice").await;
     assert_eq!(alice.chat("bob", "still linked").await["event"], "ack");
     assert!(!c.relay.proc.logs().contains("declared dead"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_wrongly_declared_dead_comes_back_by_itself() {
+    let redis = support::Redis::start().await;
+    let relay = Relay::start_with(
+        &redis,
+        support::free_port(),
+        vec![
+            "--health-interval-ms".into(),
+            "200".into(),
+            "--health-failures".into(),
+            "2".into(),
+        ],
+    )
+    .await;
+    let a = Server::start("a", &relay.url(), &redis).await;
+    let b = Server::start("b", &relay.url(), &redis).await;
+    wait_routable(&a, &b).await;
+    let mut bob = b.client().await;
+    bob.login("bob").await;
+
+    // Frozen longer than the relay tolerates: declared dead and purged.
+    let pid = b.proc.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the frozen server's purge",
+        || async { redis.user_server("bob").await.is_none() },
+    )
+    .await;
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // Thawed, it re-registers, re-asserts bob, and is linked again.
+    eventually(Duration::from_secs(10), "bob re-asserted", || async {
+        redis.user_server("bob").await.as_deref() == Some("b")
+    })
+    .await;
+    wait_routable(&a, &b).await;
+    let mut alice = a.client().await;
+    alice.login("alice").await;
+    assert_eq!(alice.chat("bob", "welcome back").await["event"], "ack");
+    assert_eq!(bob.expect_event("message").await["content"], "welcome back");
 }

@@ -178,6 +178,7 @@ impl Conn {
             permit,
         };
         self.gw.forward(message, waiter);
+        self.awaiting_outcomes += 1;
         Ok(None)
     }
 }

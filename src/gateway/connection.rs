@@ -45,6 +45,9 @@ pub struct Conn {
     pub control_tx: mpsc::UnboundedSender<Control>,
     /// Slots for cross-server chats awaiting their outcome.
     pub inflight: Arc<Semaphore>,
+    /// Cross-server chats whose outcome line has not arrived yet; a client
+    /// that half-closes still gets them before the connection ends.
+    pub awaiting_outcomes: usize,
     /// Lines waiting to be written.
     pub out: BytesMut,
     /// Set when the connection must close after the next write.
@@ -68,7 +71,10 @@ impl Conn {
 
     fn apply_control(&mut self, control: Control) {
         match control {
-            Control::Reply(line) => self.push(&line),
+            Control::Reply(line) => {
+                self.awaiting_outcomes = self.awaiting_outcomes.saturating_sub(1);
+                self.push(&line);
+            }
             Control::Kick { session, reason } => {
                 if self.session.as_ref().is_some_and(|s| s.id == session) {
                     self.kicked(reason);
@@ -92,8 +98,13 @@ impl Conn {
             }
         }
         self.push(&Event::Kicked { reason }.to_line());
-        // The session no longer owns its name: forget it without a logout.
-        self.session = None;
+        // The session no longer owns its name: forget it without a logout
+        // (on shutdown the server purges all its entries in one sweep).
+        if let Some(s) = self.session.take()
+            && reason == KickReason::ServerShutdown
+        {
+            self.gw.sessions.remove(&s.name, s.id);
+        }
         self.closing = true;
     }
 }
@@ -116,11 +127,13 @@ pub async fn run(
         control_tx,
         out: BytesMut::new(),
         closing: false,
+        awaiting_outcomes: 0,
     };
     conn.gw.metrics.connections.inc();
     let login_deadline = tokio::time::sleep(conn.gw.limits.login_timeout());
     tokio::pin!(login_deadline);
     let mut ever_logged_in = false;
+    let mut input_done = false;
 
     while !conn.closing {
         tokio::select! {
@@ -128,13 +141,15 @@ pub async fn run(
             _ = shutdown.cancelled() => conn.kicked(KickReason::ServerShutdown),
             Some(control) = control_rx.recv() => conn.apply_control(control),
             Some(line) = messages_rx.recv() => conn.push(&line),
-            frame = reader.next() => match frame {
+            frame = reader.next(), if !input_done => match frame {
                 Some(Ok(Frame::Line(line))) => {
                     conn.handle(&line).await;
                     ever_logged_in |= conn.session.is_some();
                 }
                 Some(Ok(Frame::TooLong)) => conn.push(&code_line(ErrorCode::LineTooLong, &None)),
-                Some(Err(_)) | None => break,
+                Some(Err(_)) => break,
+                // Half-closed: answer what is still in flight, then close.
+                None => input_done = true,
             },
             _ = &mut login_deadline, if !ever_logged_in => {
                 conn.push(&crate::protocol::reply::error_line(
@@ -145,7 +160,7 @@ pub async fn run(
             }
         }
         drain_ready(&mut conn, &mut control_rx, &mut messages_rx);
-        if !flush(&mut conn, &mut write).await {
+        if !flush(&mut conn, &mut write).await || (input_done && conn.awaiting_outcomes == 0) {
             break;
         }
     }
@@ -205,6 +220,7 @@ pub async fn close_session(conn: &mut Conn, shutting_down: bool) {
     }
     let presence = conn.presence(&session);
     if let Err(e) = conn.gw.store.logout(&presence).await {
-        tracing::warn!(user = %session.name, error = %e, "could not remove presence entry");
+        tracing::warn!(user = %session.name, error = %e, "could not remove presence entry; retrying with the heartbeat");
+        conn.gw.stale.push(presence);
     }
 }

@@ -58,6 +58,8 @@ pub struct Gateway {
     pub incarnation: String,
     pub store: Arc<dyn PresenceStore>,
     pub sessions: Sessions,
+    /// Entries of ended sessions still to remove from the store.
+    stale: upkeep::StaleEntries,
     pending: pending::Pending,
     link: relay_link::LinkSlot,
     pub limits: GatewayLimits,
@@ -76,6 +78,7 @@ impl Gateway {
             incarnation: format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
             store,
             sessions: Sessions::default(),
+            stale: upkeep::StaleEntries::default(),
             pending: pending::Pending::new(metrics.clone()),
             metrics,
             link: relay_link::LinkSlot::default(),
@@ -148,6 +151,11 @@ pub async fn run(
         started_ms: now_ms(),
         stats: Default::default(),
     };
+    let kicks = gw
+        .store
+        .kicks(&gw.id)
+        .await
+        .context("subscribing to kick notices")?;
     gw.store
         .register(&info)
         .await
@@ -178,7 +186,7 @@ pub async fn run(
         ));
     }
     tasks.spawn(upkeep::heartbeat(gw.clone(), info, background.clone()));
-    tasks.spawn(upkeep::kicks(gw.clone(), background.clone()));
+    tasks.spawn(upkeep::kicks(gw.clone(), kicks, background.clone()));
     tasks.spawn(upkeep::expire_forwards(gw.clone(), background.clone()));
     tasks.spawn(relay_link::maintain(
         gw.clone(),
@@ -205,7 +213,7 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!(server = %gw.id, "drain timeout: closing remaining connections");
+        tracing::warn!(server = %gw.id, "drain timeout: exiting while some connections are still closing");
     }
     background.cancel();
     tasks.close();

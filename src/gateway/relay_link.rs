@@ -122,7 +122,11 @@ async fn link_once(
         kind: Some(server_frame::Kind::Batch(b)),
     });
     let outbound = futures::stream::once(async { first }).chain(rest);
-    let mut inbound = RelayClient::new(channel).link(outbound).await?.into_inner();
+    let mut inbound = RelayClient::new(channel)
+        .max_decoding_message_size(crate::grpc::MAX_LINK_FRAME)
+        .link(outbound)
+        .await?
+        .into_inner();
     gw.link.set(Some(tx.clone()));
     gw.metrics.relay_links.set(1);
     tracing::info!(server = %gw.id, relay = %relay_url, "relay link up");

@@ -124,6 +124,14 @@ impl Sessions {
         false
     }
 
+    /// True if `name` is session `session` here.
+    pub fn holds(&self, name: &str, session: u64) -> bool {
+        self.lock()
+            .by_name
+            .get(name)
+            .is_some_and(|h| h.session == session)
+    }
+
     pub fn is_online(&self, name: &str) -> bool {
         self.lock().by_name.contains_key(name)
     }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::Gateway;
-use crate::presence::{KickCause, Presence, ServerInfo, now_ms};
+use std::sync::Mutex;
+
+use crate::presence::{KickCause, KickStream, Presence, ServerInfo, now_ms};
 use crate::protocol::KickReason;
 use crate::shutdown::CancellationToken;
 
@@ -48,44 +50,55 @@ pub async fn heartbeat(gw: Arc<Gateway>, mut info: ServerInfo, shutdown: Cancell
             }
             Err(e) => tracing::warn!(server = %gw.id, error = %e, "heartbeat failed"),
         }
+        gw.stale.retry(&gw.store).await;
     }
 }
 
-pub async fn kicks(gw: Arc<Gateway>, shutdown: CancellationToken) {
-    let mut first = true;
-    while !shutdown.is_cancelled() {
-        match gw.store.kicks(&gw.id).await {
-            Ok(mut stream) => {
-                if !std::mem::take(&mut first) {
-                    let (reasserted, kicked) = reconcile(&gw).await;
-                    tracing::info!(server = %gw.id, reasserted, kicked, "kick subscription restored; sessions reconciled");
-                }
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        kick = stream.next() => match kick {
-                            Some(k) if k.incarnation == gw.incarnation => {
-                                let reason = match k.cause {
-                                    KickCause::Displaced => KickReason::LoggedInElsewhere,
-                                    KickCause::Admin => KickReason::Admin,
-                                };
-                                gw.sessions.kick(&k.name, k.conn, reason);
-                            }
-                            Some(_) => {}
-                            None => break,
-                        },
-                    }
-                }
-                tracing::warn!(server = %gw.id, "kick subscription lost; resubscribing");
+/// Applies kick notices from `first` (subscribed before the server
+/// accepted anyone, so no notice can be missed at start) and from every
+/// re-subscription after it, reconciling sessions after each gap.
+pub async fn kicks(gw: Arc<Gateway>, first: KickStream, shutdown: CancellationToken) {
+    let mut stream = Some(first);
+    loop {
+        if let Some(s) = stream.take() {
+            apply_kicks(&gw, s, &shutdown).await;
+            if shutdown.is_cancelled() {
+                return;
             }
-            Err(e) => {
-                tracing::warn!(server = %gw.id, error = %e, "cannot subscribe to kick notices")
-            }
+            tracing::warn!(server = %gw.id, "kick subscription lost; resubscribing");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
         }
+        match gw.store.kicks(&gw.id).await {
+            Ok(s) => {
+                let (reasserted, kicked) = reconcile(&gw).await;
+                tracing::info!(server = %gw.id, reasserted, kicked, "kick subscription restored; sessions reconciled");
+                stream = Some(s);
+            }
+            Err(e) => {
+                tracing::warn!(server = %gw.id, error = %e, "cannot subscribe to kick notices")
+            }
+        }
+    }
+}
+
+async fn apply_kicks(gw: &Gateway, mut stream: KickStream, shutdown: &CancellationToken) {
+    loop {
+        let kick = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            k = stream.next() => k,
+        };
+        let Some(k) = kick else { return };
+        if k.incarnation != gw.incarnation {
+            continue;
+        }
+        let reason = match k.cause {
+            KickCause::Displaced => KickReason::LoggedInElsewhere,
+            KickCause::Admin => KickReason::Admin,
+        };
+        gw.sessions.kick(&k.name, k.conn, reason);
     }
 }
 
@@ -110,6 +123,10 @@ async fn reconcile(gw: &Gateway) -> (usize, usize) {
                 kicked += 1;
             }
             Ok(None) => match gw.store.reassert(&mine).await {
+                // The session may have ended while we re-created its entry.
+                Ok(true) if !gw.sessions.holds(&name, session) => {
+                    gw.stale.push(mine);
+                }
                 Ok(true) => reasserted += 1,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(user = %name, error = %e, "re-assert failed"),
@@ -130,6 +147,35 @@ pub async fn expire_forwards(gw: Arc<Gateway>, shutdown: CancellationToken) {
         let expired = gw.pending.expire(Instant::now());
         if expired > 0 {
             tracing::warn!(server = %gw.id, expired, "forwards timed out: answered unavailable");
+        }
+    }
+}
+
+/// Presence entries of ended sessions that could not be removed (the
+/// store was unreachable); the heartbeat retries them.
+#[derive(Default)]
+pub struct StaleEntries(Mutex<Vec<Presence>>);
+
+/// Beyond this, the oldest stale entries are given up (the relay's purge
+/// at this server's death still removes them).
+const STALE_MAX: usize = 100_000;
+
+impl StaleEntries {
+    pub fn push(&self, entry: Presence) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() >= STALE_MAX {
+            list.remove(0);
+        }
+        list.push(entry);
+    }
+
+    async fn retry(&self, store: &Arc<dyn crate::presence::PresenceStore>) {
+        let batch = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for entry in batch {
+            // Compare-and-delete: harmless if the name moved on meanwhile.
+            if store.logout(&entry).await.is_err() {
+                self.push(entry);
+            }
         }
     }
 }

@@ -51,8 +51,9 @@ impl Decoder for LineCodec {
                     self.scanned = 0;
                     return Ok(None);
                 }
-                // `+ 1`: a line of exactly `max_len` may still get its `\r`.
-                if buf.len() > self.max_len + 1 {
+                // `+ 3`: a line of exactly `max_len` may still get its line
+                // end (`\r`, or telnet's `\r\0\r`).
+                if buf.len() > self.max_len + 3 {
                     // Report now, not when the newline finally comes: the
                     // client learns early and we keep nothing of it.
                     buf.clear();
@@ -92,6 +93,9 @@ impl Decoder for LineCodec {
                 }
                 let mut line = rest.freeze();
                 trim_line_end(&mut line);
+                if line.len() > self.max_len {
+                    return Ok(Some(Frame::TooLong));
+                }
                 Ok(Some(Frame::Line(line)))
             }
         }
@@ -197,6 +201,14 @@ mod tests {
             vec![Frame::Line(Bytes::from("1234"))]
         );
         assert_eq!(decode_all(&mut c, b"12345\n"), vec![Frame::TooLong]);
+    }
+
+    #[test]
+    fn over_long_last_line_at_eof_is_too_long() {
+        let mut c = LineCodec::new(4);
+        let mut buf = BytesMut::from(&b"12345"[..]);
+        assert_eq!(c.decode(&mut buf).unwrap(), None);
+        assert_eq!(c.decode_eof(&mut buf).unwrap(), Some(Frame::TooLong));
     }
 
     #[test]

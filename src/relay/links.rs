@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::pb::{self, envelope::Kind};
 use crate::presence::now_ms;
+use crate::shutdown::CancellationToken;
 
 /// One server's stream, as the relay sees it.
 pub struct Link {
@@ -20,8 +21,13 @@ pub struct Link {
     pub client_addr: String,
     pub linked_at_ms: i64,
     tx: mpsc::UnboundedSender<Kind>,
-    /// message id -> origin server, for messages sent down this link.
-    in_flight: Mutex<HashMap<String, String>>,
+    /// message id -> origin server, for messages sent down this link;
+    /// None once the link is closed, so nothing can slip in after the
+    /// final drain.
+    in_flight: Mutex<Option<HashMap<String, String>>>,
+    /// Cancelled to end the stream from the relay's side (the server then
+    /// relinks), e.g. when its server was declared dead or replaced.
+    pub closed: CancellationToken,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -37,16 +43,21 @@ impl Link {
             client_addr: hello.client_addr,
             linked_at_ms: now_ms(),
             tx,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(Some(HashMap::new())),
+            closed: CancellationToken::new(),
         }
     }
 
     /// Sends a forward down this link, remembering it until its outcome.
     /// False if the link is closing (the caller answers `unavailable`).
     pub fn forward(&self, id: &str, forward: pb::Forward) -> bool {
-        lock(&self.in_flight).insert(id.to_owned(), forward.origin_server.clone());
+        let mut in_flight = lock(&self.in_flight);
+        let Some(map) = in_flight.as_mut() else {
+            return false;
+        };
+        map.insert(id.to_owned(), forward.origin_server.clone());
         if self.tx.send(Kind::Forward(forward)).is_err() {
-            lock(&self.in_flight).remove(id);
+            map.remove(id);
             return false;
         }
         true
@@ -59,12 +70,19 @@ impl Link {
 
     /// The outcome of `id` came back through this link.
     pub fn settle(&self, id: &str) {
-        lock(&self.in_flight).remove(id);
+        if let Some(map) = lock(&self.in_flight).as_mut() {
+            map.remove(id);
+        }
     }
 
-    /// Everything still in flight: (message id, origin server).
-    pub fn take_in_flight(&self) -> Vec<(String, String)> {
-        lock(&self.in_flight).drain().collect()
+    /// Closes the link and returns what was still in flight on it:
+    /// (message id, origin server). Later forwards are refused.
+    pub fn close(&self) -> Vec<(String, String)> {
+        self.closed.cancel();
+        lock(&self.in_flight)
+            .take()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
     }
 }
 

@@ -66,7 +66,8 @@ pub async fn run(
         Arc::new(operator::RelayNode::new(router.clone(), board.clone())),
         store.clone(),
     );
-    let routes = grpc::base_routes(health_service, admin).add_service(RelayServer::new(service));
+    let routes = grpc::base_routes(health_service, admin)
+        .add_service(RelayServer::new(service).max_decoding_message_size(grpc::MAX_LINK_FRAME));
     let server = tokio::spawn(grpc::serve(
         opts.grpc_listener,
         routes,

@@ -100,9 +100,11 @@ impl Router {
         let Some(to) = forward.message.as_ref().map(|m| m.to.clone()) else {
             return;
         };
+        // A cached route to a server without a link is stale (the recipient
+        // may have moved on): ask the store instead.
         let route = match self.cache.get(&to) {
-            Some(server) => Route::Server(server),
-            None => self.lookup(&to).await,
+            Some(server) if self.links.get(&server).is_some() => Route::Server(server),
+            _ => self.lookup(&to).await,
         };
         self.dispatch(forward, route);
     }
@@ -221,9 +223,10 @@ impl Router {
         }
     }
 
-    /// A link is gone: its in-flight messages get `unavailable`.
+    /// A link is gone (or must go): close it; its in-flight messages get
+    /// `unavailable`.
     pub fn fail_link(&self, link: &Link) -> usize {
-        let in_flight = link.take_in_flight();
+        let in_flight = link.close();
         let n = in_flight.len();
         for (id, origin) in in_flight {
             self.answer(&origin, id, Status::Unavailable);

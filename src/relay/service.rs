@@ -74,16 +74,17 @@ impl Relay for RelayService {
             .relay_links
             .set(self.router.links.len() as i64);
         tracing::info!(server = %link.server_id, incarnation = %link.incarnation, grpc = %link.grpc_addr, "server linked");
+
+        let outbound = batches(rx)
+            .map(|batch| Ok(RelayFrame { batch: Some(batch) }))
+            .take_until(self.shutdown.clone().cancelled_owned())
+            .take_until(link.closed.clone().cancelled_owned());
         tokio::spawn(read_link(
             self.router.clone(),
             link,
             inbound,
             self.shutdown.clone(),
         ));
-
-        let outbound = batches(rx)
-            .map(|batch| Ok(RelayFrame { batch: Some(batch) }))
-            .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
     }
 }
@@ -97,6 +98,7 @@ async fn read_link(
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = link.closed.cancelled() => break,
             f = inbound.message() => f,
         };
         let batch = match frame {

@@ -233,17 +233,19 @@ impl Relay {
         Self::start_with(redis, port, Vec::new()).await
     }
 
+    /// `extra` flags win over the defaults (1 s health checks, 3 failures).
     pub async fn start_with(redis: &Redis, port: u16, extra: Vec<String>) -> Relay {
         let mut args = vec![
             "--grpc-listen".into(),
             format!("127.0.0.1:{port}"),
             "--redis-url".into(),
             redis.url(),
-            "--health-interval-ms".into(),
-            "1000".into(),
-            "--health-failures".into(),
-            "3".into(),
         ];
+        for (flag, default) in [("--health-interval-ms", "1000"), ("--health-failures", "3")] {
+            if !extra.iter().any(|a| a == flag) {
+                args.extend([flag.to_string(), default.to_string()]);
+            }
+        }
         args.extend(extra);
         let proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, &[]);
         eventually(STEP, "relay gRPC port", || port_open(port)).await;
