@@ -61,6 +61,9 @@ impl RedisStore {
     /// Connects (failing fast if Redis is unreachable, so a misconfigured
     /// URL is reported at start) and keeps reconnecting afterwards.
     pub async fn connect(url: &str) -> Result<Self> {
+        // rediss:// uses rustls, which needs a process-wide crypto provider;
+        // a second install (another store, tonic) is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
