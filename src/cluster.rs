@@ -14,6 +14,7 @@ use clap::Args;
 
 use crate::config::{GatewayLimits, HealthWatch};
 use crate::gateway::{self, GatewayOptions};
+use crate::grpc::GrpcOptions;
 use crate::presence::{MemoryStore, PresenceStore, RedisStore};
 use crate::relay::{self, RelayOptions};
 use crate::shutdown::CancellationToken;
@@ -53,20 +54,21 @@ pub struct ClusterConfig {
     pub health: HealthWatch,
 
     #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
+
+    #[command(flatten)]
     pub log: crate::config::LogArgs,
 }
 
 async fn bind(host: IpAddr, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
-    crate::config::listen(SocketAddr::new(host, port)).await
+    crate::config::listen_on(SocketAddr::new(host, port)).await
 }
 
 pub async fn run(cfg: ClusterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store: Arc<dyn PresenceStore> = match &cfg.redis_url {
-        Some(url) => Arc::new(
-            RedisStore::connect(url)
-                .await
-                .with_context(|| format!("cannot connect to Redis at {url}"))?,
-        ),
+        Some(url) => Arc::new(RedisStore::connect(url).await.with_context(|| {
+            format!("cannot connect to Redis at {}", crate::config::redact(url))
+        })?),
         None => Arc::new(MemoryStore::new()),
     };
     let relay_listener = bind(cfg.host, cfg.relay_port).await?;
@@ -74,7 +76,7 @@ pub async fn run(cfg: ClusterConfig, shutdown: CancellationToken) -> anyhow::Res
     let mut nodes = tokio::task::JoinSet::new();
     nodes.spawn(relay::run(
         RelayOptions {
-            grpc_listener: relay_listener,
+            grpc: GrpcOptions::plain(relay_listener),
             metrics_listener: None,
             health: cfg.health.clone(),
         },
@@ -101,12 +103,13 @@ pub async fn run(cfg: ClusterConfig, shutdown: CancellationToken) -> anyhow::Res
             GatewayOptions {
                 id,
                 client_listener,
-                grpc_listener,
+                grpc: GrpcOptions::plain(grpc_listener),
                 advertise_client: client_addr.to_string(),
                 advertise_grpc: grpc_addr.to_string(),
                 relay_url: format!("http://{relay_addr}"),
                 limits: cfg.limits.clone(),
                 metrics_listener: None,
+                auth: cfg.auth.authenticator()?,
             },
             store.clone(),
             shutdown.clone(),

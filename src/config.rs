@@ -56,7 +56,7 @@ pub struct ServerConfig {
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
 
-    /// Relay gRPC URL.
+    /// Relay gRPC URL (http://, or https:// with --tls-ca).
     #[arg(
         long,
         env = "SWITCHBOARD_RELAY",
@@ -64,13 +64,14 @@ pub struct ServerConfig {
     )]
     pub relay: String,
 
-    /// Redis URL of the presence registry (redis:// or rediss://).
-    #[arg(
-        long,
-        env = "SWITCHBOARD_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 
     /// Serve Prometheus metrics at GET /metrics on this address
     /// (e.g. 0.0.0.0:9090) [default: off].
@@ -82,6 +83,78 @@ pub struct ServerConfig {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// The presence registry's Redis.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL of the presence registry: redis://[:PASSWORD@]HOST:PORT,
+    /// or rediss:// for TLS.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// PEM CA to verify a rediss:// server with, instead of the system's
+    /// trust store.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA")]
+    pub redis_ca: Option<std::path::PathBuf>,
+}
+
+impl RedisArgs {
+    pub async fn connect(&self) -> anyhow::Result<crate::presence::RedisStore> {
+        use anyhow::Context;
+        let ca = match &self.redis_ca {
+            Some(path) => Some(
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+            None => None,
+        };
+        crate::presence::RedisStore::connect_with(&self.redis_url, ca)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", redact(&self.redis_url)))
+    }
+}
+
+/// A URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// How a node's gRPC port is secured.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcArgs {
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
+    #[command(flatten)]
+    pub admin: crate::tls::AdminArgs,
+
+    /// Also serve grpc.health.v1 alone, in plaintext, on this address (for
+    /// Kubernetes gRPC probes, which cannot speak TLS) [default: off].
+    #[arg(long, env = "SWITCHBOARD_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+}
+
+impl GrpcArgs {
+    /// Binds the ports and loads the certificates.
+    pub async fn options(&self, listen: SocketAddr) -> anyhow::Result<crate::grpc::GrpcOptions> {
+        Ok(crate::grpc::GrpcOptions {
+            listener: listen_on(listen).await?,
+            health_listener: listen_opt(self.health_listen).await?,
+            tls: self.tls.server()?,
+            client_tls: self.tls.client()?,
+            admin_token: self.admin.token()?,
+        })
+    }
 }
 
 /// Log output options, shared by every binary.
@@ -140,6 +213,23 @@ pub struct GatewayLimits {
     /// Registry heartbeat period.
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT_MS", default_value_t = 1_000, value_parser = positive)]
     pub heartbeat_ms: u64,
+
+    /// Requests per second one connection may make (token bucket); excess
+    /// requests get rate_limited. 0 turns the limit off.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_PER_SEC", default_value_t = 1_000)]
+    pub rate_limit_per_sec: u32,
+
+    /// Bucket size of the per-connection request limit.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BURST", default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// Concurrent connections allowed from one source IP; 0 = no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+
+    /// New connections per second allowed from one source IP; 0 = no limit.
+    #[arg(long, env = "SWITCHBOARD_ACCEPT_RATE_PER_IP", default_value_t = 0)]
+    pub accept_rate_per_ip: u32,
 }
 
 impl GatewayLimits {
@@ -162,17 +252,15 @@ impl GatewayLimits {
 
 #[derive(Debug, Clone, Args)]
 pub struct RelayConfig {
-    /// gRPC listen address (Relay links, health, reflection).
+    /// gRPC listen address (Relay links, health, reflection, Admin).
     #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "0.0.0.0:9600")]
     pub grpc_listen: SocketAddr,
 
-    /// Redis URL of the presence registry (redis:// or rediss://).
-    #[arg(
-        long,
-        env = "SWITCHBOARD_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
 
     /// Serve Prometheus metrics at GET /metrics on this address
     /// (e.g. 0.0.0.0:9090) [default: off].
@@ -205,7 +293,7 @@ impl HealthWatch {
 }
 
 /// Binds a TCP listener, naming the address in the error.
-pub async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub async fn listen_on(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     use anyhow::Context;
     tokio::net::TcpListener::bind(addr)
         .await
@@ -217,7 +305,7 @@ pub async fn listen_opt(
     addr: Option<SocketAddr>,
 ) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     match addr {
-        Some(addr) => Ok(Some(listen(addr).await?)),
+        Some(addr) => Ok(Some(listen_on(addr).await?)),
         None => Ok(None),
     }
 }
@@ -236,6 +324,13 @@ pub fn dialable(addr: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(redact("redis://:s3cret@h:6379"), "redis://***@h:6379");
+        assert_eq!(redact("rediss://u:p@h:1/0"), "rediss://***@h:1/0");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    }
 
     #[test]
     fn dialable_replaces_unspecified_ip() {

@@ -13,10 +13,12 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 use tonic_health::server::HealthReporter;
 
-use tonic::service::Routes;
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 use crate::admin::{AdminNode, AdminService};
 use crate::pb::admin_server::AdminServer;
+use crate::pb::relay_server::RelayServer;
+use crate::relay::RelayService;
 use crate::shutdown::CancellationToken;
 
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -58,21 +60,49 @@ impl Health {
     }
 }
 
-/// Serves `routes` (health, Admin, and the Relay service on the relay)
-/// plus server reflection for `services` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    routes: Routes,
-    services: &[&'static str],
+/// How a node serves gRPC: its port, optional TLS, optional plaintext
+/// health-only port (for kubelet probes, which cannot speak TLS), and
+/// the Admin API's bearer token.
+pub struct GrpcOptions {
+    pub listener: TcpListener,
+    pub health_listener: Option<TcpListener>,
+    pub tls: Option<ServerTlsConfig>,
+    /// TLS for the connections this node opens.
+    pub client_tls: Option<ClientTlsConfig>,
+    pub admin_token: Option<String>,
+}
+
+impl GrpcOptions {
+    /// Plaintext gRPC on `listener`, nothing else (local cluster, tests).
+    pub fn plain(listener: TcpListener) -> Self {
+        Self {
+            listener,
+            health_listener: None,
+            tls: None,
+            client_tls: None,
+            admin_token: None,
+        }
+    }
+}
+
+/// Serves health, the Admin API, `relay` (on the relay) and reflection on
+/// the gRPC port, and health alone on the health port, until `shutdown`.
+pub async fn serve<H: HealthService, N: AdminNode>(
+    opts: GrpcOptions,
+    health: HealthServer<H>,
+    admin: AdminService<N>,
+    relay: Option<RelayServer<RelayService>>,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let mut names = vec![
         HEALTH_SERVICE,
         ADMIN_SERVICE,
         REFLECTION_V1,
         REFLECTION_V1ALPHA,
     ];
-    names.extend_from_slice(services);
+    if relay.is_some() {
+        names.push(RELAY_SERVICE);
+    }
     let reflection = || {
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
@@ -88,21 +118,68 @@ pub async fn serve(
     let v1alpha = reflection()
         .build_v1alpha()
         .expect("embedded descriptors are valid");
+    let admin = AdminServer::with_interceptor(admin, bearer_check(opts.admin_token));
 
-    Server::builder()
+    let health_only = opts.health_listener.map(|listener| {
+        let health = health.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
+                .await
+        })
+    });
+    let mut builder = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_routes(routes.add_service(v1).add_service(v1alpha))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    if let Some(tls) = opts.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
+        .add_service(health)
+        .add_service(admin)
+        .add_optional_service(relay)
+        .add_service(v1)
+        .add_service(v1alpha)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(opts.listener),
+            shutdown.cancelled_owned(),
+        )
+        .await?;
+    if let Some(task) = health_only {
+        task.await??;
+    }
+    Ok(())
 }
 
-/// The routes every gRPC port starts with: health and the Admin API.
-pub fn base_routes<H: HealthService, N: AdminNode>(
-    health: HealthServer<H>,
-    admin: AdminService<N>,
-) -> Routes {
-    Routes::new(health).add_service(AdminServer::new(admin))
+/// Checks `authorization: Bearer <token>` on Admin calls when a token is
+/// configured; without one the Admin API is open.
+fn bearer_check(token: Option<String>) -> impl tonic::service::Interceptor + Clone {
+    move |request: tonic::Request<()>| {
+        let Some(expected) = &token else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(request),
+            _ => Err(tonic::Status::unauthenticated(
+                "the Admin API needs the header 'authorization: Bearer <admin token>'",
+            )),
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Most envelopes sent in one stream frame.

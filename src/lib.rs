@@ -9,6 +9,7 @@
 //! - [`cluster`]: the one-command local cluster.
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod gateway;
@@ -19,6 +20,7 @@ pub mod protocol;
 pub mod relay;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 /// Generated protobuf types and gRPC stubs (`proto/switchboard/v1`).
 pub mod pb {

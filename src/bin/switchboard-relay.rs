@@ -1,10 +1,8 @@
 //! The switchboard relay: routes between message servers, purges the dead.
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
-use switchboard::config::{RelayConfig, listen, listen_opt};
-use switchboard::presence::RedisStore;
+use switchboard::config::{RelayConfig, listen_opt};
 use switchboard::relay::{self, RelayOptions};
 
 #[derive(Parser)]
@@ -19,14 +17,10 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Cli::parse().config;
     switchboard::telemetry::init(cfg.log.log_format);
     let shutdown = switchboard::shutdown::on_signal();
-    let store = RedisStore::connect(&cfg.redis_url)
-        .await
-        .with_context(|| format!("cannot connect to Redis at {}", cfg.redis_url))?;
-    let grpc_listener = listen(cfg.grpc_listen).await?;
-    let metrics_listener = listen_opt(cfg.metrics_listen).await?;
+    let store = cfg.redis.connect().await?;
     let opts = RelayOptions {
-        grpc_listener,
-        metrics_listener,
+        grpc: cfg.grpc.options(cfg.grpc_listen).await?,
+        metrics_listener: listen_opt(cfg.metrics_listen).await?,
         health: cfg.health,
     };
     relay::run(opts, Arc::new(store), shutdown).await

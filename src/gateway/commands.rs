@@ -29,7 +29,9 @@ impl Conn {
     /// Runs one request line; its reply (if any) is queued on `out`.
     pub async fn handle(&mut self, line: &[u8]) {
         let Parsed { reference, request } = parse(line);
+        let over_budget = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
         let reply = match request {
+            _ if over_budget => Err(ErrorCode::RateLimited.into()),
             Ok(request) => self.execute(request, &reference).await,
             Err(e) => Err(e),
         };
@@ -43,16 +45,20 @@ impl Conn {
     async fn execute(&mut self, request: Request, reference: &Ref) -> Reply {
         match request {
             Request::Ping => Ok(Some(Event::Pong { reference }.to_line())),
-            Request::Login { name, token: _ } => self.login(name, reference).await,
+            Request::Login { name, token } => self.login(name, token, reference).await,
             Request::Chat(chat) => self.chat(chat, reference).await,
             Request::Who { name } => self.who(&name, reference).await,
             Request::Logout => self.logout(reference).await,
         }
     }
 
-    async fn login(&mut self, name: String, reference: &Ref) -> Reply {
+    async fn login(&mut self, name: String, token: Option<String>, reference: &Ref) -> Reply {
         if self.session.is_some() {
             return Err(ErrorCode::AlreadyLoggedIn.into());
+        }
+        if let Some(auth) = &self.gw.auth {
+            auth.verify(&name, token.as_deref())
+                .map_err(|e| ProtocolError::new(ErrorCode::Unauthorized, e.to_string()))?;
         }
         let session = Session {
             id: self.gw.new_session_id(),

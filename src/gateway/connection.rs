@@ -50,6 +50,8 @@ pub struct Conn {
     pub awaiting_outcomes: usize,
     /// Lines waiting to be written.
     pub out: BytesMut,
+    /// The request budget (None: unlimited).
+    pub limiter: Option<governor::DefaultDirectRateLimiter>,
     /// Set when the connection must close after the next write.
     pub closing: bool,
 }
@@ -109,17 +111,20 @@ impl Conn {
     }
 }
 
-pub async fn run(
-    gw: Arc<Gateway>,
-    stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
-    shutdown: CancellationToken,
-) {
+/// What an admitted connection holds until it ends: its place under the
+/// server's cap and under its address's limit.
+pub struct Slots {
+    pub _server: OwnedSemaphorePermit,
+    pub _ip: Option<super::limits::IpSlot>,
+}
+
+pub async fn run(gw: Arc<Gateway>, stream: TcpStream, _slots: Slots, shutdown: CancellationToken) {
     let (read, mut write) = stream.into_split();
     let mut reader = FramedRead::new(read, LineCodec::new(gw.limits.max_line_bytes as usize));
     let (messages_tx, mut messages_rx) = mpsc::channel(gw.limits.outbound_queue as usize);
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let mut conn = Conn {
+        limiter: super::limits::request_limiter(&gw.limits),
         inflight: Arc::new(Semaphore::new(gw.limits.max_inflight as usize)),
         gw,
         session: None,

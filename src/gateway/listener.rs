@@ -10,8 +10,8 @@ use tokio_util::task::TaskTracker;
 
 use super::Gateway;
 use super::connection;
-use crate::protocol::ErrorCode;
-use crate::protocol::reply::code_line;
+use crate::protocol::reply::{code_line, error_line};
+use crate::protocol::{ErrorCode, ProtocolError};
 use crate::shutdown::CancellationToken;
 
 /// How long a refused client gets to read its `server_full` line.
@@ -38,22 +38,34 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let ip_slot = match gw.ip_limits.admit(peer.ip()) {
+            Ok(ip_slot) => ip_slot,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "refused: per-address limit");
+                let err = ProtocolError::new(ErrorCode::RateLimited, refusal.message());
+                connections.spawn(refuse(stream, error_line(&err, &None)));
+                continue;
+            }
+        };
         match gw.connection_slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                connections.spawn(connection::run(gw.clone(), stream, slot, shutdown.clone()));
+                let slots = connection::Slots {
+                    _server: slot,
+                    _ip: ip_slot,
+                };
+                connections.spawn(connection::run(gw.clone(), stream, slots, shutdown.clone()));
             }
             Err(_) => {
                 tracing::debug!(%peer, "refused: server full");
-                connections.spawn(refuse(stream));
+                connections.spawn(refuse(stream, code_line(ErrorCode::ServerFull, &None)));
             }
         }
     }
 }
 
-/// Sends `server_full` and closes gracefully, so that the line is not lost
+/// Sends the refusal and closes gracefully, so that the line is not lost
 /// to a reset if the client had already sent something.
-async fn refuse(mut stream: TcpStream) {
-    let line = code_line(ErrorCode::ServerFull, &None);
+async fn refuse(mut stream: TcpStream, line: bytes::Bytes) {
     let _ = tokio::time::timeout(REFUSAL_GRACE, async {
         stream.write_all(&line).await?;
         stream.shutdown().await?;

@@ -13,6 +13,7 @@
 
 mod commands;
 mod connection;
+mod limits;
 mod listener;
 mod operator;
 mod pending;
@@ -42,13 +43,15 @@ pub use sessions::{Control, Delivery, SessionHandle, Sessions};
 pub struct GatewayOptions {
     pub id: String,
     pub client_listener: TcpListener,
-    pub grpc_listener: TcpListener,
+    pub grpc: grpc::GrpcOptions,
     pub advertise_client: String,
     pub advertise_grpc: String,
     pub relay_url: String,
     pub limits: GatewayLimits,
     /// Where to serve `GET /metrics`, if anywhere.
     pub metrics_listener: Option<TcpListener>,
+    /// Login tokens are required when set.
+    pub auth: Option<crate::auth::Authenticator>,
 }
 
 /// State shared by every task of one message server.
@@ -64,6 +67,8 @@ pub struct Gateway {
     link: relay_link::LinkSlot,
     pub limits: GatewayLimits,
     pub metrics: Arc<Metrics>,
+    auth: Option<crate::auth::Authenticator>,
+    ip_limits: limits::IpLimits,
     /// One permit per allowed connection.
     connection_slots: Arc<Semaphore>,
     next_session: AtomicU64,
@@ -71,9 +76,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    fn new(id: String, store: Arc<dyn PresenceStore>, limits: GatewayLimits) -> Self {
+    fn new(
+        id: String,
+        store: Arc<dyn PresenceStore>,
+        limits: GatewayLimits,
+        auth: Option<crate::auth::Authenticator>,
+    ) -> Self {
         let metrics = Metrics::new();
         Self {
+            auth,
+            ip_limits: limits::IpLimits::new(&limits),
             id,
             incarnation: format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
             store,
@@ -132,7 +144,12 @@ pub async fn run(
     store: Arc<dyn PresenceStore>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let gw = Arc::new(Gateway::new(opts.id.clone(), store, opts.limits.clone()));
+    let gw = Arc::new(Gateway::new(
+        opts.id.clone(),
+        store,
+        opts.limits.clone(),
+        opts.auth,
+    ));
     let stale = gw
         .store
         .purge_server(&gw.id)
@@ -168,11 +185,12 @@ pub async fn run(
         Arc::new(operator::GatewayNode(gw.clone())),
         gw.store.clone(),
     );
-    let routes = grpc::base_routes(health_service, admin);
+    let client_tls = opts.grpc.client_tls.clone();
     let grpc_task = tokio::spawn(grpc::serve(
-        opts.grpc_listener,
-        routes,
-        &[],
+        opts.grpc,
+        health_service,
+        admin,
+        None,
         grpc_stop.clone(),
     ));
 
@@ -190,7 +208,10 @@ pub async fn run(
     tasks.spawn(upkeep::expire_forwards(gw.clone(), background.clone()));
     tasks.spawn(relay_link::maintain(
         gw.clone(),
-        opts.relay_url,
+        relay_link::Target {
+            url: opts.relay_url,
+            tls: client_tls,
+        },
         opts.advertise_grpc,
         opts.advertise_client,
         background.clone(),

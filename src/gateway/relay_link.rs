@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tonic::transport::Endpoint;
 
 use super::Gateway;
 use super::commands::message_line;
@@ -58,9 +57,15 @@ impl LinkSlot {
     }
 }
 
+/// Where the relay is, and how to reach it.
+pub struct Target {
+    pub url: String,
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
 pub async fn maintain(
     gw: Arc<Gateway>,
-    relay_url: String,
+    relay: Target,
     grpc_addr: String,
     client_addr: String,
     shutdown: CancellationToken,
@@ -74,7 +79,7 @@ pub async fn maintain(
     let mut backoff = BACKOFF_MIN;
     let mut was_up = true; // log the first failure
     while !shutdown.is_cancelled() {
-        match link_once(&gw, &relay_url, &hello, &shutdown).await {
+        match link_once(&gw, &relay, &hello, &shutdown).await {
             Ok(()) => {
                 backoff = BACKOFF_MIN;
                 was_up = true;
@@ -83,7 +88,7 @@ pub async fn maintain(
             }
             Err(e) => {
                 if was_up {
-                    tracing::warn!(server = %gw.id, relay = %relay_url, error = %e, "cannot reach the relay; retrying with backoff");
+                    tracing::warn!(server = %gw.id, relay = %relay.url, error = %e, "cannot reach the relay; retrying with backoff");
                 } else {
                     tracing::debug!(server = %gw.id, error = %e, "relay still unreachable");
                 }
@@ -102,11 +107,11 @@ pub async fn maintain(
 /// One life of the link. Ok(()) if it was established and later ended.
 async fn link_once(
     gw: &Arc<Gateway>,
-    relay_url: &str,
+    relay: &Target,
     hello: &pb::Hello,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let channel = Endpoint::from_shared(relay_url.to_owned())?
+    let channel = crate::tls::endpoint(&relay.url, relay.tls.as_ref())?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
@@ -129,7 +134,7 @@ async fn link_once(
         .into_inner();
     gw.link.set(Some(tx.clone()));
     gw.metrics.relay_links.set(1);
-    tracing::info!(server = %gw.id, relay = %relay_url, "relay link up");
+    tracing::info!(server = %gw.id, relay = %relay.url, "relay link up");
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => break,

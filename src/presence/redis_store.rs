@@ -61,10 +61,25 @@ impl RedisStore {
     /// Connects (failing fast if Redis is unreachable, so a misconfigured
     /// URL is reported at start) and keeps reconnecting afterwards.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, None).await
+    }
+
+    /// Like `connect`, verifying a rediss:// server with `ca_pem` instead
+    /// of the system's trust store.
+    pub async fn connect_with(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Self> {
         // rediss:// uses rustls, which needs a process-wide crypto provider;
         // a second install (another store, tonic) is a harmless no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(url)?;
+        let client = match ca_pem {
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))

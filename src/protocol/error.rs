@@ -59,7 +59,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "the route to the recipient failed",
             ErrorCode::RecipientBusy => "the recipient's queue is full",
             ErrorCode::LineTooLong => "line too long; it was dropped",
-            ErrorCode::RateLimited => "too many requests",
+            ErrorCode::RateLimited => "too many requests; slow down",
             ErrorCode::ServerFull => "server full",
         }
     }

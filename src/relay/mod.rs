@@ -31,7 +31,7 @@ pub use router::Router;
 pub use service::RelayService;
 
 pub struct RelayOptions {
-    pub grpc_listener: TcpListener,
+    pub grpc: grpc::GrpcOptions,
     /// Where to serve `GET /metrics`, if anywhere.
     pub metrics_listener: Option<TcpListener>,
     pub health: HealthWatch,
@@ -60,25 +60,29 @@ pub async fn run(
     let links_stop = CancellationToken::new();
     let service = RelayService::new(router.clone(), links_stop.clone());
     let grpc_stop = CancellationToken::new();
-    let addr = opts.grpc_listener.local_addr()?;
+    let addr = opts.grpc.listener.local_addr()?;
+    let client_tls = opts.grpc.client_tls.clone();
     let board = Arc::new(watcher::HealthBoard::default());
     let admin = AdminService::new(
         Arc::new(operator::RelayNode::new(router.clone(), board.clone())),
         store.clone(),
     );
-    let routes = grpc::base_routes(health_service, admin)
-        .add_service(RelayServer::new(service).max_decoding_message_size(grpc::MAX_LINK_FRAME));
+    let relay = RelayServer::new(service).max_decoding_message_size(grpc::MAX_LINK_FRAME);
     let server = tokio::spawn(grpc::serve(
-        opts.grpc_listener,
-        routes,
-        &[grpc::RELAY_SERVICE],
+        opts.grpc,
+        health_service,
+        admin,
+        Some(relay),
         grpc_stop.clone(),
     ));
     let watcher = tokio::spawn(watcher::run(
         router,
         store,
-        opts.health,
-        board,
+        watcher::WatchOptions {
+            cfg: opts.health,
+            board,
+            tls: client_tls,
+        },
         shutdown.clone(),
     ));
     tracing::info!(%addr, "relay started");

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -52,6 +52,7 @@ impl HealthBoard {
 struct Watcher {
     router: Arc<Router>,
     board: Arc<HealthBoard>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     store: Arc<dyn PresenceStore>,
     cfg: HealthWatch,
     /// server id -> (incarnation, consecutive failures)
@@ -59,18 +60,27 @@ struct Watcher {
     channels: HashMap<String, Channel>,
 }
 
+/// How the watcher checks: thresholds, where it posts verdicts, and TLS
+/// for dialing the servers.
+pub struct WatchOptions {
+    pub cfg: HealthWatch,
+    pub board: Arc<HealthBoard>,
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
 pub async fn run(
     router: Arc<Router>,
     store: Arc<dyn PresenceStore>,
-    cfg: HealthWatch,
-    board: Arc<HealthBoard>,
+    opts: WatchOptions,
     shutdown: CancellationToken,
 ) {
+    let WatchOptions { cfg, board, tls } = opts;
     let mut tick = tokio::time::interval(cfg.interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watcher = Watcher {
         router,
         board,
+        tls,
         store,
         cfg,
         failures: HashMap::new(),
@@ -120,7 +130,7 @@ impl Watcher {
             return Some(c.clone());
         }
         let timeout = self.cfg.interval().min(Duration::from_secs(2));
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = crate::tls::endpoint(addr, self.tls.as_ref())
             .ok()?
             .connect_timeout(timeout)
             .timeout(timeout)

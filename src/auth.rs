@@ -1,0 +1,174 @@
+//! Client authentication: signed login tokens (HS256 JWT).
+//!
+//! A token's subject (`sub`) is the user name it lets in, `exp` its expiry
+//! (required). The secret comes from a flag, env var or file; without one,
+//! authentication is off and any `login` is accepted. This module only
+//! issues and checks tokens; the gateway decides what a failure means.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Where the token secret comes from.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// HS256 secret for login tokens; turns authentication on.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_AUTH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "auth_secret_file"
+    )]
+    pub auth_secret: Option<String>,
+
+    /// File holding the HS256 secret (e.g. a mounted Kubernetes Secret);
+    /// turns authentication on. Surrounding whitespace is ignored.
+    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    /// The configured secret, if authentication is on.
+    pub fn secret(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let secret = match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the auth secret file {}", path.display()))?,
+            (None, None) => return Ok(None),
+        };
+        let secret = secret.trim();
+        anyhow::ensure!(
+            secret.len() >= 16,
+            "the auth secret must be at least 16 bytes"
+        );
+        Ok(Some(secret.as_bytes().to_vec()))
+    }
+
+    pub fn authenticator(&self) -> anyhow::Result<Option<Authenticator>> {
+        Ok(self.secret()?.map(|s| Authenticator::new(&s)))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+/// Why a token was refused (shown to the client in the error message).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("login requires a token")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is for another name")]
+    WrongName,
+    #[error("invalid token")]
+    Invalid,
+}
+
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Authenticator {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        // Expiry is exact: a token past its `exp` is refused at once.
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Accepts `token` for a login as `name`.
+    pub fn verify(&self, name: &str, token: Option<&str>) -> Result<(), AuthError> {
+        let token = token.ok_or(AuthError::Missing)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            })?;
+        if data.claims.sub != name {
+            return Err(AuthError::WrongName);
+        }
+        Ok(())
+    }
+
+    /// A token letting `name` log in for `ttl_secs` seconds.
+    pub fn issue(&self, name: &str, ttl_secs: u64) -> String {
+        let now = unix_now();
+        let claims = Claims {
+            sub: name.to_owned(),
+            exp: now + ttl_secs,
+            iat: Some(now),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing with an in-memory key cannot fail")
+    }
+
+    /// A token that expired `ago_secs` seconds ago (for tests and demos).
+    pub fn issue_expired(&self, name: &str, ago_secs: u64) -> String {
+        let now = unix_now();
+        let claims = Claims {
+            sub: name.to_owned(),
+            exp: now.saturating_sub(ago_secs),
+            iat: None,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing with an in-memory key cannot fail")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn accepts_own_tokens_for_the_right_name() {
+        let a = Authenticator::new(SECRET);
+        let t = a.issue("alice", 60);
+        assert_eq!(a.verify("alice", Some(&t)), Ok(()));
+        assert_eq!(a.verify("bob", Some(&t)), Err(AuthError::WrongName));
+    }
+
+    #[test]
+    fn refuses_missing_expired_and_forged_tokens() {
+        let a = Authenticator::new(SECRET);
+        assert_eq!(a.verify("alice", None), Err(AuthError::Missing));
+        assert_eq!(
+            a.verify("alice", Some(&a.issue_expired("alice", 10))),
+            Err(AuthError::Expired)
+        );
+        let forger = Authenticator::new(b"another-secret-of-enough-length");
+        assert_eq!(
+            a.verify("alice", Some(&forger.issue("alice", 60))),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            a.verify("alice", Some("not.a.jwt")),
+            Err(AuthError::Invalid)
+        );
+    }
+}
