@@ -85,7 +85,9 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        // Fail at start, not at the first login, on a wrong password or ACL.
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
         Ok(Self {
             client,
             conn,

@@ -1,0 +1,482 @@
+//! Security with real processes: login tokens, rate limits, per-address
+//! limits, TLS and mutual TLS between relay and servers, the Admin bearer
+//! token, and Redis with a password.
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Client, Redis, Relay, Server, ServerOpts, eventually, free_port, grpcurl};
+use switchboard::auth::Authenticator;
+
+const SECRET: &str = "test-secret-0123456789abcdef";
+
+fn token_from_cli(name: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-token"))
+        .args(["--name", name, "--ttl-secs", "60", "--auth-secret", SECRET])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
+    let redis = Redis::start().await;
+    let relay = Relay::start(&redis).await;
+    let opts = ServerOpts {
+        extra: vec!["--auth-secret".into(), SECRET.into()],
+        ..Default::default()
+    };
+    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    let mut c = s.client().await;
+
+    let forged = Authenticator::new(b"some-other-secret-of-length").issue("alice", 60);
+    let expired = Authenticator::new(SECRET.as_bytes()).issue_expired("alice", 5);
+    let for_bob = token_from_cli("bob");
+    let cases = [
+        (
+            json!({"cmd":"login","name":"alice","ref":1}),
+            "login requires a token",
+        ),
+        (
+            json!({"cmd":"login","name":"alice","token":forged,"ref":2}),
+            "invalid token",
+        ),
+        (
+            json!({"cmd":"login","name":"alice","token":expired,"ref":3}),
+            "expired",
+        ),
+        (
+            json!({"cmd":"login","name":"alice","token":for_bob,"ref":4}),
+            "another name",
+        ),
+        (
+            json!({"cmd":"login","name":"alice","token":"garbage","ref":5}),
+            "invalid token",
+        ),
+    ];
+    for (request, why) in cases {
+        let r = request["ref"].clone();
+        c.send(request).await;
+        let e = c.expect_error("unauthorized").await;
+        assert_eq!(e["ref"], r);
+        assert!(e["message"].as_str().unwrap().contains(why), "{e}");
+    }
+    // The same connection stays usable for a correct login.
+    c.send(json!({"cmd":"login","name":"alice","token":token_from_cli("alice")}))
+        .await;
+    assert_eq!(c.expect_event("login").await["name"], "alice");
+    assert_eq!(redis.user_server("alice").await.as_deref(), Some("s"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_rate_limit_is_reached_and_recovers_without_harming_others() {
+    let redis = Redis::start().await;
+    let relay = Relay::start(&redis).await;
+    let opts = ServerOpts {
+        extra: ["--rate-limit-per-sec", "10", "--rate-limit-burst", "5"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    let mut flooder = s.client().await;
+    let mut calm = s.client().await;
+    let mut burst = Vec::new();
+    for i in 0..30 {
+        burst.extend(format!("{{\"cmd\":\"ping\",\"ref\":{i}}}\n").bytes());
+    }
+    flooder.send_raw(&burst).await;
+    let (mut pongs, mut limited) = (0, 0);
+    for i in 0..30 {
+        let v = flooder.recv().await;
+        assert_eq!(v["ref"], i, "one reply per request, in order: {v}");
+        match v["event"].as_str() {
+            Some("pong") => pongs += 1,
+            _ => {
+                assert_eq!(v["code"], "rate_limited", "{v}");
+                limited += 1;
+            }
+        }
+    }
+    assert!(
+        (5..=8).contains(&pongs),
+        "the burst of 5 (plus what refilled) passes: {pongs}"
+    );
+    assert_eq!(pongs + limited, 30);
+    // Others are not affected.
+    calm.send(json!({"cmd":"ping"})).await;
+    calm.expect_event("pong").await;
+    // The bucket refills (10/s): the flooder recovers by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        flooder.send(json!({"cmd":"ping"})).await;
+        if flooder.recv().await["event"] == "pong" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never refilled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_bounded() {
+    let redis = Redis::start().await;
+    let relay = Relay::start(&redis).await;
+    let opts = ServerOpts {
+        extra: vec!["--max-connections-per-ip".into(), "2".into()],
+        ..Default::default()
+    };
+    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    // The readiness probe's connection may still hold a slot for a moment.
+    let first = admitted(s.port).await;
+    let second = admitted(s.port).await;
+    let (mut first, mut second) = (first, second);
+    first.login("one").await;
+    second.login("two").await;
+    let mut third = s.client().await;
+    let e = third.expect_error("rate_limited").await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many connections"),
+        "{e}"
+    );
+    assert!(third.closed().await);
+    assert_eq!(first.chat("two", "still fine").await["event"], "ack");
+    drop(second);
+    eventually(
+        Duration::from_secs(5),
+        "the address to get its slot back",
+        || async {
+            let mut c = s.client().await;
+            c.send(json!({"cmd":"ping"})).await;
+            c.recv().await["event"] == "pong"
+        },
+    )
+    .await;
+}
+
+/// A connection the server admitted (it answers a ping).
+async fn admitted(port: u16) -> Client {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Client::connect(port).await;
+        c.send(json!({"cmd":"ping"})).await;
+        if c.recv().await["event"] == "pong" {
+            return c;
+        }
+        assert!(std::time::Instant::now() < deadline, "never admitted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A CA and certificates for 127.0.0.1 / localhost, written as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        for name in ["node", "operator"] {
+            let key = KeyPair::generate().unwrap();
+            let params =
+                CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        // A CA nobody trusts, for a client with the wrong certificate.
+        let rogue_key = KeyPair::generate().unwrap();
+        let rogue = CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&rogue_key)
+            .unwrap();
+        std::fs::write(dir.path().join("rogue.pem"), rogue.pem()).unwrap();
+        std::fs::write(dir.path().join("rogue.key"), rogue_key.serialize_pem()).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    fn node_flags(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.path("node.pem"),
+            "--tls-key".into(),
+            self.path("node.key"),
+            "--tls-ca".into(),
+            self.path("ca.pem"),
+            "--tls-client-auth".into(),
+        ]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
+    let pki = Pki::new();
+    let redis = Redis::start().await;
+    let relay_port = free_port();
+    let health_port = free_port();
+    let mut relay_flags = pki.node_flags();
+    relay_flags.extend(["--health-listen".into(), format!("127.0.0.1:{health_port}")]);
+    let relay = Relay::start_with(&redis, relay_port, relay_flags).await;
+    let relay_url = format!("https://127.0.0.1:{relay_port}");
+    let opts = ServerOpts {
+        extra: pki.node_flags(),
+        ..Default::default()
+    };
+    let a = Server::start_with("a", &relay_url, &redis, opts.clone()).await;
+    let b = Server::start_with("b", &relay_url, &redis, opts).await;
+    support::wait_routable(&a, &b).await;
+    let mut alice = a.client().await;
+    let mut bob = b.client().await;
+    alice.login("alice").await;
+    bob.login("bob").await;
+    assert_eq!(alice.chat("bob", "over mTLS").await["event"], "ack");
+    assert_eq!(bob.expect_event("message").await["content"], "over mTLS");
+
+    let addr = format!("127.0.0.1:{relay_port}");
+    let ca = pki.path("ca.pem");
+    // With the right client certificate an operator gets in.
+    let (ok, out) = grpcurl(&[
+        "-cacert",
+        &ca,
+        "-cert",
+        &pki.path("operator.pem"),
+        "-key",
+        &pki.path("operator.key"),
+        &addr,
+        "list",
+    ]);
+    assert!(ok && out.contains("switchboard.v1.Admin"), "{out}");
+    // Without a certificate, with a certificate of another CA, or in
+    // plaintext: refused.
+    let (ok, out) = grpcurl(&["-cacert", &ca, &addr, "list"]);
+    assert!(!ok, "no client certificate must be refused: {out}");
+    let (ok, out) = grpcurl(&[
+        "-cacert",
+        &ca,
+        "-cert",
+        &pki.path("rogue.pem"),
+        "-key",
+        &pki.path("rogue.key"),
+        &addr,
+        "list",
+    ]);
+    assert!(!ok, "a foreign certificate must be refused: {out}");
+    let (ok, out) = grpcurl(&["-plaintext", &addr, "list"]);
+    assert!(!ok, "plaintext must be refused: {out}");
+    // The plaintext health port answers health only (for kubelet probes).
+    let health = format!("127.0.0.1:{health_port}");
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-import-path",
+        &proto_dir(),
+        "-proto",
+        "health.proto",
+        &health,
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(ok && out.contains("SERVING"), "{out}");
+    drop(relay);
+}
+
+/// grpc.health.v1's proto, for calling the health-only port (which has no
+/// reflection) with grpcurl.
+fn proto_dir() -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("health-proto");
+    std::fs::create_dir_all(&dir).unwrap();
+    let proto = r#"syntax = "proto3";
+package grpc.health.v1;
+message HealthCheckRequest { string service = 1; }
+message HealthCheckResponse {
+  enum ServingStatus { UNKNOWN = 0; SERVING = 1; NOT_SERVING = 2; SERVICE_UNKNOWN = 3; }
+  ServingStatus status = 1;
+}
+service Health { rpc Check(HealthCheckRequest) returns (HealthCheckResponse); }
+"#;
+    std::fs::write(dir.join("health.proto"), proto).unwrap();
+    dir.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_requires_the_bearer_token_when_configured() {
+    let redis = Redis::start().await;
+    let port = free_port();
+    let token = "admin-token-0123456789";
+    let _relay = Relay::start_with(&redis, port, vec!["--admin-token".into(), token.into()]).await;
+    let addr = format!("127.0.0.1:{port}");
+    let (ok, out) = grpcurl(&["-plaintext", &addr, "switchboard.v1.Admin/ListServers"]);
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        "authorization: Bearer wrong-token-000000",
+        &addr,
+        "switchboard.v1.Admin/ListServers",
+    ]);
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
+    let header = format!("authorization: Bearer {token}");
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &header,
+        &addr,
+        "switchboard.v1.Admin/ListServers",
+    ]);
+    assert!(ok, "{out}");
+    // Health and reflection stay open for probes and discovery.
+    let (ok, out) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
+    assert!(ok && out.contains("SERVING"), "{out}");
+}
+
+/// A redis-server with `requirepass`, killed on drop.
+struct PasswordRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for PasswordRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn password_redis(password: &str) -> PasswordRedis {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--requirepass", password])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/setup.sh)");
+    let redis = PasswordRedis { child, port };
+    eventually(Duration::from_secs(5), "redis to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    redis
+}
+
+fn run_relay_briefly(redis_url: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
+        .args([
+            "--grpc-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--redis-url",
+            redis_url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.success(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            // Still running: it connected. Stop it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return (true, String::new());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_a_password_works_with_it_and_fails_clearly_without() {
+    let redis = password_redis("s3cret-pass").await;
+    let (ok, err) = run_relay_briefly(&format!("redis://127.0.0.1:{}", redis.port));
+    assert!(!ok, "must refuse to start without the password");
+    assert!(
+        err.contains("cannot connect to Redis") && err.to_lowercase().contains("auth"),
+        "{err}"
+    );
+    let (ok, err) = run_relay_briefly(&format!("redis://:wrong@127.0.0.1:{}", redis.port));
+    assert!(
+        !ok && !err.contains("wrong"),
+        "fails, and never prints the password: {err}"
+    );
+
+    // With the password, a whole cluster works.
+    let url = format!("redis://:s3cret-pass@127.0.0.1:{}", redis.port);
+    let relay_port = free_port();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
+        .args([
+            "--grpc-listen",
+            &format!("127.0.0.1:{relay_port}"),
+            "--redis-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client_port = free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_switchboard-server"))
+        .args(["--id", "p", "--listen", &format!("127.0.0.1:{client_port}")])
+        .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--relay", &format!("http://127.0.0.1:{relay_port}")])
+        .env("SWITCHBOARD_REDIS_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the server to accept clients",
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", client_port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let mut c = Client::connect(client_port).await;
+    c.login("carol").await;
+    c.send(json!({"cmd":"who","name":"carol"})).await;
+    assert_eq!(c.recv().await["online"], true);
+    for child in [&mut relay, &mut server] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
