@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use clap::Args;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -34,18 +33,12 @@ pub struct AuthArgs {
 impl AuthArgs {
     /// The configured secret, if authentication is on.
     pub fn secret(&self) -> anyhow::Result<Option<Vec<u8>>> {
-        let secret = match (&self.auth_secret, &self.auth_secret_file) {
-            (Some(s), _) => s.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the auth secret file {}", path.display()))?,
-            (None, None) => return Ok(None),
-        };
-        let secret = secret.trim();
-        anyhow::ensure!(
-            secret.len() >= 16,
-            "the auth secret must be at least 16 bytes"
-        );
-        Ok(Some(secret.as_bytes().to_vec()))
+        let secret = crate::tls::secret_from(
+            self.auth_secret.as_deref(),
+            self.auth_secret_file.as_deref(),
+            "auth secret",
+        )?;
+        Ok(secret.map(String::into_bytes))
     }
 
     pub fn authenticator(&self) -> anyhow::Result<Option<Authenticator>> {

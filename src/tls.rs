@@ -114,18 +114,27 @@ pub struct AdminArgs {
 
 impl AdminArgs {
     pub fn token(&self) -> anyhow::Result<Option<String>> {
-        let token = match (&self.admin_token, &self.admin_token_file) {
-            (Some(t), _) => t.clone(),
-            (None, Some(path)) => {
-                String::from_utf8(read(path)?).context("the admin token file is not UTF-8")?
-            }
-            (None, None) => return Ok(None),
-        };
-        let token = token.trim().to_owned();
-        anyhow::ensure!(
-            token.len() >= 16,
-            "the admin token must be at least 16 bytes"
-        );
-        Ok(Some(token))
+        secret_from(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+            "admin token",
+        )
     }
+}
+
+/// A secret given inline or in a file (trimmed); at least 16 bytes.
+pub fn secret_from(
+    value: Option<&str>,
+    file: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    let secret = match (value, file) {
+        (Some(v), _) => v.to_owned(),
+        (None, Some(path)) => String::from_utf8(read(path)?)
+            .with_context(|| format!("the {what} file is not UTF-8"))?,
+        (None, None) => return Ok(None),
+    };
+    let secret = secret.trim().to_owned();
+    anyhow::ensure!(secret.len() >= 16, "the {what} must be at least 16 bytes");
+    Ok(Some(secret))
 }

@@ -106,6 +106,25 @@ impl RedisStore {
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+
+    /// Runs a script that writes `e` (login, reassert): both take the
+    /// user hash and the index set, then the entry's fields.
+    async fn write_entry<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        e: &Presence,
+    ) -> Result<T> {
+        Ok(script
+            .key(user_key(&e.name))
+            .key(index_key(&e.server, &e.incarnation))
+            .arg(&e.name)
+            .arg(&e.server)
+            .arg(&e.incarnation)
+            .arg(e.conn)
+            .arg(e.since_ms)
+            .invoke_async(&mut self.conn())
+            .await?)
+    }
 }
 
 fn parse_conn(s: &str) -> Result<u64> {
@@ -164,18 +183,7 @@ fn parse_kick(payload: &str) -> Option<Kick> {
 #[async_trait]
 impl PresenceStore for RedisStore {
     async fn login(&self, e: &Presence) -> Result<Option<Presence>> {
-        let old: Option<Vec<Option<String>>> = self
-            .scripts
-            .login
-            .key(user_key(&e.name))
-            .key(index_key(&e.server, &e.incarnation))
-            .arg(&e.name)
-            .arg(&e.server)
-            .arg(&e.incarnation)
-            .arg(e.conn)
-            .arg(e.since_ms)
-            .invoke_async(&mut self.conn())
-            .await?;
+        let old: Option<Vec<Option<String>>> = self.write_entry(&self.scripts.login, e).await?;
         match old {
             Some(fields) => presence_from(&e.name, &fields),
             None => Ok(None),
@@ -221,18 +229,7 @@ impl PresenceStore for RedisStore {
     }
 
     async fn reassert(&self, e: &Presence) -> Result<bool> {
-        let n: i64 = self
-            .scripts
-            .reassert
-            .key(user_key(&e.name))
-            .key(index_key(&e.server, &e.incarnation))
-            .arg(&e.name)
-            .arg(&e.server)
-            .arg(&e.incarnation)
-            .arg(e.conn)
-            .arg(e.since_ms)
-            .invoke_async(&mut self.conn())
-            .await?;
+        let n: i64 = self.write_entry(&self.scripts.reassert, e).await?;
         Ok(n == 1)
     }
 
