@@ -524,3 +524,77 @@ pub fn grpcurl(args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+impl Redis {
+    /// A fresh, empty redis-server on `port` (for example the port of one
+    /// that was just killed, to simulate a restart that lost its data).
+    pub async fn start_on(port: u16) -> Redis {
+        let args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let proc = Proc::spawn("redis", "redis-server", &args, &[]);
+        let redis = Redis { proc, port };
+        eventually(STEP, "restarted redis to answer PING", || async {
+            match redis.conn_opt().await {
+                Some(mut c) => redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok(),
+                None => false,
+            }
+        })
+        .await;
+        redis
+    }
+
+    /// Subscribers of a pub/sub channel (`PUBSUB NUMSUB`).
+    pub async fn subscribers(&self, channel: &str) -> i64 {
+        let mut c = self.conn().await;
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        n
+    }
+}
+
+/// Resident memory of a process in KiB (`VmRSS` in /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+impl Client {
+    /// The next raw line (without its `\n`), or None on EOF or after
+    /// `limit`: for replies that must be checked byte for byte.
+    pub async fn try_recv_raw(&mut self, limit: Duration) -> Option<String> {
+        let mut line = String::new();
+        match tokio::time::timeout(limit, self.reader.read_line(&mut line)).await {
+            Ok(Ok(0)) | Err(_) => None,
+            Ok(Ok(_)) => Some(line.trim_end_matches('\n').to_owned()),
+            Ok(Err(e)) => panic!("read error: {e}"),
+        }
+    }
+
+    /// Closes the sending side (`shutdown(SHUT_WR)`): end of input.
+    pub async fn finish(&mut self) {
+        self.writer.shutdown().await.expect("shutdown");
+    }
+}
