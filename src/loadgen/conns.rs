@@ -52,6 +52,9 @@ pub struct ConnsArgs {
     /// Connections opened concurrently.
     #[arg(long, env = "SWITCHBOARD_LOAD_CONCURRENCY", default_value_t = 256)]
     pub concurrency: usize,
+    /// User names are PREFIX-0 .. PREFIX-(N-1) [default: c<random run id>].
+    #[arg(long, env = "SWITCHBOARD_LOAD_PREFIX")]
+    pub prefix: Option<String>,
     /// Chats between random held connections that must all arrive.
     #[arg(long, env = "SWITCHBOARD_LOAD_CHECK_CHATS", default_value_t = 100)]
     pub check_chats: usize,
@@ -110,6 +113,7 @@ pub async fn run(args: ConnsArgs, print_progress: bool) -> anyhow::Result<bool> 
         );
     }
     let run = run_id();
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("c{run}"));
     let server_pid = args.server_pid.map(|p| p.to_string());
     let rss_before = server_pid.as_deref().and_then(rss_kib);
 
@@ -128,7 +132,7 @@ pub async fn run(args: ConnsArgs, print_progress: bool) -> anyhow::Result<bool> 
     let results: Vec<anyhow::Result<Client>> = futures::stream::iter(0..args.count)
         .map(|i| {
             let source = sources[i % sources.len()];
-            let name = format!("c{run}-{i}");
+            let name = format!("{prefix}-{i}");
             let progress = progress.clone();
             let stall = stall.clone();
             async move {
@@ -205,7 +209,7 @@ pub async fn run(args: ConnsArgs, print_progress: bool) -> anyhow::Result<bool> 
             if i == j {
                 j = live[(live.iter().position(|&x| x == i).unwrap_or(0) + 1) % live.len()];
             }
-            match check_chat(&mut clients, i, j, &format!("c{run}-{j}"), k as u64 + 10).await {
+            match check_chat(&mut clients, i, j, &format!("{prefix}-{j}"), k as u64 + 10).await {
                 Ok((d, r)) => {
                     delivered += usize::from(d);
                     received += usize::from(r);
