@@ -25,11 +25,15 @@ pub struct Metrics {
     registry: Registry,
     pub connections: IntGauge,
     pub logins: IntCounter,
-    pub kicks: IntCounterVec,
-    pub messages: IntCounterVec,
-    pub outcomes: IntCounterVec,
+    /// By reason, in `KICK_REASONS` order.
+    pub kicks: [IntCounter; 3],
+    pub messages_local: IntCounter,
+    pub messages_forwarded: IntCounter,
+    /// By code, in `OUTCOME_CODES` order.
+    pub outcomes: [IntCounter; 4],
     pub relay_links: IntGauge,
-    pub routed: IntCounterVec,
+    pub routed_forwards: IntCounter,
+    pub routed_outcomes: IntCounter,
     pub health_check_failures: IntCounter,
     pub purges: IntCounter,
     pub purged_entries: IntCounter,
@@ -46,11 +50,20 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     register(r, IntCounter::new(name, help).expect("valid metric"))
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
-    register(
+/// A labelled family whose children are resolved once, here, so that the
+/// hot path increments an atomic instead of hashing label values.
+fn family<const N: usize>(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: [&str; N],
+) -> [IntCounter; N] {
+    let vec = register(
         r,
         IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
-    )
+    );
+    values.map(|v| vec.with_label_values(&[v]))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -67,38 +80,46 @@ impl Metrics {
         .buckets(vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ]);
+        let messages = family(
+            &r,
+            "switchboard_messages_total",
+            "Chats by path: local or forwarded to the relay",
+            "path",
+            ["local", "forwarded"],
+        );
+        let routed = family(
+            &r,
+            "switchboard_relay_routed_total",
+            "Envelopes routed by the relay, by kind",
+            "kind",
+            ["forward", "outcome"],
+        );
         Arc::new(Self {
             connections: gauge(&r, "switchboard_connections", "Open client connections"),
             logins: counter(&r, "switchboard_logins_total", "Successful logins"),
-            kicks: counter_vec(
+            kicks: family(
                 &r,
                 "switchboard_kicks_total",
                 "Sessions closed by a kick, by reason",
                 "reason",
+                KICK_REASONS,
             ),
-            messages: counter_vec(
-                &r,
-                "switchboard_messages_total",
-                "Chats by path: local or forwarded to the relay",
-                "path",
-            ),
-            outcomes: counter_vec(
+            messages_local: messages[0].clone(),
+            messages_forwarded: messages[1].clone(),
+            outcomes: family(
                 &r,
                 "switchboard_outcomes_total",
                 "Chat outcomes sent to senders, by code",
                 "code",
+                OUTCOME_CODES,
             ),
             relay_links: gauge(
                 &r,
                 "switchboard_relay_links",
                 "Relay links up (a server: 0 or 1; the relay: linked servers)",
             ),
-            routed: counter_vec(
-                &r,
-                "switchboard_relay_routed_total",
-                "Envelopes routed by the relay, by kind",
-                "kind",
-            ),
+            routed_forwards: routed[0].clone(),
+            routed_outcomes: routed[1].clone(),
             health_check_failures: counter(
                 &r,
                 "switchboard_health_check_failures_total",
@@ -121,30 +142,30 @@ impl Metrics {
 
     /// Counts one outcome given to a sender.
     pub fn outcome(&self, status: Status) {
-        self.outcomes
-            .with_label_values(&[outcome_code(status)])
-            .inc();
+        let code = outcome_code(status);
+        if let Some(i) = OUTCOME_CODES.iter().position(|c| *c == code) {
+            self.outcomes[i].inc();
+        }
+    }
+
+    /// Counts one kick.
+    pub fn kick(&self, reason: crate::protocol::KickReason) {
+        let label = kick_label(reason);
+        if let Some(i) = KICK_REASONS.iter().position(|r| *r == label) {
+            self.kicks[i].inc();
+        }
     }
 
     /// The counters a server publishes with its heartbeat, by name.
     pub fn server_stats(&self) -> std::collections::BTreeMap<String, u64> {
         let mut stats = std::collections::BTreeMap::new();
-        stats.insert(
-            "messages_local".into(),
-            Self::count(&self.messages, "local"),
-        );
-        stats.insert(
-            "messages_forwarded".into(),
-            Self::count(&self.messages, "forwarded"),
-        );
-        for code in OUTCOME_CODES {
-            stats.insert(format!("outcome_{code}"), Self::count(&self.outcomes, code));
+        stats.insert("messages_local".into(), self.messages_local.get());
+        stats.insert("messages_forwarded".into(), self.messages_forwarded.get());
+        for (code, counter) in OUTCOME_CODES.iter().zip(&self.outcomes) {
+            stats.insert(format!("outcome_{code}"), counter.get());
         }
         stats.insert("logins".into(), self.logins.get());
-        let kicks = KICK_REASONS
-            .iter()
-            .map(|r| Self::count(&self.kicks, r))
-            .sum();
+        let kicks = self.kicks.iter().map(IntCounter::get).sum();
         stats.insert("kicks".into(), kicks);
         stats
     }
@@ -153,11 +174,6 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
-    }
-
-    /// Current value of a labelled counter, for the Admin stats.
-    pub fn count(vec: &IntCounterVec, label: &str) -> u64 {
-        vec.with_label_values(&[label]).get()
     }
 }
 

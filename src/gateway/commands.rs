@@ -159,15 +159,11 @@ impl Conn {
             Delivery::Delivered => Status::Delivered,
             Delivery::Busy => Status::Busy,
             Delivery::NotHere => {
-                self.gw
-                    .metrics
-                    .messages
-                    .with_label_values(&["forwarded"])
-                    .inc();
+                self.gw.metrics.messages_forwarded.inc();
                 return self.forward(message, reference).await;
             }
         };
-        self.gw.metrics.messages.with_label_values(&["local"]).inc();
+        self.gw.metrics.messages_local.inc();
         self.gw.metrics.outcome(status);
         Ok(Some(outcome_line(&message.id, reference, status)))
     }

@@ -87,8 +87,7 @@ impl Conn {
 
     pub fn kicked(&mut self, reason: KickReason) {
         if self.session.is_some() {
-            let label = crate::metrics::kick_label(reason);
-            self.gw.metrics.kicks.with_label_values(&[label]).inc();
+            self.gw.metrics.kick(reason);
         }
         if let Some(s) = &self.session {
             // Shutdown kicks everyone at once: one line per session would

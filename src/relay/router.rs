@@ -96,7 +96,7 @@ impl Router {
 
     /// A message arrived from its origin server.
     pub async fn on_forward(&self, forward: pb::Forward) {
-        self.metrics.routed.with_label_values(&["forward"]).inc();
+        self.metrics.routed_forwards.inc();
         let Some(to) = forward.message.as_ref().map(|m| m.to.clone()) else {
             return;
         };
@@ -111,7 +111,7 @@ impl Router {
 
     /// An outcome arrived from the server `from` that received a message.
     pub async fn on_outcome(&self, from: &Link, mut outcome: pb::Outcome) {
-        self.metrics.routed.with_label_values(&["outcome"]).inc();
+        self.metrics.routed_outcomes.inc();
         from.settle(&outcome.message_id);
         if outcome.status() != Status::NotHere {
             self.send_outcome(outcome);
