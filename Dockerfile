@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# switchboard: one image with all three binaries in /usr/local/bin:
-#   switchboard-relay, switchboard-server (used by the Helm chart's `command`)
+# switchboard: one image with all the binaries in /usr/local/bin:
+#   switchboard-relay, switchboard-server (used by the Helm chart's `command`),
+#   switchboard-token (prints login tokens: `kubectl exec ... -- switchboard-token
+#   --name alice`, as the chart's notes show), switchboard-load (load generator)
 #   and switchboard (local all-in-one cluster, the default CMD for a quick try).
 #
 #   docker build -t ghcr.io/switchboard-chat/switchboard:0.1.0 .
@@ -21,6 +23,7 @@ COPY . .
 RUN cargo build --release --locked --offline --bins \
  && mkdir -p /out \
  && cp target/release/switchboard-server target/release/switchboard-relay \
+       target/release/switchboard-token target/release/switchboard-load \
        target/release/switchboard /out/
 
 # ---------------------------------------------------------------- runtime

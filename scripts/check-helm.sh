@@ -9,7 +9,12 @@
 #      below; any other kind without a schema is an error (a typo'd kind would
 #      otherwise pass with a mere WARN);
 #   3. a few chart invariants (security context, gRPC probes, env order,
-#      command paths that the Dockerfile provides);
+#      command paths that the Dockerfile provides) and the security wiring:
+#      login-token secret (servers), Admin token (relay + servers), TLS with
+#      its plaintext health port for the probes, Redis CA, rate limits; every
+#      /etc/switchboard/... path in the env is a read-only mounted Secret key;
+#   3b. NOTES.txt rendered (helm install --dry-run=client, offline) for the
+#      defaults, tls.yaml and auth-off.yaml: token / Admin / TLS instructions;
 #   4. every helm/tests/bad/*.yaml must be REJECTED by values.schema.json, by
 #      both helm template and helm lint, with the message given in its
 #      "# error-contains: ..." line;
@@ -85,7 +90,7 @@ log "kubernetes-validate --strict ok (Kubernetes $KUBE_VERSION): ${#rendered[@]}
 
 # ---------------------------------------------------------------- 3. CRD + invariants
 "$PY" - "$tmp" <<'PY'
-import glob, os, sys
+import base64, glob, os, re, sys
 import jsonschema, yaml
 
 tmp = sys.argv[1]
@@ -140,7 +145,135 @@ def docs(name):
 def where(d):
     return "%s/%s" % (d["kind"], d["metadata"]["name"])
 
+RELAY_SVC = "sb-switchboard-relay"
+# Values files (helm/tests/*.yaml) that change the defaults of the security wiring.
+AUTH_OFF = {"auth-off"}
+EXISTING = {"auth-existing-secrets": {"auth": ("switchboard-login", "hs256-secret"),
+                                      "admin": ("switchboard-admin-token", "bearer")}}
+TLS_ON = {"tls": "switchboard-tls"}
+REDIS_CA = {"external-redis": ("switchboard-redis-ca", "ca.pem")}
+
+def check_security(name, w, d, c, ds, health_port):
+    """Login-token / Admin-token / TLS / Redis-CA / rate-limit env, mounts and volumes."""
+    server = d["kind"] == "StatefulSet"
+    pod = d["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    secrets = {s["metadata"]["name"]: s for s in ds if s["kind"] == "Secret"}
+
+    def secret_file(var, path, secret=None, key=None):
+        """var=path, path is key `key` of Secret `secret`, mounted read-only."""
+        if env.get(var) != path:
+            errors.append(w + ": env %s is %r, want %r" % (var, env.get(var), path))
+            return
+        mdir, fname = path.rsplit("/", 1)
+        m = mounts.get(mdir)
+        if not m or m.get("readOnly") is not True:
+            errors.append(w + ": %s: %s is not a read-only mount" % (var, mdir))
+            return
+        vs = volumes.get(m["name"], {}).get("secret")
+        if not vs:
+            errors.append(w + ": %s: volume %s is not a Secret" % (var, m["name"]))
+            return
+        items = {i["path"]: i["key"] for i in vs.get("items", [])}
+        if fname not in items:
+            errors.append(w + ": %s: Secret volume %s has no item for %s" % (var, m["name"], fname))
+        elif key is not None and (vs["secretName"], items[fname]) != (secret, key):
+            errors.append(w + ": %s comes from %s/%s, want %s/%s"
+                          % (var, vs["secretName"], items[fname], secret, key))
+
+    def absent(*names):
+        for n in names:
+            if n in env:
+                errors.append(w + ": env %s set although disabled" % n)
+
+    # Client login tokens: servers only.
+    if server and name not in AUTH_OFF:
+        sec, key = EXISTING.get(name, {}).get("auth", ("sb-switchboard-auth", "secret"))
+        secret_file("SWITCHBOARD_AUTH_SECRET_FILE", "/etc/switchboard/auth/secret", sec, key)
+    else:
+        absent("SWITCHBOARD_AUTH_SECRET_FILE", "SWITCHBOARD_AUTH_SECRET")
+    # Admin API bearer token: relay and servers.
+    if name not in AUTH_OFF:
+        sec, key = EXISTING.get(name, {}).get("admin", ("sb-switchboard-admin", "token"))
+        secret_file("SWITCHBOARD_ADMIN_TOKEN_FILE", "/etc/switchboard/admin/token", sec, key)
+    else:
+        absent("SWITCHBOARD_ADMIN_TOKEN_FILE", "SWITCHBOARD_ADMIN_TOKEN")
+    # TLS on the gRPC plane.
+    tls_env = ("SWITCHBOARD_TLS_CERT", "SWITCHBOARD_TLS_KEY", "SWITCHBOARD_TLS_CA",
+               "SWITCHBOARD_TLS_CLIENT_AUTH", "SWITCHBOARD_TLS_SERVER_NAME", "SWITCHBOARD_HEALTH_LISTEN")
+    relay_url = env.get("SWITCHBOARD_RELAY", "")
+    if name in TLS_ON:
+        sec = TLS_ON[name]
+        for var, f in (("SWITCHBOARD_TLS_CERT", "tls.crt"), ("SWITCHBOARD_TLS_KEY", "tls.key"),
+                       ("SWITCHBOARD_TLS_CA", "ca.crt")):
+            secret_file(var, "/etc/switchboard/tls/" + f, sec, f)
+        if env.get("SWITCHBOARD_TLS_CLIENT_AUTH") != "true":
+            errors.append(w + ": SWITCHBOARD_TLS_CLIENT_AUTH is not \"true\"")
+        if env.get("SWITCHBOARD_TLS_SERVER_NAME") != RELAY_SVC:
+            errors.append(w + ": SWITCHBOARD_TLS_SERVER_NAME is %r, want %s"
+                          % (env.get("SWITCHBOARD_TLS_SERVER_NAME"), RELAY_SVC))
+        if health_port != 9700 or env.get("SWITCHBOARD_HEALTH_LISTEN") != "0.0.0.0:9700":
+            errors.append(w + ": TLS without the plaintext health port 9700 (port %s, env %r)"
+                          % (health_port, env.get("SWITCHBOARD_HEALTH_LISTEN")))
+        if server and relay_url != "https://%s:9600" % RELAY_SVC:
+            errors.append(w + ": SWITCHBOARD_RELAY %r is not https://%s:9600" % (relay_url, RELAY_SVC))
+    else:
+        absent(*tls_env)
+        if health_port is not None:
+            errors.append(w + ": health port without TLS")
+        if server and not relay_url.startswith("http://"):
+            errors.append(w + ": SWITCHBOARD_RELAY %r is not http:// without TLS" % relay_url)
+    # Redis CA (external rediss:// with a private CA).
+    if name in REDIS_CA:
+        secret_file("SWITCHBOARD_REDIS_CA", "/etc/switchboard/redis-ca/ca.crt", *REDIS_CA[name])
+    else:
+        absent("SWITCHBOARD_REDIS_CA")
+    # Every /etc/switchboard path in the env is a mounted Secret key.
+    for var, val in env.items():
+        if (val or "").startswith("/etc/switchboard/"):
+            secret_file(var, val)
+    # Rate limits: servers only, defaults as values.yaml.
+    limits = ("SWITCHBOARD_RATE_LIMIT_PER_SEC", "SWITCHBOARD_RATE_LIMIT_BURST",
+              "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", "SWITCHBOARD_ACCEPT_RATE_PER_IP")
+    if server:
+        want = {"auth-off": ["0", "2000", "50", "10"]}.get(name, ["1000", "2000", "0", "0"])
+        got = [env.get(v) for v in limits]
+        if got != want:
+            errors.append(w + ": rate-limit env %s, want %s" % (got, want))
+    else:
+        absent(*limits)
+
+def check_secrets(name, ds):
+    """The chart generates <fullname>-auth/-admin unless disabled or existing."""
+    got = {s["metadata"]["name"]: s for s in ds if s["kind"] == "Secret"}
+    want = {} if name in AUTH_OFF or name in EXISTING else \
+        {"sb-switchboard-auth": "secret", "sb-switchboard-admin": "token"}
+    if sorted(got) != sorted(want):
+        errors.append("%s: rendered Secrets %s, want %s" % (name, sorted(got), sorted(want)))
+    for sname, key in want.items():
+        s = got.get(sname)
+        if not s:
+            continue
+        if s["metadata"].get("annotations", {}).get("helm.sh/resource-policy") != "keep":
+            errors.append("%s: Secret %s lacks helm.sh/resource-policy: keep" % (name, sname))
+        raw = base64.b64decode(s.get("data", {}).get(key, ""))
+        if len(raw) != 48 or not raw.isalnum():
+            errors.append("%s: Secret %s/%s is not 48 random alphanumerics (%d bytes)"
+                          % (name, sname, key, len(raw)))
+    # Services: h2c only when the gRPC ports are plaintext.
+    for d in ds:
+        if d["kind"] == "Service":
+            for p in d["spec"]["ports"]:
+                if p["name"] == "grpc" and (p.get("appProtocol") == "kubernetes.io/h2c") == (name in TLS_ON):
+                    errors.append("%s: Service %s grpc appProtocol %r does not match TLS"
+                                  % (name, d["metadata"]["name"], p.get("appProtocol")))
+
 sets = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(tmp, "*.yaml")))
+for want in ["defaults", "auth-off", "tls"] + sorted(EXISTING) + sorted(REDIS_CA):
+    if want not in sets:
+        errors.append("no rendered set %s (helm/tests/%s.yaml missing?)" % (want, want))
 for name in sets:
     ds = docs(name)
     monitors = [d for d in ds if d.get("kind") == "ServiceMonitor"]
@@ -155,6 +288,7 @@ for name in sets:
         errors.append("%s: ServiceMonitor rendered although not enabled" % name)
 
     services = {d["metadata"]["name"]: d for d in ds if d["kind"] == "Service"}
+    check_secrets(name, ds)
     for d in ds:
         if d["kind"] not in ("Deployment", "StatefulSet"):
             continue
@@ -174,10 +308,14 @@ for name in sets:
             if c.get("command") not in (["/usr/local/bin/switchboard-relay"], ["/usr/local/bin/switchboard-server"]):
                 errors.append(w + ": unexpected command %s" % c.get("command"))
             grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
-            for probe in ("livenessProbe", "readinessProbe"):
-                if c.get(probe, {}).get("grpc", {}).get("port") != grpc_port:
-                    errors.append(w + ": %s is not a gRPC probe on port %s" % (probe, grpc_port))
+            health_port = next((p["containerPort"] for p in c["ports"] if p["name"] == "health"), None)
+            # With TLS the kubelet (no TLS) probes the plaintext health port.
+            probe_port = health_port or grpc_port
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if c.get(probe, {}).get("grpc", {}).get("port") != probe_port:
+                    errors.append(w + ": %s is not a gRPC probe on port %s" % (probe, probe_port))
             env = [e["name"] for e in c.get("env", [])]
+            check_security(name, w, d, c, ds, health_port)
             def before(a, b):
                 if a in env and b in env and env.index(a) > env.index(b):
                     errors.append(w + ": env %s must come before %s (for $(%s) to expand)" % (a, b, a))
@@ -211,18 +349,44 @@ for name in sets:
     if name == "networkpolicy" and sum(d["kind"] == "NetworkPolicy" for d in ds) != 3:
         errors.append("networkpolicy: expected 3 NetworkPolicies (relay, server, redis)")
 
-# The image must provide the binaries the chart runs.
+# The image must provide the binaries the chart runs (and switchboard-token,
+# which NOTES.txt tells operators to exec), and copy only binaries that exist.
 with open("Dockerfile") as f:
     dockerfile = f.read()
-for b in ("switchboard-relay", "switchboard-server"):
+for b in ("switchboard-relay", "switchboard-server", "switchboard-token"):
     if "target/release/" + b not in dockerfile or "/usr/local/bin/" not in dockerfile:
         errors.append("Dockerfile does not install %s into /usr/local/bin" % b)
+for b in re.findall(r"target/release/([\w-]+)", dockerfile):
+    if not os.path.exists("src/bin/%s.rs" % b):
+        errors.append("Dockerfile copies target/release/%s but there is no src/bin/%s.rs" % (b, b))
 
 for e in errors:
     print("check-helm: FAIL: " + e, file=sys.stderr)
 sys.exit(1 if errors else 0)
 PY
-log "ServiceMonitor subset schema + chart invariants ok"
+log "ServiceMonitor subset schema + chart invariants (incl. auth/admin/TLS/Redis CA/rate limits) ok"
+
+# ---------------------------------------------------------------- 3b. NOTES.txt
+notes() { # name [values file]: NOTES.txt as `helm install` prints it (offline)
+    helm install "$RELEASE" "$CHART" --namespace "$NAMESPACE" --dry-run=client ${2:+-f "$2"} \
+        >"$tmp/notes-$1.out" 2>&1 || { cat "$tmp/notes-$1.out" >&2; die "helm install --dry-run=client failed for $1"; }
+    sed -n '/^NOTES:/,$p' "$tmp/notes-$1.out" >"$tmp/notes-$1.txt"
+    [ -s "$tmp/notes-$1.txt" ] || die "no NOTES rendered for $1"
+}
+has() { grep -qF -- "$3" "$tmp/notes-$1.txt" || die "NOTES ($1) lack: $3 ($2)"; }
+hasnt() { ! grep -qF -- "$3" "$tmp/notes-$1.txt" || die "NOTES ($1) contain: $3 ($2)"; }
+notes defaults
+notes tls "$TESTS/tls.yaml"
+notes auth-off "$TESTS/auth-off.yaml"
+has defaults "login token" "kubectl -n $NAMESPACE exec sb-switchboard-server-0 -- /usr/local/bin/switchboard-token --name alice"
+has defaults "login with token" '{"cmd":"login","name":"alice","token":"<token>"'
+has defaults "Admin token" "-H \"authorization: Bearer \$(kubectl -n $NAMESPACE get secret sb-switchboard-admin -o jsonpath='{.data.token}' | base64 -d)\""
+has defaults "plaintext grpcurl" "grpcurl -plaintext 127.0.0.1:9600 list"
+has tls "TLS grpcurl" "grpcurl -cacert ca.crt -cert tls.crt -key tls.key -servername sb-switchboard-relay 127.0.0.1:9600 list"
+has tls "CA from the TLS Secret" "get secret switchboard-tls -o jsonpath='{.data.ca\.crt}'"
+hasnt auth-off "no token when auth is off" "switchboard-token"
+hasnt auth-off "no Admin token when off" "authorization: Bearer"
+log "NOTES.txt ok (defaults, tls, auth-off)"
 
 # ---------------------------------------------------------------- 4. bad values
 for f in "${bad[@]}"; do
@@ -264,5 +428,9 @@ expect_fail "must not contain credentials" --set redis.enabled=false \
     --set redis.external.url=redis://u:p@h:6379 --set redis.external.existingSecret=s
 expect_fail "minReplicas must not exceed maxReplicas" --set server.autoscaling.enabled=true \
     --set server.autoscaling.minReplicas=5 --set server.autoscaling.maxReplicas=3
+expect_fail "caSecret needs a rediss://" --set redis.enabled=false \
+    --set redis.external.url=redis://h:6379 --set redis.external.caSecret=ca
+# Behind the schema (which rejects it first, see bad/tls-no-secret.yaml).
+expect_fail "tls.existingSecret is required" --skip-schema-validation --set tls.enabled=true
 
 log "all checks passed in $((SECONDS - start)) s"

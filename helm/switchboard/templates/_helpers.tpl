@@ -124,6 +124,9 @@ Redis URL handed to both binaries as SWITCHBOARD_REDIS_URL.
 {{- if not (regexMatch "^rediss?://[^\\s]+$" $url) }}
 {{- fail (printf "redis.external.url must start with redis:// or rediss:// (got %q)" $url) }}
 {{- end }}
+{{- if and .Values.redis.external.caSecret (not (hasPrefix "rediss://" $url)) }}
+{{- fail "redis.external.caSecret needs a rediss:// redis.external.url (the CA only verifies TLS)" }}
+{{- end }}
 {{- if .Values.redis.external.existingSecret }}
 {{- $rest := regexReplaceAll "^rediss?://" $url "" }}
 {{- if contains "@" $rest }}
@@ -183,4 +186,171 @@ grpc:
 {{- with $p }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/* ------------------------------------------------------------ security */}}
+
+{{/* Secret holding the client login-token secret (auth.*). */}}
+{{- define "switchboard.auth.secretName" -}}
+{{- default (printf "%s-auth" (include "switchboard.fullname" .)) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/* Secret holding the Admin API bearer token (admin.auth.*). */}}
+{{- define "switchboard.admin.secretName" -}}
+{{- default (printf "%s-admin" (include "switchboard.fullname" .)) .Values.admin.auth.existingSecret }}
+{{- end }}
+
+{{/* Name every node verifies in its peers' certificates (tls.serverName). */}}
+{{- define "switchboard.tls.serverName" -}}
+{{- default (include "switchboard.relay.fullname" .) .Values.tls.serverName }}
+{{- end }}
+
+{{/* The TLS Secret; required when tls.enabled (the schema checks it too). */}}
+{{- define "switchboard.tls.secretName" -}}
+{{- required "tls.existingSecret is required when tls.enabled=true (a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt, e.g. from cert-manager)" .Values.tls.existingSecret }}
+{{- end }}
+
+{{/*
+The base64 value of a chart-generated Secret's key: kept from the Secret
+already in the cluster (lookup), so upgrades do not rotate it; otherwise
+48 random alphanumerics. `helm template` and `--dry-run=client` cannot look
+up, so they always show a fresh random value.
+Call with (dict "ctx" $ "name" <secret name> "key" <key>).
+*/}}
+{{- define "switchboard.generatedSecretValue" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name }}
+{{- $data := dig "data" (dict) ($existing | default (dict)) }}
+{{- if hasKey $data .key }}
+{{- index $data .key }}
+{{- else }}
+{{- randAlphaNum 48 | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuses an existing Secret that is visible (real install/upgrade, not
+`helm template`) but lacks the key or holds fewer than 16 bytes, which the
+binaries would refuse at start (CrashLoopBackOff).
+Call with (dict "ctx" $ "name" <secret> "key" <key> "what" "auth.existingSecret").
+*/}}
+{{- define "switchboard.checkExistingSecret" -}}
+{{- $s := lookup "v1" "Secret" .ctx.Release.Namespace .name }}
+{{- if $s }}
+{{- $data := dig "data" (dict) $s }}
+{{- if not (hasKey $data .key) }}
+{{- fail (printf "%s %q has no key %q" .what .name .key) }}
+{{- end }}
+{{- if lt (len (trim (b64dec (index $data .key)))) 16 }}
+{{- fail (printf "%s %q: key %q must hold at least 16 bytes (the binaries refuse shorter)" .what .name .key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Env for the internal gRPC plane, shared by relay and servers: Admin token,
+TLS, plaintext health port, Redis CA.
+*/}}
+{{- define "switchboard.grpcSecurityEnv" -}}
+{{- if .Values.admin.auth.enabled }}
+- name: SWITCHBOARD_ADMIN_TOKEN_FILE
+  value: /etc/switchboard/admin/token
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: SWITCHBOARD_TLS_CERT
+  value: /etc/switchboard/tls/tls.crt
+- name: SWITCHBOARD_TLS_KEY
+  value: /etc/switchboard/tls/tls.key
+- name: SWITCHBOARD_TLS_CA
+  value: /etc/switchboard/tls/ca.crt
+{{- if .Values.tls.clientAuth }}
+{{- /* Set only when true: the binaries treat the variable's presence as the flag. */}}
+- name: SWITCHBOARD_TLS_CLIENT_AUTH
+  value: "true"
+{{- end }}
+- name: SWITCHBOARD_TLS_SERVER_NAME
+  value: {{ include "switchboard.tls.serverName" . | quote }}
+- name: SWITCHBOARD_HEALTH_LISTEN
+  value: {{ printf "0.0.0.0:%d" (int .Values.tls.healthPort) | quote }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.redis.external.caSecret }}
+- name: SWITCHBOARD_REDIS_CA
+  value: /etc/switchboard/redis-ca/ca.crt
+{{- end }}
+{{- end }}
+
+{{/* volumeMounts matching "switchboard.grpcSecurityEnv" (plus auth for servers). */}}
+{{- define "switchboard.securityMounts" -}}
+{{- if and .server .ctx.Values.auth.enabled }}
+- name: auth-secret
+  mountPath: /etc/switchboard/auth
+  readOnly: true
+{{- end }}
+{{- if .ctx.Values.admin.auth.enabled }}
+- name: admin-token
+  mountPath: /etc/switchboard/admin
+  readOnly: true
+{{- end }}
+{{- if .ctx.Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/switchboard/tls
+  readOnly: true
+{{- end }}
+{{- if and (not .ctx.Values.redis.enabled) .ctx.Values.redis.external.caSecret }}
+- name: redis-ca
+  mountPath: /etc/switchboard/redis-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* volumes matching "switchboard.securityMounts". Call with (dict "ctx" $ "server" bool). */}}
+{{- define "switchboard.securityVolumes" -}}
+{{- $v := .ctx.Values }}
+{{- if and .server $v.auth.enabled }}
+- name: auth-secret
+  secret:
+    secretName: {{ include "switchboard.auth.secretName" .ctx }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.auth.secretKey }}
+        path: secret
+{{- end }}
+{{- if $v.admin.auth.enabled }}
+- name: admin-token
+  secret:
+    secretName: {{ include "switchboard.admin.secretName" .ctx }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.admin.auth.secretKey }}
+        path: token
+{{- end }}
+{{- if $v.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "switchboard.tls.secretName" .ctx }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- if and (not $v.redis.enabled) $v.redis.external.caSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ $v.redis.external.caSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.redis.external.caKey }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{/*
+Port the gRPC probes use: the plaintext health port when TLS is on (the
+kubelet's gRPC probes cannot speak TLS), else the gRPC port itself.
+*/}}
+{{- define "switchboard.probePort" -}}
+{{- if .ctx.Values.tls.enabled }}{{ .ctx.Values.tls.healthPort }}{{ else }}{{ .grpcPort }}{{ end }}
 {{- end }}
