@@ -91,8 +91,10 @@ async fn a_10_mb_line_gets_one_line_too_long_and_no_memory() {
     assert_usable(&mut c, "after").await;
     peak = peak.max(rss_kib(pid));
     let growth = peak.saturating_sub(before);
+    // Observed: ~200 KiB. Half the line's size is the bound, so a server
+    // that buffered the line (10 MiB or more) fails here.
     assert!(
-        growth < 30 * 1024,
+        growth < 5 * 1024,
         "server RSS grew by {growth} KiB ({before} -> {peak}) for one endless line"
     );
 }

@@ -48,6 +48,21 @@ async fn a_redis_restart_that_loses_everything_heals_by_itself() {
         .send(json!({"cmd":"chat","recv":"u0","content":"x"}))
         .await;
     newbie.expect_error("not_logged_in").await;
+    // Down: `who` answers local names from the session table and refuses
+    // the others with `unavailable`.
+    newbie
+        .send(json!({"cmd":"who","name":"u0","ref":"w"}))
+        .await;
+    assert_eq!(
+        newbie.recv().await,
+        json!({"event":"who","name":"u0","online":true,"ref":"w"})
+    );
+    newbie
+        .send(json!({"cmd":"who","name":"u1","ref":"w"}))
+        .await;
+    let remote = newbie.recv().await;
+    assert_eq!(remote["code"], "unavailable", "{remote}");
+    assert_eq!(remote["ref"], "w");
     // Down: a chat between two users of the same server still works.
     {
         let [(u0, _), (u2, _)] = users.get_disjoint_mut(["u0", "u2"]).map(Option::unwrap);
