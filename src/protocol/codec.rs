@@ -88,11 +88,14 @@ impl Decoder for LineCodec {
                 // A last line without `\n` still counts (`printf '...' | nc`).
                 let rest = std::mem::take(buf);
                 self.scanned = 0;
-                if self.discarding || rest.iter().all(u8::is_ascii_whitespace) {
+                if self.discarding {
                     return Ok(None);
                 }
                 let mut line = rest.freeze();
                 trim_line_end(&mut line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
+                }
                 if line.len() > self.max_len {
                     return Ok(Some(Frame::TooLong));
                 }
