@@ -352,47 +352,6 @@ async fn admin_api_requires_the_bearer_token_when_configured() {
     assert!(ok && out.contains("SERVING"), "{out}");
 }
 
-/// A redis-server with `requirepass`, killed on drop.
-struct PasswordRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for PasswordRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn password_redis(password: &str) -> PasswordRedis {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--requirepass", password])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (scripts/setup.sh)");
-    let redis = PasswordRedis { child, port };
-    eventually(Duration::from_secs(5), "redis to listen", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
-    redis
-}
-
 fn run_relay_briefly(redis_url: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
         .args([
@@ -424,7 +383,7 @@ fn run_relay_briefly(redis_url: &str) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_with_a_password_works_with_it_and_fails_clearly_without() {
-    let redis = password_redis("s3cret-pass").await;
+    let redis = Redis::start_with(free_port(), Some("s3cret-pass")).await;
     let (ok, err) = run_relay_briefly(&format!("redis://127.0.0.1:{}", redis.port));
     assert!(!ok, "must refuse to start without the password");
     assert!(

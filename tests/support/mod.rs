@@ -150,12 +150,23 @@ async fn port_open(port: u16) -> bool {
 pub struct Redis {
     pub proc: Proc,
     pub port: u16,
+    pub password: Option<String>,
 }
 
 impl Redis {
     pub async fn start() -> Redis {
-        let port = free_port();
-        let args: Vec<String> = [
+        Self::start_with(free_port(), None).await
+    }
+
+    /// A fresh, empty redis-server on `port` (for example the port of one
+    /// that was just killed, to simulate a restart that lost its data).
+    pub async fn start_on(port: u16) -> Redis {
+        Self::start_with(port, None).await
+    }
+
+    /// With `requirepass` when `password` is given.
+    pub async fn start_with(port: u16, password: Option<&str>) -> Redis {
+        let mut args: Vec<String> = [
             "--port",
             &port.to_string(),
             "--bind",
@@ -168,8 +179,15 @@ impl Redis {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(p) = password {
+            args.extend(["--requirepass".to_string(), p.to_string()]);
+        }
         let proc = Proc::spawn("redis", "redis-server", &args, &[]);
-        let redis = Redis { proc, port };
+        let redis = Redis {
+            proc,
+            port,
+            password: password.map(str::to_owned),
+        };
         eventually(STEP, "redis to answer PING", || async {
             match redis.conn_opt().await {
                 Some(mut c) => redis::cmd("PING")
@@ -184,7 +202,10 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     async fn conn_opt(&self) -> Option<redis::aio::MultiplexedConnection> {
@@ -526,37 +547,6 @@ pub fn grpcurl(args: &[&str]) -> (bool, String) {
 }
 
 impl Redis {
-    /// A fresh, empty redis-server on `port` (for example the port of one
-    /// that was just killed, to simulate a restart that lost its data).
-    pub async fn start_on(port: u16) -> Redis {
-        let args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let proc = Proc::spawn("redis", "redis-server", &args, &[]);
-        let redis = Redis { proc, port };
-        eventually(STEP, "restarted redis to answer PING", || async {
-            match redis.conn_opt().await {
-                Some(mut c) => redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok(),
-                None => false,
-            }
-        })
-        .await;
-        redis
-    }
-
     /// Subscribers of a pub/sub channel (`PUBSUB NUMSUB`).
     pub async fn subscribers(&self, channel: &str) -> i64 {
         let mut c = self.conn().await;
