@@ -319,7 +319,7 @@ for ((i = 1; i <= PURGE_RUNS; i++)); do
         --prefix "$prefix" --hold-secs 3600 --check-chats 0 >"$WORK/$name.out" 2>"$WORK/$name.err" &
     PID[${name}_load]=$!
     deadline=$((SECONDS + 60))
-    until grep -q "open and logged in" "$WORK/$name.err"; do
+    until grep -qs "open and logged in" "$WORK/$name.err"; do
         [ $SECONDS -lt $deadline ] || die "purge users did not log in (see $WORK/$name.err)"
         sleep 0.1
     done
