@@ -29,6 +29,11 @@ const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 flow-control windows of the long-lived links: the 64 KiB
+/// default would make a busy link wait for window updates every few
+/// hundred messages.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// Flips the overall health (service "") and every named service at once.
 #[derive(Clone)]
@@ -135,7 +140,9 @@ pub async fn serve<H: HealthService, N: AdminNode>(
     });
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if let Some(tls) = opts.tls {
         builder = builder.tls_config(tls)?;
     }

@@ -116,6 +116,8 @@ async fn link_once(
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+        .initial_stream_window_size(crate::grpc::STREAM_WINDOW)
+        .initial_connection_window_size(crate::grpc::CONNECTION_WINDOW)
         .tcp_nodelay(true)
         .connect()
         .await?;
