@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -85,6 +85,23 @@ impl Conn {
         }
     }
 
+    /// Handles one decoded frame (or end of input); false if the
+    /// connection is broken.
+    async fn on_frame(
+        &mut self,
+        frame: Option<std::io::Result<Frame>>,
+        input_done: &mut bool,
+    ) -> bool {
+        match frame {
+            Some(Ok(Frame::Line(line))) => self.handle(&line).await,
+            Some(Ok(Frame::TooLong)) => self.push(&code_line(ErrorCode::LineTooLong, &None)),
+            Some(Err(_)) => return false,
+            // Half-closed: answer what is still in flight, then close.
+            None => *input_done = true,
+        }
+        true
+    }
+
     pub fn kicked(&mut self, reason: KickReason) {
         if self.session.is_some() {
             self.gw.metrics.kick(reason);
@@ -145,16 +162,23 @@ pub async fn run(gw: Arc<Gateway>, stream: TcpStream, _slots: Slots, shutdown: C
             _ = shutdown.cancelled() => conn.kicked(KickReason::ServerShutdown),
             Some(control) = control_rx.recv() => conn.apply_control(control),
             Some(line) = messages_rx.recv() => conn.push(&line),
-            frame = reader.next(), if !input_done => match frame {
-                Some(Ok(Frame::Line(line))) => {
-                    conn.handle(&line).await;
-                    ever_logged_in |= conn.session.is_some();
+            frame = reader.next(), if !input_done => {
+                if !conn.on_frame(frame, &mut input_done).await {
+                    break;
                 }
-                Some(Ok(Frame::TooLong)) => conn.push(&code_line(ErrorCode::LineTooLong, &None)),
-                Some(Err(_)) => break,
-                // Half-closed: answer what is still in flight, then close.
-                None => input_done = true,
-            },
+                // Run the requests already buffered too, so that their
+                // replies leave in one write instead of one write each.
+                for _ in 0..MAX_BATCH {
+                    if input_done || conn.closing {
+                        break;
+                    }
+                    let Some(frame) = reader.next().now_or_never() else { break };
+                    if !conn.on_frame(frame, &mut input_done).await {
+                        conn.closing = true;
+                    }
+                }
+                ever_logged_in |= conn.session.is_some();
+            }
             _ = &mut login_deadline, if !ever_logged_in => {
                 conn.push(&crate::protocol::reply::error_line(
                     &crate::protocol::ProtocolError::new(ErrorCode::NotLoggedIn, "login timeout; closing"),
