@@ -29,6 +29,9 @@ use crate::shutdown::CancellationToken;
 /// starve reading this client's own requests.
 const MAX_BATCH: usize = 256;
 
+/// Initial read buffer per connection.
+const READ_BUFFER: usize = 512;
+
 /// The logged-in identity of a connection.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -136,7 +139,11 @@ pub struct Slots {
 
 pub async fn run(gw: Arc<Gateway>, stream: TcpStream, _slots: Slots, shutdown: CancellationToken) {
     let (read, mut write) = stream.into_split();
-    let mut reader = FramedRead::new(read, LineCodec::new(gw.limits.max_line_bytes as usize));
+    // A small initial read buffer: it grows with the lines a client sends,
+    // and most connections sit idle (the default 8 KiB would dominate
+    // their memory).
+    let codec = LineCodec::new(gw.limits.max_line_bytes as usize);
+    let mut reader = FramedRead::with_capacity(read, codec, READ_BUFFER);
     let (messages_tx, mut messages_rx) = mpsc::channel(gw.limits.outbound_queue as usize);
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let mut conn = Conn {
