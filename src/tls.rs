@@ -81,6 +81,11 @@ impl TlsArgs {
 /// An endpoint for `target` (a URL or a bare host:port), over TLS when
 /// `tls` is given (tonic only uses TLS for https:// URLs).
 pub fn endpoint(target: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Endpoint> {
+    if target.starts_with("https://") && tls.is_none() {
+        anyhow::bail!(
+            "{target} asks for TLS: give --tls-ca (the CA that signed the peer's certificate)"
+        );
+    }
     let bare = target
         .strip_prefix("http://")
         .or_else(|| target.strip_prefix("https://"))

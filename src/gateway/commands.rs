@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::connection::{Conn, Session};
 use super::pending::{Waiter, outcome_line};
-use super::sessions::{Delivery, SessionHandle};
+use super::sessions::{Delivery, Displaced, SessionHandle};
 use crate::pb::{self, Status};
 use crate::presence::{PresenceError, now_ms};
 use crate::protocol::reply::{Event, Ref, error_line};
@@ -95,10 +95,11 @@ impl Conn {
         let installed = self.gw.sessions.install(&session.name, handle);
         self.gw.metrics.logins.inc();
         self.session = Some(session);
-        if installed.is_err() {
-            // A newer login elsewhere won while this one was in flight.
+        if let Err(Displaced(reason)) = installed {
+            // Kicked (a newer login elsewhere, an operator) while this
+            // login was in flight.
             self.push(&line);
-            self.kicked(KickReason::LoggedInElsewhere);
+            self.kicked(reason);
             return Ok(None);
         }
         Ok(Some(line))

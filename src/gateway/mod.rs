@@ -144,6 +144,9 @@ pub async fn run(
     store: Arc<dyn PresenceStore>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A bad relay URL (or https:// without a CA) is a configuration error:
+    // report it now rather than retrying it forever.
+    crate::tls::endpoint(&opts.relay_url, opts.grpc.client_tls.as_ref()).context("--relay")?;
     let gw = Arc::new(Gateway::new(
         opts.id.clone(),
         store,

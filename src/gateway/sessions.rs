@@ -53,9 +53,9 @@ pub enum Delivery {
     NotHere,
 }
 
-/// The session was displaced before it could be installed.
+/// The session was kicked before it could be installed, for this reason.
 #[derive(Debug)]
-pub struct Displaced;
+pub struct Displaced(pub KickReason);
 
 const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 const TOMBSTONE_PRUNE_AT: usize = 4096;
@@ -63,7 +63,7 @@ const TOMBSTONE_PRUNE_AT: usize = 4096;
 #[derive(Default)]
 struct Inner {
     by_name: HashMap<String, SessionHandle>,
-    tombstones: HashMap<u64, Instant>,
+    tombstones: HashMap<u64, (Instant, KickReason)>,
 }
 
 #[derive(Default)]
@@ -80,8 +80,8 @@ impl Sessions {
     /// held the name (it is older: the store already ordered the logins).
     pub fn install(&self, name: &str, handle: SessionHandle) -> Result<(), Displaced> {
         let mut inner = self.lock();
-        if inner.tombstones.remove(&handle.session).is_some() {
-            return Err(Displaced);
+        if let Some((_, reason)) = inner.tombstones.remove(&handle.session) {
+            return Err(Displaced(reason));
         }
         if let Some(old) = inner.by_name.insert(name.to_owned(), handle) {
             old.kick(KickReason::LoggedInElsewhere);
@@ -103,9 +103,9 @@ impl Sessions {
                 if inner.tombstones.len() >= TOMBSTONE_PRUNE_AT {
                     inner
                         .tombstones
-                        .retain(|_, t| now.duration_since(*t) < TOMBSTONE_TTL);
+                        .retain(|_, (t, _)| now.duration_since(*t) < TOMBSTONE_TTL);
                 }
-                inner.tombstones.insert(session, now);
+                inner.tombstones.insert(session, (now, reason));
             }
         }
     }
@@ -214,9 +214,12 @@ mod tests {
     #[test]
     fn kick_before_install_leaves_a_tombstone() {
         let s = Sessions::default();
-        s.kick("alice", 5, KickReason::LoggedInElsewhere);
+        s.kick("alice", 5, KickReason::Admin);
         let (h, _r, _c) = handle(5, 4);
-        assert!(s.install("alice", h).is_err());
+        assert!(matches!(
+            s.install("alice", h),
+            Err(Displaced(KickReason::Admin))
+        ));
         assert!(!s.is_online("alice"));
     }
 
