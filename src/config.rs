@@ -202,7 +202,8 @@ pub struct GatewayLimits {
     #[arg(long, env = "SWITCHBOARD_FORWARD_TIMEOUT_MS", default_value_t = 5_000, value_parser = positive)]
     pub forward_timeout_ms: u64,
 
-    /// A client that accepts no bytes for this long is disconnected.
+    /// A client that takes longer than this to accept one batch of output
+    /// is disconnected.
     #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = positive)]
     pub write_timeout_ms: u64,
 
