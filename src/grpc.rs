@@ -131,10 +131,7 @@ pub async fn serve<H: HealthService, N: AdminNode>(
         tokio::spawn(async move {
             Server::builder()
                 .add_service(health)
-                .serve_with_incoming_shutdown(
-                    incoming(listener),
-                    stop.cancelled_owned(),
-                )
+                .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
                 .await
         })
     });
@@ -152,10 +149,7 @@ pub async fn serve<H: HealthService, N: AdminNode>(
         .add_optional_service(relay)
         .add_service(v1)
         .add_service(v1alpha)
-        .serve_with_incoming_shutdown(
-            incoming(opts.listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming(opts.listener), shutdown.cancelled_owned())
         .await?;
     if let Some(task) = health_only {
         task.await??;
