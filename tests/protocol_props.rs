@@ -324,7 +324,11 @@ proptest! {
         let mut line = if escape_all {
             let mut text = serde_json::to_string(&obj).unwrap();
             let plain = serde_json::to_string(&json!(content)).unwrap();
-            text = text.replacen(&plain, &escaped_literal(&content), 1);
+            // Replace the value of "content" only (the content may equal a
+            // key or another value, e.g. "cmd").
+            let field = format!("\"content\":{plain}");
+            let escaped = format!("\"content\":{}", escaped_literal(&content));
+            text = text.replacen(&field, &escaped, 1);
             text.into_bytes()
         } else {
             serde_json::to_vec(&obj).unwrap()

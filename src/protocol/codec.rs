@@ -93,11 +93,12 @@ impl Decoder for LineCodec {
                 }
                 let mut line = rest.freeze();
                 trim_line_end(&mut line);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(None);
-                }
+                // Same order as `decode`: length first, then blankness.
                 if line.len() > self.max_len {
                     return Ok(Some(Frame::TooLong));
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
                 }
                 Ok(Some(Frame::Line(line)))
             }
