@@ -6,8 +6,14 @@
 //! (outcomes free credit; `message` lines are verified). All users log in
 //! before the clock starts. A run is `ok` when nothing was lost,
 //! duplicated, reordered, corrupted or left without an outcome.
+//!
+//! For fault injection: `--rate` paces each sender, `--ready-file` tells
+//! a test when traffic flows (the moment to kill something), and
+//! `--expect-failures` accepts connections closed by the server while
+//! keeping every other check strict (see `verify::Fate`).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{Client, LineReader, Reply, push_chat};
 use super::content::{self, HEADER_LEN, Stamp};
 use super::stats::Summary;
-use super::verify::{Audit, Receiver, Verdict, outcome};
+use super::verify::{Audit, Fate, Receiver, Timeline, Verdict, outcome};
 use super::{Progress, now_ns, rate, report_progress, resolve, run_id};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -66,6 +72,35 @@ pub struct PairsArgs {
         default_value_t = 256
     )]
     pub connect_concurrency: usize,
+    /// Servers or the relay fail on purpose during this run. A connection
+    /// closed by the server (EOF, reset, `kicked` for `server_shutdown`) is
+    /// then not a violation by itself: a sender whose connection died
+    /// stops, and its chats still without an outcome are abandoned, not
+    /// missing; a `delivered` chat that never arrived is not lost if the
+    /// recipient's connection died. Everything else stays a violation:
+    /// a missing or duplicate outcome on a connection that stayed up, a
+    /// `delivered` chat that never reached a recipient that stayed
+    /// connected, duplicated, reordered or corrupted arrivals.
+    #[arg(long, env = "SWITCHBOARD_LOAD_EXPECT_FAILURES")]
+    pub expect_failures: bool,
+    /// Chats per second per sender (0: as fast as the window allows). A
+    /// paced run lasts about messages / rate seconds whatever the
+    /// outcomes, e.g. while every chat fails fast with `unavailable`.
+    #[arg(long, env = "SWITCHBOARD_LOAD_RATE", default_value_t = 0)]
+    pub rate: u64,
+    /// Written (atomically: a temporary file, then renamed) once every
+    /// user is logged in, the clock started and --ready-after-outcomes
+    /// outcomes arrived. Holds `{"run":…,"pid":…,"users":[…]}`. For tests
+    /// that inject a failure mid-run.
+    #[arg(long, env = "SWITCHBOARD_LOAD_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Outcomes (all senders together) before --ready-file is written.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOAD_READY_AFTER_OUTCOMES",
+        default_value_t = 1
+    )]
+    pub ready_after_outcomes: u64,
 }
 
 /// One direction of one pair: what the sender did, shared with the
@@ -78,6 +113,13 @@ struct Dir {
     messages: u64,
     sent_at: Vec<AtomicU64>,
     outcome: Vec<AtomicU8>,
+    /// When each outcome arrived (ns).
+    outcome_at: Vec<AtomicU64>,
+    /// Chats written (seq `0..sent`).
+    sent: AtomicU64,
+    /// The sender's / the recipient's connection died.
+    sender_lost: AtomicBool,
+    recipient_lost: AtomicBool,
     /// Every chat of this direction has its outcome (or the run ended).
     outcomes_done: AtomicBool,
     /// Wakes the recipient's reader when `outcomes_done` is set.
@@ -103,8 +145,44 @@ struct ReaderResult {
     unexpected_replies: u64,
     unparseable: u64,
     kicked: u64,
+    /// `kicked` with reason `server_shutdown` in a run expecting failures.
+    kicked_shutdown: u64,
     disconnected: bool,
     last_receive_ns: u64,
+}
+
+/// What every reader of a run shares.
+struct ReaderCtx {
+    size: usize,
+    expect_failures: bool,
+    progress: Arc<Progress>,
+    ready: Arc<Ready>,
+    cancel: CancellationToken,
+}
+
+/// Counts outcomes towards --ready-after-outcomes and fires once.
+struct Ready {
+    after: u64,
+    notify: Notify,
+}
+
+impl Ready {
+    /// `before` outcomes had arrived, `got` more just did.
+    fn on_outcomes(&self, before: u64, got: u64) {
+        if before < self.after && before + got >= self.after {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// Writes the ready file: a temporary file renamed into place, so that a
+/// reader never sees it half written.
+fn write_ready_file(path: &Path, run: &str, users: &[String]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let body = json!({"run": run, "pid": std::process::id(), "users": users});
+    std::fs::write(&tmp, format!("{body}\n"))?;
+    std::fs::rename(&tmp, path)
 }
 
 pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> {
@@ -138,6 +216,10 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
                 messages: args.messages,
                 sent_at: (0..args.messages).map(|_| AtomicU64::new(0)).collect(),
                 outcome: (0..args.messages).map(|_| AtomicU8::new(0)).collect(),
+                outcome_at: (0..args.messages).map(|_| AtomicU64::new(0)).collect(),
+                sent: AtomicU64::new(0),
+                sender_lost: AtomicBool::new(false),
+                recipient_lost: AtomicBool::new(false),
                 outcomes_done: AtomicBool::new(false),
                 done_notify: Notify::new(),
             })
@@ -153,6 +235,7 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
         plan.push((b, y, yx, Some(xy)));
     }
 
+    let names: Vec<String> = plan.iter().map(|(_, name, _, _)| name.clone()).collect();
     // Connect and log everyone in before the clock starts.
     let login_start = now_ns();
     let users: Vec<anyhow::Result<User>> = futures::stream::iter(plan.into_iter().enumerate())
@@ -191,6 +274,21 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
     ));
 
     let start = now_ns();
+    let ready = Arc::new(Ready {
+        after: args.ready_after_outcomes.max(1),
+        notify: Notify::new(),
+    });
+    let ready_task = args.ready_file.clone().map(|path| {
+        let (ready, run) = (ready.clone(), run.clone());
+        tokio::spawn(async move {
+            ready.notify.notified().await;
+            match write_ready_file(&path, &run, &names) {
+                Ok(()) => eprintln!("[pairs] ready: wrote {}", path.display()),
+                Err(e) => eprintln!("[pairs] cannot write {}: {e}", path.display()),
+            }
+        })
+    });
+    let pace = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for user in users {
@@ -204,15 +302,20 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
             user.sends.clone(),
             user.receives.clone(),
             window.clone(),
-            args.size,
-            progress.clone(),
-            cancel.clone(),
+            ReaderCtx {
+                size: args.size,
+                expect_failures: args.expect_failures,
+                progress: progress.clone(),
+                ready: ready.clone(),
+                cancel: cancel.clone(),
+            },
         )));
         writers.push(tokio::spawn(write_loop(
             writer,
             user.sends,
             window,
             args.size,
+            pace,
             progress.clone(),
             cancel.clone(),
         )));
@@ -226,6 +329,9 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
     cancel.cancel(); // stops writers still waiting for credit
     stop_progress.cancel();
     let _ = progress_task.await;
+    if let Some(t) = ready_task {
+        t.abort();
+    }
     // Writers hold the write halves: closing them earlier would half-close
     // the connections and lose outstanding outcomes.
     let mut write_errors = 0u64;
@@ -241,6 +347,7 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
     let mut ack = Vec::new();
     let (mut dup_outcomes, mut unexpected, mut unparseable, mut kicked, mut disconnects) =
         (0, 0, 0, 0, 0);
+    let mut kicked_shutdown = 0;
     let mut last_receive = start;
     for r in results {
         if let Some((id, rx)) = r.receiver {
@@ -252,21 +359,50 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
         unexpected += r.unexpected_replies;
         unparseable += r.unparseable;
         kicked += r.kicked;
+        kicked_shutdown += r.kicked_shutdown;
         disconnects += u64::from(r.disconnected);
         last_receive = last_receive.max(r.last_receive_ns);
     }
     let mut audit = Audit::default();
     let (mut duplicated, mut out_of_order, mut corrupted, mut wrong_sender, mut received) =
         (0, 0, 0, 0, 0);
+    let (mut senders_lost, mut recipients_lost) = (0u64, 0u64);
+    // Sent -> outcome, every outcome (ns), and only the `unavailable` ones.
+    let (mut outcome_max, mut unavailable_max) = (0u64, 0u64);
+    let mut answered: Vec<(u8, u64)> = Vec::new();
     for dir in &dirs {
         let outcomes: Vec<u8> = dir
             .outcome
             .iter()
             .map(|o| o.load(Ordering::Relaxed))
             .collect();
+        for (i, &o) in outcomes.iter().enumerate() {
+            if o == outcome::NONE {
+                continue;
+            }
+            let at = dir.outcome_at[i].load(Ordering::Relaxed);
+            let latency = at.saturating_sub(dir.sent_at[i].load(Ordering::Relaxed));
+            outcome_max = outcome_max.max(latency);
+            if o == outcome::UNAVAILABLE {
+                unavailable_max = unavailable_max.max(latency);
+            }
+            answered.push((o, at));
+        }
+        let lost = Fate {
+            sender_lost: dir.sender_lost.load(Ordering::Relaxed),
+            recipient_lost: dir.recipient_lost.load(Ordering::Relaxed),
+        };
+        senders_lost += u64::from(lost.sender_lost);
+        recipients_lost += u64::from(lost.recipient_lost);
+        let fate = if args.expect_failures {
+            lost
+        } else {
+            Fate::default()
+        };
         let rx = receivers[dir.id].take();
         let seen = rx.as_ref().map(|r| r.seen.clone()).unwrap_or_default();
-        audit.add(&Audit::of(&outcomes, &seen));
+        let dir_sent = dir.sent.load(Ordering::Relaxed);
+        audit.add(&Audit::of_dir(&outcomes, &seen, dir_sent, fate));
         if let Some(r) = rx {
             duplicated += r.duplicated;
             out_of_order += r.out_of_order;
@@ -281,7 +417,7 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
     let e2e = Summary::of(&mut e2e);
     let ack = Summary::of(&mut ack);
     let missing = audit.missing_outcomes();
-    let violations = json!({
+    let mut violations = json!({
         "lost": audit.lost,
         "duplicated": duplicated,
         "out_of_order": out_of_order,
@@ -295,12 +431,40 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
         "disconnects": disconnects,
         "write_errors": write_errors,
     });
+    if args.expect_failures {
+        // Connections closed by the server are expected; what they cost is
+        // reported below (senders_lost, abandoned, lost_with_recipient...).
+        if let Some(v) = violations.as_object_mut() {
+            v.remove("disconnects");
+            v.remove("write_errors");
+        }
+    }
+    let timeline = Timeline::of(answered.iter().copied());
+    let since_start = |t: Option<u64>| t.map(|t| round3(t.saturating_sub(start) as f64 / 1e9));
     let ok = violations
         .as_object()
         .is_some_and(|v| v.values().all(|n| n.as_u64() == Some(0)));
     let msgs_per_sec = rate(received, elapsed);
     let o = |c: u8| audit.outcomes[c as usize];
-    let summary = json!({
+    let failures = json!({
+        "expect_failures": args.expect_failures,
+        "rate": args.rate,
+        "senders_lost": senders_lost,
+        "recipients_lost": recipients_lost,
+        "disconnects": disconnects,
+        "kicked_shutdown": kicked_shutdown,
+        "write_errors": write_errors,
+        "abandoned": audit.abandoned,
+        "unsent": audit.unsent,
+        "lost_with_recipient": audit.lost_with_recipient,
+        "outcome_max_ms": round3(outcome_max as f64 / 1e6),
+        "unavailable_max_ms": round3(unavailable_max as f64 / 1e6),
+        "first_failure_secs": since_start(timeline.first_failure_ns),
+        "last_failure_secs": since_start(timeline.last_failure_ns),
+        "delivered_before_first_failure": timeline.delivered_before_first_failure,
+        "delivered_after_last_failure": timeline.delivered_after_last_failure,
+    });
+    let mut summary = json!({
         "mode": "pairs",
         "run": run,
         "a": args.a,
@@ -338,6 +502,9 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
         "violations": violations,
         "ok": ok,
     });
+    if let (Some(s), serde_json::Value::Object(f)) = (summary.as_object_mut(), failures) {
+        s.extend(f);
+    }
     eprintln!(
         "[pairs] {} pairs x {} msgs, W={}, {} B, {}: {received}/{sent} received in {:.3} s = {msgs_per_sec} msgs/s",
         args.pairs,
@@ -355,6 +522,12 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
         "[pairs] e2e ms p50 {} p90 {} p99 {} max {} | ack ms p50 {} p99 {} max {}",
         e2e.p50_ms, e2e.p90_ms, e2e.p99_ms, e2e.max_ms, ack.p50_ms, ack.p99_ms, ack.max_ms
     );
+    if args.expect_failures {
+        eprintln!(
+            "[pairs] expected failures: senders lost {senders_lost}, recipients lost {recipients_lost}, abandoned {}, unsent {}, delivered to a lost recipient {}, outcome max {} ms",
+            audit.abandoned, audit.unsent, audit.lost_with_recipient, summary["outcome_max_ms"]
+        );
+    }
     eprintln!(
         "[pairs] outcomes {} | arrived without delivered {} | violations {} => {}",
         summary["outcomes"],
@@ -377,6 +550,7 @@ async fn write_loop(
     dir: Option<Arc<Dir>>,
     window: Option<Arc<Semaphore>>,
     size: usize,
+    pace: Option<Duration>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> (OwnedWriteHalf, bool) {
@@ -385,15 +559,29 @@ async fn write_loop(
     };
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut seq = 0u64;
+    let started = tokio::time::Instant::now();
     while seq < dir.messages {
+        // The reader closes the window when the connection is gone.
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
             p = window.acquire() => p,
         };
         let Ok(first) = first else { break };
         first.forget();
+        // Paced: chat `seq` is due at start + seq * pace; send every chat
+        // that is due (at least this one) in one write.
+        let mut due = dir.messages;
+        if let Some(pace) = pace {
+            let at = started + pace.mul_f64(seq as f64);
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(at) => {}
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            due = (elapsed / pace.as_secs_f64()) as u64 + 1;
+        }
         let mut n = 1u64;
-        while seq + n < dir.messages
+        while seq + n < dir.messages.min(due.max(seq + 1))
             && let Ok(p) = window.try_acquire()
         {
             p.forget();
@@ -401,6 +589,7 @@ async fn write_loop(
         }
         let now = now_ns();
         buf.clear();
+        dir.sent.store(seq + n, Ordering::Relaxed);
         for s in seq..seq + n {
             dir.sent_at[s as usize].store(now, Ordering::Relaxed);
             let stamp = Stamp {
@@ -430,10 +619,15 @@ async fn read_loop(
     sends: Option<Arc<Dir>>,
     receives: Option<Arc<Dir>>,
     window: Option<Arc<Semaphore>>,
-    size: usize,
-    progress: Arc<Progress>,
-    cancel: CancellationToken,
+    ctx: ReaderCtx,
 ) -> ReaderResult {
+    let ReaderCtx {
+        size,
+        expect_failures,
+        progress,
+        ready,
+        cancel,
+    } = ctx;
     let mut res = ReaderResult::default();
     let mut rx = receives
         .as_ref()
@@ -467,6 +661,7 @@ async fn read_loop(
                         res.duplicate_outcomes += 1;
                         continue;
                     }
+                    d.outcome_at[r as usize].store(now, Ordering::Relaxed);
                     outcomes_got += 1;
                     got_outcomes += 1;
                     if code == outcome::DELIVERED {
@@ -494,6 +689,9 @@ async fn read_loop(
                         }
                     }
                 }
+                ("kicked", _) if expect_failures && reply.reason == Some("server_shutdown") => {
+                    res.kicked_shutdown += 1
+                }
                 ("kicked", _) => res.kicked += 1,
                 _ => res.unexpected_replies += 1,
             }
@@ -502,7 +700,8 @@ async fn read_loop(
             if let Some(w) = &window {
                 w.add_permits(got_outcomes as usize);
             }
-            progress.outcomes.fetch_add(got_outcomes, Ordering::Relaxed);
+            let before = progress.outcomes.fetch_add(got_outcomes, Ordering::Relaxed);
+            ready.on_outcomes(before, got_outcomes);
         }
         if got_messages > 0 {
             res.last_receive_ns = now;
@@ -550,6 +749,12 @@ async fn read_loop(
                 Ok(true) => {}
                 Ok(false) | Err(_) => {
                     res.disconnected = true;
+                    if let Some(d) = &sends {
+                        d.sender_lost.store(true, Ordering::Relaxed);
+                    }
+                    if let Some(d) = &receives {
+                        d.recipient_lost.store(true, Ordering::Relaxed);
+                    }
                     break;
                 }
             },
@@ -558,6 +763,10 @@ async fn read_loop(
     if let Some(d) = &sends {
         d.outcomes_done.store(true, Ordering::Release);
         d.done_notify.notify_one();
+    }
+    // No more credit will come: a writer still waiting for some stops.
+    if let Some(w) = &window {
+        w.close();
     }
     res.receiver = rx.map(|r| (receives.as_ref().map_or(0, |d| d.id), r));
     res

@@ -2,6 +2,16 @@
 //! (intact, from the right sender, exactly once, in order) and the final
 //! audit that joins the sender's outcomes with what arrived (lost =
 //! `delivered` but never received; missing = no outcome at all).
+//!
+//! In runs that break servers or the relay on purpose (`--expect-failures`)
+//! the audit also takes each direction's [`Fate`]: a chat left without an
+//! outcome by a sender whose own connection died is `abandoned`, not
+//! missing, and a `delivered` chat that never arrived is not lost if the
+//! recipient's connection died (it was queued on a connection that went
+//! away). Everything else stays a violation: a missing or duplicate outcome
+//! on a connection that stayed up, a delivered chat that never reached a
+//! recipient that stayed connected, a duplicate, reordered or corrupted
+//! arrival.
 
 use super::content::{self, Stamp};
 
@@ -113,6 +123,18 @@ impl Receiver {
     }
 }
 
+/// What happened to the two connections of one direction. Only runs that
+/// expect failures pass anything but the default (both stayed up).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fate {
+    /// The sender's connection died: it stopped sending, and its chats
+    /// still without an outcome are abandoned, not missing.
+    pub sender_lost: bool,
+    /// The recipient's connection died: a `delivered` chat that never
+    /// arrived was queued on a dead connection, not lost.
+    pub recipient_lost: bool,
+}
+
 /// The join of one direction's outcomes and arrivals.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Audit {
@@ -122,16 +144,41 @@ pub struct Audit {
     pub lost: u64,
     /// Arrived although the outcome was not `delivered` (or missing).
     pub arrived_without_delivered: u64,
+    /// Sent by a sender whose connection died, no outcome received.
+    pub abandoned: u64,
+    /// Never sent: the sender's connection died first.
+    pub unsent: u64,
+    /// `delivered` but never arrived, and the recipient's connection died.
+    pub lost_with_recipient: u64,
 }
 
 impl Audit {
+    /// A direction whose connections both stayed up.
     pub fn of(outcomes: &[u8], seen: &[bool]) -> Self {
+        Self::of_dir(outcomes, seen, outcomes.len() as u64, Fate::default())
+    }
+
+    /// A direction with `sent` chats written (seq `0..sent`) and the given
+    /// fate of its connections.
+    pub fn of_dir(outcomes: &[u8], seen: &[bool], sent: u64, fate: Fate) -> Self {
         let mut a = Audit::default();
         for (i, &o) in outcomes.iter().enumerate() {
-            a.outcomes[(o as usize).min(outcome::COUNT - 1)] += 1;
             let arrived = seen.get(i).copied().unwrap_or(false);
+            if o == outcome::NONE && fate.sender_lost {
+                if (i as u64) < sent {
+                    a.abandoned += 1;
+                } else {
+                    a.unsent += 1;
+                }
+            } else {
+                a.outcomes[(o as usize).min(outcome::COUNT - 1)] += 1;
+            }
             if o == outcome::DELIVERED && !arrived {
-                a.lost += 1;
+                if fate.recipient_lost {
+                    a.lost_with_recipient += 1;
+                } else {
+                    a.lost += 1;
+                }
             }
             if o != outcome::DELIVERED && arrived {
                 a.arrived_without_delivered += 1;
@@ -146,10 +193,52 @@ impl Audit {
         }
         self.lost += other.lost;
         self.arrived_without_delivered += other.arrived_without_delivered;
+        self.abandoned += other.abandoned;
+        self.unsent += other.unsent;
+        self.lost_with_recipient += other.lost_with_recipient;
     }
 
     pub fn missing_outcomes(&self) -> u64 {
         self.outcomes[outcome::NONE as usize]
+    }
+}
+
+/// When outcomes other than `delivered` (failures) came back, and how
+/// much was delivered before the first and after the last one: shows that
+/// a failure happened mid-run and that traffic resumed after it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Timeline {
+    /// Receive time (ns) of the first and last failure outcome.
+    pub first_failure_ns: Option<u64>,
+    pub last_failure_ns: Option<u64>,
+    /// `delivered` outcomes received before the first failure.
+    pub delivered_before_first_failure: u64,
+    /// `delivered` outcomes received after the last failure (all of them
+    /// when there was no failure).
+    pub delivered_after_last_failure: u64,
+}
+
+impl Timeline {
+    /// From (outcome code, receive time in ns) of every answered chat.
+    pub fn of(outcomes: impl Iterator<Item = (u8, u64)> + Clone) -> Self {
+        let failures = outcomes
+            .clone()
+            .filter(|&(o, _)| o != outcome::NONE && o != outcome::DELIVERED)
+            .map(|(_, at)| at);
+        let first = failures.clone().min();
+        let last = failures.max();
+        let delivered = outcomes.filter(|&(o, _)| o == outcome::DELIVERED);
+        Timeline {
+            first_failure_ns: first,
+            last_failure_ns: last,
+            delivered_before_first_failure: delivered
+                .clone()
+                .filter(|&(_, at)| first.is_none_or(|f| at < f))
+                .count() as u64,
+            delivered_after_last_failure: delivered
+                .filter(|&(_, at)| last.is_none_or(|l| at > l))
+                .count() as u64,
+        }
     }
 }
 
@@ -247,5 +336,115 @@ mod tests {
         assert_eq!(from_reply("ack", None), DELIVERED);
         assert_eq!(from_reply("error", Some("recipient_busy")), RECIPIENT_BUSY);
         assert_eq!(from_reply("error", Some("bad_request")), OTHER);
+    }
+
+    #[test]
+    fn a_lost_sender_abandons_its_unanswered_chats() {
+        // Seq 0..4 sent, 2 and 3 without outcome when the connection died;
+        // 4 and 5 never sent.
+        let outcomes = [DELIVERED, UNAVAILABLE, NONE, NONE, NONE, NONE];
+        let seen = [true, false, false, false, false, false];
+        let lost_sender = Fate {
+            sender_lost: true,
+            recipient_lost: false,
+        };
+        let a = Audit::of_dir(&outcomes, &seen, 4, lost_sender);
+        assert_eq!((a.missing_outcomes(), a.abandoned, a.unsent), (0, 2, 2));
+        assert_eq!(a.lost, 0);
+        // The same chats on a connection that stayed up: all missing.
+        let a = Audit::of_dir(&outcomes, &seen, 4, Fate::default());
+        assert_eq!((a.missing_outcomes(), a.abandoned, a.unsent), (4, 0, 0));
+    }
+
+    #[test]
+    fn delivered_but_not_arrived_is_lost_unless_the_recipient_died() {
+        let outcomes = [DELIVERED, DELIVERED, DELIVERED, OFFLINE, UNAVAILABLE];
+        // Seq 1 and 2 were acked delivered but never arrived; seq 4 arrived
+        // although its outcome (lost with the relay) was unavailable.
+        let seen = [true, false, false, false, true];
+        let gone = Fate {
+            sender_lost: false,
+            recipient_lost: true,
+        };
+        let a = Audit::of_dir(&outcomes, &seen, 5, gone);
+        assert_eq!((a.lost, a.lost_with_recipient), (0, 2));
+        assert_eq!(a.arrived_without_delivered, 1);
+        assert_eq!(a.missing_outcomes(), 0);
+        // The recipient stayed connected: the same gaps are real losses.
+        let a = Audit::of_dir(&outcomes, &seen, 5, Fate::default());
+        assert_eq!((a.lost, a.lost_with_recipient), (2, 0));
+        // A missing outcome is missing whatever happened to the recipient.
+        let a = Audit::of_dir(&[DELIVERED, NONE], &[true, false], 2, gone);
+        assert_eq!(a.missing_outcomes(), 1);
+        let mut total = Audit::of_dir(&outcomes, &seen, 5, gone);
+        total.add(&Audit::of_dir(
+            &[DELIVERED, NONE],
+            &[true, false],
+            1,
+            Fate {
+                sender_lost: true,
+                recipient_lost: false,
+            },
+        ));
+        assert_eq!(
+            (total.lost_with_recipient, total.unsent, total.abandoned),
+            (2, 1, 0)
+        );
+    }
+
+    #[test]
+    fn gaps_are_only_allowed_where_the_outcome_was_not_delivered() {
+        // The recipient saw 0, 2, 4: in order, no duplicate, and the gaps
+        // (1, 3) are chats that failed.
+        let mut r = Receiver::new(1, "x".into(), 5, 64);
+        for seq in [0, 2, 4] {
+            assert!(matches!(
+                r.on_message("x", &msg(1, seq)),
+                Verdict::New { in_order: true, .. }
+            ));
+        }
+        let a = Audit::of(
+            &[DELIVERED, UNAVAILABLE, DELIVERED, OFFLINE, DELIVERED],
+            &r.seen,
+        );
+        assert_eq!((a.lost, a.missing_outcomes()), (0, 0));
+        // A gap where the sender was told delivered is a loss.
+        let a = Audit::of(
+            &[DELIVERED, DELIVERED, DELIVERED, OFFLINE, DELIVERED],
+            &r.seen,
+        );
+        assert_eq!(a.lost, 1);
+    }
+
+    #[test]
+    fn timeline_brackets_the_failures() {
+        let events = [
+            (DELIVERED, 10),
+            (DELIVERED, 20),
+            (UNAVAILABLE, 30),
+            (DELIVERED, 35),
+            (OFFLINE, 40),
+            (NONE, 99),
+            (DELIVERED, 50),
+            (DELIVERED, 60),
+        ];
+        let t = Timeline::of(events.iter().copied());
+        assert_eq!(
+            (t.first_failure_ns, t.last_failure_ns),
+            (Some(30), Some(40))
+        );
+        assert_eq!(t.delivered_before_first_failure, 2);
+        assert_eq!(t.delivered_after_last_failure, 2);
+        let t = Timeline::of([(DELIVERED, 1), (DELIVERED, 2)].into_iter());
+        assert_eq!(t.first_failure_ns, None);
+        assert_eq!(
+            (
+                t.delivered_before_first_failure,
+                t.delivered_after_last_failure
+            ),
+            (2, 2)
+        );
+        let t = Timeline::of([(DELIVERED, 1), (OFFLINE, 2)].into_iter());
+        assert_eq!(t.delivered_after_last_failure, 0);
     }
 }
