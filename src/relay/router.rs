@@ -73,11 +73,19 @@ pub struct Router {
     pub metrics: Arc<Metrics>,
     /// Operator messages awaiting their outcome, by message id.
     waiters: Mutex<HashMap<String, oneshot::Sender<Status>>>,
+    /// Recipients whose store lookup is under way, with the messages (and
+    /// their NOT_HERE server, if re-routed) waiting for its answer.
+    lookups: Mutex<HashMap<String, Vec<Waiting>>>,
     cache: RouteCache,
     store: Arc<dyn PresenceStore>,
 }
 
+/// A message waiting for its recipient's lookup, with the server that
+/// said NOT_HERE for it (if it is being re-routed).
+type Waiting = (pb::Forward, Option<String>);
+
 /// Where a message should go next.
+#[derive(Clone)]
 enum Route {
     Server(String),
     Done(Status),
@@ -89,28 +97,20 @@ impl Router {
             links: LinkTable::default(),
             metrics,
             waiters: Mutex::default(),
+            lookups: Mutex::default(),
             cache: RouteCache::default(),
             store,
         }
     }
 
     /// A message arrived from its origin server.
-    pub async fn on_forward(&self, forward: pb::Forward) {
+    pub fn on_forward(self: &Arc<Self>, forward: pb::Forward) {
         self.metrics.routed_forwards.inc();
-        let Some(to) = forward.message.as_ref().map(|m| m.to.clone()) else {
-            return;
-        };
-        // A cached route to a server without a link is stale (the recipient
-        // may have moved on): ask the store instead.
-        let route = match self.cache.get(&to) {
-            Some(server) if self.links.get(&server).is_some() => Route::Server(server),
-            _ => self.lookup(&to).await,
-        };
-        self.dispatch(forward, route);
+        self.route(forward, None);
     }
 
     /// An outcome arrived from the server `from` that received a message.
-    pub async fn on_outcome(&self, from: &Link, mut outcome: pb::Outcome) {
+    pub fn on_outcome(self: &Arc<Self>, from: &Link, mut outcome: pb::Outcome) {
         self.metrics.routed_outcomes.inc();
         from.settle(&outcome.message_id);
         if outcome.status() != Status::NotHere {
@@ -122,21 +122,57 @@ impl Router {
             self.send_outcome(outcome);
             return;
         };
+        if forward.rerouted {
+            // Re-routed once already and still not there: offline, no loop.
+            return self.dispatch(forward, Route::Done(Status::Offline));
+        }
+        if let Some(m) = &forward.message {
+            self.cache.forget(&m.to);
+        }
+        forward.rerouted = true;
+        self.route(forward, Some(from.server_id.clone()));
+    }
+
+    /// Routes by the cache when it has a linked answer, else through a
+    /// store lookup that runs beside the link (a slow lookup must not hold
+    /// up the other messages on the same link). Messages to a recipient
+    /// whose lookup is under way wait behind it, in order. `not_on`: the
+    /// server that just said NOT_HERE; a store still pointing there means a
+    /// logout in flight, i.e. offline.
+    fn route(self: &Arc<Self>, forward: pb::Forward, not_on: Option<String>) {
         let Some(to) = forward.message.as_ref().map(|m| m.to.clone()) else {
             return;
         };
-        self.cache.forget(&to);
-        let route = match self.lookup(&to).await {
-            Route::Server(s) if forward.rerouted || s == from.server_id => {
-                // The store still points where the recipient is not: a
-                // logout in flight. Treat as offline rather than loop.
-                self.cache.forget(&to);
-                Route::Done(Status::Offline)
+        let mut lookups = lock(&self.lookups);
+        if let Some(queue) = lookups.get_mut(&to) {
+            queue.push((forward, not_on));
+            return;
+        }
+        if not_on.is_none()
+            && let Some(server) = self.cache.get(&to)
+            && self.links.get(&server).is_some()
+        {
+            return self.dispatch(forward, Route::Server(server));
+        }
+        lookups.insert(to.clone(), vec![(forward, not_on)]);
+        drop(lookups);
+        let router = self.clone();
+        tokio::spawn(async move {
+            let route = router.lookup(&to).await;
+            // Dispatch under the lock: a message arriving meanwhile either
+            // queues behind these or finds the queue gone and follows them.
+            let mut lookups = lock(&router.lookups);
+            for (forward, not_on) in lookups.remove(&to).unwrap_or_default() {
+                let route = match &route {
+                    Route::Server(s) if not_on.as_ref() == Some(s) => {
+                        router.cache.forget(&to);
+                        Route::Done(Status::Offline)
+                    }
+                    route => route.clone(),
+                };
+                router.dispatch(forward, route);
             }
-            route => route,
-        };
-        forward.rerouted = true;
-        self.dispatch(forward, route);
+        });
     }
 
     async fn lookup(&self, to: &str) -> Route {
@@ -190,7 +226,11 @@ impl Router {
     }
 
     /// Routes a message from the relay itself and waits for its outcome.
-    pub async fn send_from_relay(&self, message: pb::ChatMessage, timeout: Duration) -> Status {
+    pub async fn send_from_relay(
+        self: &Arc<Self>,
+        message: pb::ChatMessage,
+        timeout: Duration,
+    ) -> Status {
         let id = message.id.clone();
         let (tx, rx) = oneshot::channel();
         lock(&self.waiters).insert(id.clone(), tx);
@@ -199,7 +239,7 @@ impl Router {
             origin_server: RELAY_ORIGIN.to_owned(),
             rerouted: false,
         };
-        self.on_forward(forward).await;
+        self.on_forward(forward);
         let status = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(status)) => status,
             _ => Status::Unavailable,

@@ -114,8 +114,8 @@ async fn read_link(
         };
         for envelope in batch.envelopes {
             match envelope.kind {
-                Some(Kind::Forward(f)) => router.on_forward(f).await,
-                Some(Kind::Outcome(o)) => router.on_outcome(&link, o).await,
+                Some(Kind::Forward(f)) => router.on_forward(f),
+                Some(Kind::Outcome(o)) => router.on_outcome(&link, o),
                 None => {}
             }
         }
