@@ -358,6 +358,15 @@ def main():
               f"| {runs_list(rl, 'since_kill_secs', 3)} | |")
         p("")
 
+    # ---------------------------------------------------------------- notes
+    # Hand-written analysis (profiles, what stands in the way of the
+    # targets) lives beside the report and is included verbatim.
+    notes = os.path.join(a.root, "docs", "benchmarks-notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            p(f.read().rstrip())
+        p("")
+
     # ---------------------------------------------------------------- commands
     p("## Exact commands")
     p("")
