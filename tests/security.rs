@@ -439,3 +439,70 @@ async fn redis_with_a_password_works_with_it_and_fails_clearly_without() {
         let _ = child.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca() {
+    let pki = Pki::new();
+    let port = free_port();
+    let args: Vec<String> = [
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-auth-clients",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--tls-cert-file".into(),
+        pki.path("node.pem"),
+        "--tls-key-file".into(),
+        pki.path("node.key"),
+        "--tls-ca-cert-file".into(),
+        pki.path("ca.pem"),
+    ])
+    .collect();
+    let _redis = support::Proc::spawn("redis-tls", "redis-server", &args, &[]);
+    eventually(Duration::from_secs(5), "TLS redis to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let url = format!("rediss://127.0.0.1:{port}");
+
+    // Without the CA the certificate is unknown: a clear start-up error.
+    let (ok, err) = run_relay_briefly(&url);
+    assert!(!ok && err.contains("cannot connect to Redis"), "{err}");
+
+    // With --redis-ca the relay works on it (the Admin API reads Redis).
+    let grpc = free_port();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
+        .args([
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc}"),
+            "--redis-url",
+            &url,
+        ])
+        .args(["--redis-ca", &pki.path("ca.pem")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{grpc}");
+    eventually(
+        Duration::from_secs(10),
+        "the relay to answer from Redis over TLS",
+        || async { grpcurl(&["-plaintext", &addr, "switchboard.v1.Admin/GetStats"]).0 },
+    )
+    .await;
+    let _ = relay.kill();
+    let _ = relay.wait();
+}

@@ -73,7 +73,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, program: &str, args: &[String], envs: &[(&str, &str)]) -> Proc {
+    pub fn spawn(name: &str, program: &str, args: &[String], envs: &[(&str, &str)]) -> Proc {
         let log = log_dir().join(format!("{name}-{}.log", free_port()));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(program);
