@@ -216,12 +216,14 @@ pub struct GatewayLimits {
     pub heartbeat_ms: u64,
 
     /// Requests per second one connection may make (token bucket); excess
-    /// requests get rate_limited. 0 turns the limit off.
-    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_PER_SEC", default_value_t = 1_000)]
+    /// requests get rate_limited. 0 turns the limit off. The default stops
+    /// floods without getting in the way of tests and benchmarks; the Helm
+    /// chart sets a production budget (1000/s, burst 2000).
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_PER_SEC", default_value_t = 10_000)]
     pub rate_limit_per_sec: u32,
 
     /// Bucket size of the per-connection request limit.
-    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BURST", default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BURST", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
 
     /// Concurrent connections allowed from one source IP; 0 = no limit.
