@@ -73,6 +73,8 @@ pub struct Gateway {
     connection_slots: Arc<Semaphore>,
     next_session: AtomicU64,
     next_message: AtomicU64,
+    /// Set when the drain starts (health is NOT_SERVING from then on).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -97,6 +99,7 @@ impl Gateway {
             connection_slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
             limits,
             next_session: AtomicU64::new(1),
+            draining: Default::default(),
             next_message: AtomicU64::new(1),
         }
     }
@@ -231,6 +234,7 @@ pub async fn run(
     .await;
 
     // Drain. Connections see `shutdown` themselves and say goodbye.
+    gw.draining.store(true, Ordering::Relaxed);
     health.set(false).await;
     connections.close();
     if tokio::time::timeout(gw.limits.drain_timeout(), connections.wait())

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::oneshot;
 
@@ -26,7 +27,14 @@ impl AdminNode for GatewayNode {
     fn server_views(&self) -> HashMap<String, ServerView> {
         let view = ServerView {
             linked_since_ms: self.0.link.linked_since_ms(),
-            health: Some("SERVING".into()),
+            health: Some(
+                if self.0.draining.load(Ordering::Relaxed) {
+                    "NOT_SERVING"
+                } else {
+                    "SERVING"
+                }
+                .into(),
+            ),
         };
         [(self.0.id.clone(), view)].into()
     }
