@@ -15,7 +15,7 @@ use futures::StreamExt;
 use super::Gateway;
 use std::sync::Mutex;
 
-use crate::presence::{KickCause, KickStream, Presence, ServerInfo, now_ms};
+use crate::presence::{KickCause, KickStream, Presence, Reassert, ServerInfo, now_ms};
 use crate::protocol::KickReason;
 use crate::shutdown::CancellationToken;
 
@@ -124,11 +124,16 @@ async fn reconcile(gw: &Gateway) -> (usize, usize) {
             }
             Ok(None) => match gw.store.reassert(&mine).await {
                 // The session may have ended while we re-created its entry.
-                Ok(true) if !gw.sessions.holds(&name, session) => {
+                Ok(Reassert::Recreated) if !gw.sessions.holds(&name, session) => {
                     gw.stale.push(mine);
                 }
-                Ok(true) => reasserted += 1,
-                Ok(false) => {}
+                Ok(Reassert::Recreated) => reasserted += 1,
+                Ok(Reassert::Taken) => {}
+                // An operator kick whose notice we missed.
+                Ok(Reassert::Kicked) => {
+                    gw.sessions.kick(&name, session, KickReason::Admin);
+                    kicked += 1;
+                }
                 Err(e) => tracing::warn!(user = %name, error = %e, "re-assert failed"),
             },
             Err(e) => tracing::warn!(user = %name, error = %e, "reconcile lookup failed"),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 
-use super::{Kick, KickCause, Presence, PresenceStore, ServerInfo};
+use super::{Kick, KickCause, Presence, PresenceStore, Reassert, ServerInfo};
 
 fn p(name: &str, server: &str, inc: &str, conn: u64) -> Presence {
     Presence {
@@ -109,18 +109,10 @@ pub async fn purge_spares_entries_that_moved(store: &dyn PresenceStore) {
 }
 
 pub async fn reassert_never_displaces(store: &dyn PresenceStore) {
-    assert!(
-        store
-            .reassert(&p("ra-alice", "ra-a", "1", 1))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .reassert(&p("ra-alice", "ra-b", "1", 1))
-            .await
-            .unwrap()
-    );
+    let first = p("ra-alice", "ra-a", "1", 1);
+    assert_eq!(store.reassert(&first).await.unwrap(), Reassert::Recreated);
+    let other = p("ra-alice", "ra-b", "1", 1);
+    assert_eq!(store.reassert(&other).await.unwrap(), Reassert::Taken);
     assert_eq!(
         store.lookup("ra-alice").await.unwrap().unwrap().server,
         "ra-a"
@@ -129,6 +121,13 @@ pub async fn reassert_never_displaces(store: &dyn PresenceStore) {
         store.users_of("ra-a", "1").await.unwrap(),
         vec!["ra-alice".to_string()]
     );
+    // A session an operator kicked is not brought back by its server.
+    store.kick("ra-alice").await.unwrap();
+    assert_eq!(store.reassert(&first).await.unwrap(), Reassert::Kicked);
+    assert_eq!(store.lookup("ra-alice").await.unwrap(), None);
+    // Another session of the same name may come back.
+    let newer = p("ra-alice", "ra-a", "1", 2);
+    assert_eq!(store.reassert(&newer).await.unwrap(), Reassert::Recreated);
 }
 
 pub async fn registry_is_fenced_by_incarnation(store: &dyn PresenceStore) {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Kick, KickCause, KickStream, Presence, PresenceStore, Result, ServerInfo};
+use super::{Kick, KickCause, KickStream, Presence, PresenceStore, Reassert, Result, ServerInfo};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -26,6 +26,8 @@ struct Inner {
     servers: HashMap<String, ServerInfo>,
     kick_subscribers: HashMap<String, mpsc::UnboundedSender<Kick>>,
     purge_totals: (u64, u64),
+    /// Sessions an operator kicked: (server, incarnation, conn).
+    kicked: HashSet<(String, String, u64)>,
 }
 
 impl MemoryStore {
@@ -97,6 +99,9 @@ impl PresenceStore for MemoryStore {
         if let Some(old) = &old {
             inner.unindex(old);
             inner.notify(old, KickCause::Admin);
+            inner
+                .kicked
+                .insert((old.server.clone(), old.incarnation.clone(), old.conn));
         }
         Ok(old)
     }
@@ -117,13 +122,17 @@ impl PresenceStore for MemoryStore {
         Ok(self.lock().users.get(name).cloned())
     }
 
-    async fn reassert(&self, entry: &Presence) -> Result<bool> {
+    async fn reassert(&self, entry: &Presence) -> Result<Reassert> {
         let mut inner = self.lock();
+        let session = (entry.server.clone(), entry.incarnation.clone(), entry.conn);
+        if inner.kicked.contains(&session) {
+            return Ok(Reassert::Kicked);
+        }
         if inner.users.contains_key(&entry.name) {
-            return Ok(false);
+            return Ok(Reassert::Taken);
         }
         inner.insert(entry);
-        Ok(true)
+        Ok(Reassert::Recreated)
     }
 
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {

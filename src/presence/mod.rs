@@ -28,6 +28,16 @@ use futures::Stream;
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
+/// What `reassert` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reassert {
+    Recreated,
+    /// The name has an entry (another session's): nothing written.
+    Taken,
+    /// An operator kicked this very session: nothing written.
+    Kicked,
+}
+
 /// Where one user is connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
@@ -110,8 +120,10 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn lookup(&self, name: &str) -> Result<Option<Presence>>;
 
     /// Re-creates `entry` if its name has no entry at all (after a store
-    /// restart or a mistaken purge). Never displaces anybody.
-    async fn reassert(&self, entry: &Presence) -> Result<bool>;
+    /// restart or a mistaken purge). Never displaces anybody, and never
+    /// brings back a session an operator kicked (its server may have missed
+    /// the notice).
+    async fn reassert(&self, entry: &Presence) -> Result<Reassert>;
 
     /// Deletes every entry of one server incarnation that still points at
     /// it; returns how many were deleted.

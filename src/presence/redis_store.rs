@@ -21,7 +21,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Result, ServerInfo,
+    Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Reassert, Result,
+    ServerInfo,
 };
 
 const PURGE_BATCH: u64 = 1000;
@@ -228,9 +229,13 @@ impl PresenceStore for RedisStore {
         presence_from(name, &fields)
     }
 
-    async fn reassert(&self, e: &Presence) -> Result<bool> {
+    async fn reassert(&self, e: &Presence) -> Result<Reassert> {
         let n: i64 = self.write_entry(&self.scripts.reassert, e).await?;
-        Ok(n == 1)
+        Ok(match n {
+            1 => Reassert::Recreated,
+            -1 => Reassert::Kicked,
+            _ => Reassert::Taken,
+        })
     }
 
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {

@@ -1,5 +1,10 @@
--- Re-create a live session's entry if its name has none; never displace.
+-- Re-create a live session's entry if its name has none; never displace,
+-- and never bring back a session an operator kicked.
 -- KEYS[1] user hash, KEYS[2] index set; ARGV: name, server, incarnation, conn, since_ms
+-- Returns 1 re-created, 0 the name is taken, -1 the session was kicked.
+if redis.call('EXISTS', 'sb:kicked:' .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4]) == 1 then
+  return -1
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
