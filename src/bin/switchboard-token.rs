@@ -1,6 +1,11 @@
 //! `switchboard-token`: prints a login token for a name, signed with the
 //! servers' secret, so that a person with telnet can log in when
 //! authentication is on.
+
+// mimalloc: the message path allocates small strings at a high rate;
+// glibc's malloc spent a fifth of the servers' CPU (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use switchboard::auth::AuthArgs;
 

@@ -1,4 +1,9 @@
 //! `switchboard`: the one-command local cluster (relay + two servers).
+
+// mimalloc: the message path allocates small strings at a high rate;
+// glibc's malloc spent a fifth of the servers' CPU (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use switchboard::cluster::{self, ClusterConfig};
 
