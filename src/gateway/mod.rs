@@ -140,6 +140,58 @@ impl Gateway {
     }
 }
 
+/// Clears what earlier lives of this server id left in the store,
+/// subscribes to kick notices (before anyone can log in, so none is
+/// missed) and registers this incarnation.
+async fn join_cluster(
+    gw: &Gateway,
+    grpc_addr: &str,
+    client_addr: &str,
+) -> anyhow::Result<(ServerInfo, crate::presence::KickStream)> {
+    let stale = gw
+        .store
+        .purge_server(&gw.id)
+        .await
+        .context("clearing presence left by this server's previous runs")?;
+    if stale > 0 {
+        tracing::info!(server = %gw.id, purged = stale, "purged entries of previous incarnations");
+    }
+    let info = ServerInfo {
+        id: gw.id.clone(),
+        incarnation: gw.incarnation.clone(),
+        grpc_addr: grpc_addr.to_owned(),
+        client_addr: client_addr.to_owned(),
+        connections: 0,
+        heartbeat_ms: now_ms(),
+        started_ms: now_ms(),
+        stats: Default::default(),
+    };
+    let kicks = gw
+        .store
+        .kicks(&gw.id)
+        .await
+        .context("subscribing to kick notices")?;
+    gw.store
+        .register(&info)
+        .await
+        .context("registering in the server registry")?;
+    Ok((info, kicks))
+}
+
+/// Removes this incarnation's presence entries and registry entry; if the
+/// store is unreachable, the relay's purge does it later.
+async fn leave_cluster(gw: &Gateway) {
+    match gw.store.purge(&gw.id, &gw.incarnation).await {
+        Ok(n) => tracing::info!(server = %gw.id, purged = n, "removed own presence entries"),
+        Err(e) => {
+            tracing::warn!(server = %gw.id, error = %e, "could not remove own presence entries; the relay will purge them")
+        }
+    }
+    if let Err(e) = gw.store.deregister(&gw.id, &gw.incarnation).await {
+        tracing::warn!(server = %gw.id, error = %e, "could not deregister");
+    }
+}
+
 /// Runs a message server until `shutdown`, then drains it: health
 /// NOT_SERVING, no new connections, clients told, presence removed.
 pub async fn run(
@@ -156,33 +208,7 @@ pub async fn run(
         opts.limits.clone(),
         opts.auth,
     ));
-    let stale = gw
-        .store
-        .purge_server(&gw.id)
-        .await
-        .context("clearing presence left by this server's previous runs")?;
-    if stale > 0 {
-        tracing::info!(server = %gw.id, purged = stale, "purged entries of previous incarnations");
-    }
-    let info = ServerInfo {
-        id: gw.id.clone(),
-        incarnation: gw.incarnation.clone(),
-        grpc_addr: opts.advertise_grpc.clone(),
-        client_addr: opts.advertise_client.clone(),
-        connections: 0,
-        heartbeat_ms: now_ms(),
-        started_ms: now_ms(),
-        stats: Default::default(),
-    };
-    let kicks = gw
-        .store
-        .kicks(&gw.id)
-        .await
-        .context("subscribing to kick notices")?;
-    gw.store
-        .register(&info)
-        .await
-        .context("registering in the server registry")?;
+    let (info, kicks) = join_cluster(&gw, &opts.advertise_grpc, &opts.advertise_client).await?;
 
     let (health, health_service) = grpc::Health::new(vec![]);
     health.set(true).await;
@@ -246,15 +272,7 @@ pub async fn run(
     background.cancel();
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
-    match gw.store.purge(&gw.id, &gw.incarnation).await {
-        Ok(n) => tracing::info!(server = %gw.id, purged = n, "removed own presence entries"),
-        Err(e) => {
-            tracing::warn!(server = %gw.id, error = %e, "could not remove own presence entries; the relay will purge them")
-        }
-    }
-    if let Err(e) = gw.store.deregister(&gw.id, &gw.incarnation).await {
-        tracing::warn!(server = %gw.id, error = %e, "could not deregister");
-    }
+    leave_cluster(&gw).await;
     grpc_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), grpc_task).await;
     tracing::info!(server = %gw.id, "message server stopped");
