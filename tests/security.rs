@@ -444,31 +444,18 @@ async fn redis_with_a_password_works_with_it_and_fails_clearly_without() {
 async fn redis_over_tls_with_a_private_ca() {
     let pki = Pki::new();
     let port = free_port();
-    let args: Vec<String> = [
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--tls-auth-clients",
-        "no",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        "--tls-cert-file".into(),
-        pki.path("node.pem"),
-        "--tls-key-file".into(),
-        pki.path("node.key"),
-        "--tls-ca-cert-file".into(),
-        pki.path("ca.pem"),
-    ])
-    .collect();
+    let args: Vec<String> = support::redis_args(&["--port", "0", "--tls-port", &port.to_string()])
+        .into_iter()
+        .chain(["--tls-auth-clients".into(), "no".into()])
+        .chain([
+            "--tls-cert-file".into(),
+            pki.path("node.pem"),
+            "--tls-key-file".into(),
+            pki.path("node.key"),
+            "--tls-ca-cert-file".into(),
+            pki.path("ca.pem"),
+        ])
+        .collect();
     let _redis = support::Proc::spawn("redis-tls", "redis-server", &args, &[]);
     eventually(Duration::from_secs(5), "TLS redis to listen", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -147,6 +147,17 @@ async fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).await.is_ok()
 }
 
+/// redis-server flags for a throwaway test instance on loopback, without
+/// persistence, after `listen` (which ports to open).
+pub fn redis_args(listen: &[&str]) -> Vec<String> {
+    let fixed = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    listen
+        .iter()
+        .chain(fixed.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
 pub struct Redis {
     pub proc: Proc,
     pub port: u16,
@@ -166,19 +177,7 @@ impl Redis {
 
     /// With `requirepass` when `password` is given.
     pub async fn start_with(port: u16, password: Option<&str>) -> Redis {
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = redis_args(&["--port", &port.to_string()]);
         if let Some(p) = password {
             args.extend(["--requirepass".to_string(), p.to_string()]);
         }
