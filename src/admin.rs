@@ -9,13 +9,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use crate::metrics::{Metrics, OUTCOME_CODES, outcome_code};
-use crate::pb::admin_server::Admin;
+use crate::clock::now_ms;
+use crate::grpc::constant_time_eq;
+use crate::metrics::Metrics;
+use crate::names::is_valid_name;
+use crate::outcome::{ClientOutcome, OUTCOME_CODES};
+use crate::pb::admin_server::{Admin, AdminServer};
 use crate::pb::{self, Status};
-use crate::presence::{PresenceError, PresenceStore, now_ms};
-use crate::protocol::name::is_valid_name;
+use crate::presence::{PresenceError, PresenceStore};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -46,9 +51,35 @@ pub struct AdminService<N> {
     store: Arc<dyn PresenceStore>,
 }
 
-impl<N> AdminService<N> {
-    pub fn new(node: Arc<N>, store: Arc<dyn PresenceStore>) -> Self {
-        Self { node, store }
+impl<N: AdminNode> AdminService<N> {
+    /// The Admin API of `node`, behind a bearer-token check when `token`
+    /// is set (without one the Admin API is open).
+    pub fn serve(
+        node: Arc<N>,
+        store: Arc<dyn PresenceStore>,
+        token: Option<String>,
+    ) -> InterceptedService<AdminServer<Self>, impl Interceptor + Clone> {
+        AdminServer::with_interceptor(Self { node, store }, bearer_check(token))
+    }
+}
+
+/// Checks `authorization: Bearer <token>` on Admin calls.
+fn bearer_check(token: Option<String>) -> impl Interceptor + Clone {
+    move |request: Request<()>| {
+        let Some(expected) = &token else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(request),
+            _ => Err(GrpcStatus::unauthenticated(
+                "the Admin API needs the header 'authorization: Bearer <admin token>'",
+            )),
+        }
     }
 }
 
@@ -66,14 +97,14 @@ fn valid_user(name: &str) -> Result<(), GrpcStatus> {
     }
 }
 
-type Reply<T> = Result<Response<T>, GrpcStatus>;
+type GrpcReply<T> = Result<Response<T>, GrpcStatus>;
 
 #[tonic::async_trait]
 impl<N: AdminNode> Admin for AdminService<N> {
     async fn list_servers(
         &self,
         _: Request<pb::ListServersRequest>,
-    ) -> Reply<pb::ListServersResponse> {
+    ) -> GrpcReply<pb::ListServersResponse> {
         let registry = self.store.servers().await.map_err(store_status)?;
         let mut views = self.node.server_views();
         let mut servers: Vec<pb::ServerStatus> = registry
@@ -114,7 +145,7 @@ impl<N: AdminNode> Admin for AdminService<N> {
     async fn lookup_user(
         &self,
         req: Request<pb::LookupUserRequest>,
-    ) -> Reply<pb::LookupUserResponse> {
+    ) -> GrpcReply<pb::LookupUserResponse> {
         let name = req.into_inner().name;
         valid_user(&name)?;
         let found = self.store.lookup(&name).await.map_err(store_status)?;
@@ -134,7 +165,10 @@ impl<N: AdminNode> Admin for AdminService<N> {
         Ok(Response::new(reply))
     }
 
-    async fn list_users(&self, req: Request<pb::ListUsersRequest>) -> Reply<pb::ListUsersResponse> {
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> GrpcReply<pb::ListUsersResponse> {
         let req = req.into_inner();
         let servers = self.store.servers().await.map_err(store_status)?;
         let Some(server) = servers.into_iter().find(|s| s.id == req.server_id) else {
@@ -155,7 +189,10 @@ impl<N: AdminNode> Admin for AdminService<N> {
         )))
     }
 
-    async fn kick_user(&self, req: Request<pb::KickUserRequest>) -> Reply<pb::KickUserResponse> {
+    async fn kick_user(
+        &self,
+        req: Request<pb::KickUserRequest>,
+    ) -> GrpcReply<pb::KickUserResponse> {
         let name = req.into_inner().name;
         valid_user(&name)?;
         let removed = self.store.kick(&name).await.map_err(store_status)?;
@@ -171,7 +208,7 @@ impl<N: AdminNode> Admin for AdminService<N> {
     async fn send_message(
         &self,
         req: Request<pb::SendMessageRequest>,
-    ) -> Reply<pb::SendMessageResponse> {
+    ) -> GrpcReply<pb::SendMessageResponse> {
         let req = req.into_inner();
         valid_user(&req.to)?;
         let operator = if req.operator.is_empty() {
@@ -198,12 +235,12 @@ impl<N: AdminNode> Admin for AdminService<N> {
         let status = self.node.send_as_operator(message).await;
         Ok(Response::new(pb::SendMessageResponse {
             id,
-            status: outcome_code(status).to_owned(),
+            status: ClientOutcome::of(status).code().to_owned(),
             from,
         }))
     }
 
-    async fn get_stats(&self, _: Request<pb::GetStatsRequest>) -> Reply<pb::GetStatsResponse> {
+    async fn get_stats(&self, _: Request<pb::GetStatsRequest>) -> GrpcReply<pb::GetStatsResponse> {
         let servers = self.store.servers().await.map_err(store_status)?;
         let (purges, purged_entries) = self.store.purge_totals().await.map_err(store_status)?;
         let mut cluster = pb::Stats {

@@ -3,48 +3,13 @@
 //! A token's subject (`sub`) is the user name it lets in, `exp` its expiry
 //! (required). The secret comes from a flag, env var or file; without one,
 //! authentication is off and any `login` is accepted. This module only
-//! issues and checks tokens; the gateway decides what a failure means.
+//! issues and checks tokens; the message server decides what a failure
+//! means.
 
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Args;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-
-/// Where the token secret comes from.
-#[derive(Debug, Clone, Default, Args)]
-pub struct AuthArgs {
-    /// HS256 secret for login tokens; turns authentication on.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_AUTH_SECRET",
-        hide_env_values = true,
-        conflicts_with = "auth_secret_file"
-    )]
-    pub auth_secret: Option<String>,
-
-    /// File holding the HS256 secret (e.g. a mounted Kubernetes Secret);
-    /// turns authentication on. Surrounding whitespace is ignored.
-    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET_FILE")]
-    pub auth_secret_file: Option<PathBuf>,
-}
-
-impl AuthArgs {
-    /// The configured secret, if authentication is on.
-    pub fn secret(&self) -> anyhow::Result<Option<Vec<u8>>> {
-        let secret = crate::tls::secret_from(
-            self.auth_secret.as_deref(),
-            self.auth_secret_file.as_deref(),
-            "auth secret",
-        )?;
-        Ok(secret.map(String::into_bytes))
-    }
-
-    pub fn authenticator(&self) -> anyhow::Result<Option<Authenticator>> {
-        Ok(self.secret()?.map(|s| Authenticator::new(&s)))
-    }
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -67,6 +32,7 @@ pub enum AuthError {
     Invalid,
 }
 
+#[derive(Clone)]
 pub struct Authenticator {
     encoding: EncodingKey,
     decoding: DecodingKey,

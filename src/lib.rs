@@ -1,30 +1,48 @@
 //! switchboard: a cluster of chat message servers joined by a relay.
 //!
-//! - [`protocol`]: the client wire format (NDJSON lines).
-//! - [`presence`]: who is connected where (Redis or in-process).
-//! - [`gateway`]: a message server: client connections, local delivery,
-//!   the link to the relay.
+//! The tiers, which meet only through the proto (`pb`) and the presence
+//! store:
+//! - [`server`]: a message server: client connections, local delivery,
+//!   the link to the relay;
 //! - [`relay`]: routes messages between servers, watches their health and
 //!   purges the presence of dead ones.
-//! - [`cluster`]: the one-command local cluster.
+//!
+//! Below them, naming neither:
+//! - [`protocol`]: the client wire format (NDJSON lines);
+//! - [`presence`]: who is connected where (Redis or in-process);
+//! - `admin`: the operator API, served by every node;
+//! - `outcome`: what a routing status means to a chat's sender;
+//! - `grpc` (serving), `link` (the shape of a link), `tls`, [`auth`]
+//!   (login tokens), `metrics`, `names` (the name alphabet), `clock`,
+//!   [`shutdown`], [`telemetry`].
+//!
+//! Above them: [`cluster`] (the one-command local cluster) and [`cli`]
+//! (every binary's flags and build step). The binaries in `src/bin/` only
+//! parse, build and run. `docs/architecture.md` has the module map and
+//! the allowed dependency directions; `tests/layering.rs` checks them.
 
-pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod cluster;
-pub mod config;
-pub mod gateway;
-pub mod grpc;
 pub mod loadgen;
-pub mod metrics;
+pub mod names;
 pub mod presence;
 pub mod protocol;
 pub mod relay;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
-pub mod tls;
+
+mod admin;
+mod clock;
+mod grpc;
+mod link;
+mod metrics;
+mod outcome;
+mod tls;
 
 /// Generated protobuf types and gRPC stubs (`proto/switchboard/v1`).
-pub mod pb {
+mod pb {
     tonic::include_proto!("switchboard.v1");
 
     /// Encoded descriptors for server reflection.

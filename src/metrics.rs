@@ -18,6 +18,7 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 
+use crate::outcome::{ClientOutcome, OUTCOME_CODES};
 use crate::pb::Status;
 use crate::shutdown::CancellationToken;
 
@@ -142,7 +143,7 @@ impl Metrics {
 
     /// Counts one outcome given to a sender.
     pub fn outcome(&self, status: Status) {
-        let code = outcome_code(status);
+        let code = ClientOutcome::of(status).code();
         if let Some(i) = OUTCOME_CODES.iter().position(|c| *c == code) {
             self.outcomes[i].inc();
         }
@@ -150,7 +151,7 @@ impl Metrics {
 
     /// Counts one kick.
     pub fn kick(&self, reason: crate::protocol::KickReason) {
-        let label = kick_label(reason);
+        let label = reason.as_str();
         if let Some(i) = KICK_REASONS.iter().position(|r| *r == label) {
             self.kicks[i].inc();
         }
@@ -177,29 +178,7 @@ impl Metrics {
     }
 }
 
-/// The client-visible code of an outcome (`delivered` for an ack).
-pub fn outcome_code(status: Status) -> &'static str {
-    match status {
-        Status::Delivered => "delivered",
-        Status::Offline | Status::NotHere => "offline",
-        Status::Busy => "recipient_busy",
-        Status::Unavailable | Status::Unspecified => "unavailable",
-    }
-}
-
-/// The `reason` label of a kick.
-pub fn kick_label(reason: crate::protocol::KickReason) -> &'static str {
-    use crate::protocol::KickReason;
-    match reason {
-        KickReason::LoggedInElsewhere => "logged_in_elsewhere",
-        KickReason::ServerShutdown => "server_shutdown",
-        KickReason::Admin => "admin",
-    }
-}
-
 const KICK_REASONS: [&str; 3] = ["logged_in_elsewhere", "server_shutdown", "admin"];
-
-pub const OUTCOME_CODES: [&str; 4] = ["delivered", "offline", "recipient_busy", "unavailable"];
 
 async fn scrape(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     (

@@ -10,12 +10,12 @@ use futures::StreamExt;
 
 use super::{Kick, KickCause, Presence, PresenceStore, Reassert, ServerInfo};
 
-fn p(name: &str, server: &str, inc: &str, conn: u64) -> Presence {
+fn p(name: &str, server: &str, inc: &str, session: u64) -> Presence {
     Presence {
         name: name.into(),
         server: server.into(),
         incarnation: inc.into(),
-        conn,
+        session,
         since_ms: 1,
     }
 }
@@ -46,13 +46,13 @@ pub async fn newest_login_wins_and_notifies_the_other_server(store: &dyn Presenc
     let expected = Kick {
         name: "nw-alice".into(),
         incarnation: "1".into(),
-        conn: 2,
+        session: 2,
         cause: KickCause::Displaced,
     };
     assert_eq!(
         kick.unwrap(),
         Some(expected),
-        "first notice is for conn 2, none for conn 1"
+        "first notice is for session 2, none for session 1"
     );
     assert_eq!(
         store.lookup("nw-alice").await.unwrap(),
@@ -180,7 +180,7 @@ pub async fn admin_kick_removes_and_notifies(store: &dyn PresenceStore) {
     let expected = Kick {
         name: "ak-alice".into(),
         incarnation: "1".into(),
-        conn: 4,
+        session: 4,
         cause: KickCause::Admin,
     };
     assert_eq!(kick.unwrap(), Some(expected));

@@ -4,8 +4,8 @@
 //! tests. It follows exactly the rules of the Redis store; one mutex makes
 //! every operation atomic, as one Lua script does in Redis.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -26,19 +26,13 @@ struct Inner {
     servers: HashMap<String, ServerInfo>,
     kick_subscribers: HashMap<String, mpsc::UnboundedSender<Kick>>,
     purge_totals: (u64, u64),
-    /// Sessions an operator kicked: (server, incarnation, conn).
+    /// Sessions an operator kicked: (server, incarnation, session).
     kicked: HashSet<(String, String, u64)>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves consistent maps behind
-        // (each operation mutates after all checks), so poisoning is moot.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -65,7 +59,7 @@ impl Inner {
             let _ = tx.send(Kick {
                 name: old.name.clone(),
                 incarnation: old.incarnation.clone(),
-                conn: old.conn,
+                session: old.session,
                 cause,
             });
         }
@@ -81,7 +75,7 @@ impl Inner {
 #[async_trait]
 impl PresenceStore for MemoryStore {
     async fn login(&self, entry: &Presence) -> Result<Option<Presence>> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         let old = inner.users.get(&entry.name).cloned();
         if let Some(old) = &old {
             inner.unindex(old);
@@ -94,20 +88,20 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn kick(&self, name: &str) -> Result<Option<Presence>> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         let old = inner.users.remove(name);
         if let Some(old) = &old {
             inner.unindex(old);
             inner.notify(old, KickCause::Admin);
             inner
                 .kicked
-                .insert((old.server.clone(), old.incarnation.clone(), old.conn));
+                .insert((old.server.clone(), old.incarnation.clone(), old.session));
         }
         Ok(old)
     }
 
     async fn logout(&self, entry: &Presence) -> Result<bool> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         match inner.users.get(&entry.name) {
             Some(cur) if cur.same_session(entry) => {
                 inner.users.remove(&entry.name);
@@ -119,12 +113,16 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn lookup(&self, name: &str) -> Result<Option<Presence>> {
-        Ok(self.lock().users.get(name).cloned())
+        Ok(self.inner.lock().users.get(name).cloned())
     }
 
     async fn reassert(&self, entry: &Presence) -> Result<Reassert> {
-        let mut inner = self.lock();
-        let session = (entry.server.clone(), entry.incarnation.clone(), entry.conn);
+        let mut inner = self.inner.lock();
+        let session = (
+            entry.server.clone(),
+            entry.incarnation.clone(),
+            entry.session,
+        );
         if inner.kicked.contains(&session) {
             return Ok(Reassert::Kicked);
         }
@@ -136,7 +134,7 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         let names = inner
             .index
             .remove(&(server.to_owned(), incarnation.to_owned()))
@@ -157,6 +155,7 @@ impl PresenceStore for MemoryStore {
 
     async fn purge_server(&self, server: &str) -> Result<u64> {
         let incarnations: Vec<String> = self
+            .inner
             .lock()
             .index
             .keys()
@@ -171,7 +170,7 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn users_of(&self, server: &str, incarnation: &str) -> Result<Vec<String>> {
-        let inner = self.lock();
+        let inner = self.inner.lock();
         let mut names: Vec<String> = inner
             .index
             .get(&(server.to_owned(), incarnation.to_owned()))
@@ -182,7 +181,10 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn register(&self, info: &ServerInfo) -> Result<()> {
-        self.lock().servers.insert(info.id.clone(), info.clone());
+        self.inner
+            .lock()
+            .servers
+            .insert(info.id.clone(), info.clone());
         Ok(())
     }
 
@@ -193,12 +195,12 @@ impl PresenceStore for MemoryStore {
         connections: u64,
         stats: &BTreeMap<String, u64>,
     ) -> Result<bool> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         match inner.servers.get_mut(id) {
             Some(s) if s.incarnation == incarnation => {
                 s.connections = connections;
                 s.stats.clone_from(stats);
-                s.heartbeat_ms = super::now_ms();
+                s.heartbeat_ms = crate::clock::now_ms();
                 Ok(true)
             }
             _ => Ok(false),
@@ -206,7 +208,7 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn deregister(&self, id: &str, incarnation: &str) -> Result<bool> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         if inner
             .servers
             .get(id)
@@ -219,25 +221,28 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn servers(&self) -> Result<Vec<ServerInfo>> {
-        let mut list: Vec<ServerInfo> = self.lock().servers.values().cloned().collect();
+        let mut list: Vec<ServerInfo> = self.inner.lock().servers.values().cloned().collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(list)
     }
 
     async fn record_purge(&self, entries: u64) -> Result<()> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         inner.purge_totals.0 += 1;
         inner.purge_totals.1 += entries;
         Ok(())
     }
 
     async fn purge_totals(&self) -> Result<(u64, u64)> {
-        Ok(self.lock().purge_totals)
+        Ok(self.inner.lock().purge_totals)
     }
 
     async fn kicks(&self, server: &str) -> Result<KickStream> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().kick_subscribers.insert(server.to_owned(), tx);
+        self.inner
+            .lock()
+            .kick_subscribers
+            .insert(server.to_owned(), tx);
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
 }

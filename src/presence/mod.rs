@@ -44,8 +44,8 @@ pub struct Presence {
     pub name: String,
     pub server: String,
     pub incarnation: String,
-    /// Connection id, unique within one server incarnation.
-    pub conn: u64,
+    /// Session id, unique within one server incarnation.
+    pub session: u64,
     /// Login time, unix milliseconds.
     pub since_ms: i64,
 }
@@ -55,7 +55,7 @@ impl Presence {
     pub fn same_session(&self, other: &Presence) -> bool {
         self.server == other.server
             && self.incarnation == other.incarnation
-            && self.conn == other.conn
+            && self.session == other.session
     }
 }
 
@@ -73,12 +73,12 @@ pub struct ServerInfo {
     pub stats: BTreeMap<String, u64>,
 }
 
-/// A notice to a server: its session `conn` for `name` must be closed.
+/// A notice to a server: its session `session` for `name` must be closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kick {
     pub name: String,
     pub incarnation: String,
-    pub conn: u64,
+    pub session: u64,
     pub cause: KickCause,
 }
 
@@ -164,12 +164,4 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Kick notices for `server`. The stream ends if the subscription
     /// breaks; the caller re-subscribes and reconciles its sessions.
     async fn kicks(&self, server: &str) -> Result<KickStream>;
-}
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -1,12 +1,12 @@
 //! The Redis presence store (production).
 //!
 //! Keys (all under the `sb:` prefix; see docs/architecture.md):
-//! - `sb:user:{name}`         hash: server, inc, conn, since
+//! - `sb:user:{name}`         hash: server, inc, session, since
 //! - `sb:idx:{server}:{inc}`  set of names: the per-incarnation index
 //! - `sb:servers`             set of server ids
 //! - `sb:server:{id}`         hash: the registry entry
 //! - `sb:stats`               hash: cluster-wide purge totals
-//! - channel `sb:kick:{id}`   "name inc conn [admin]" kick notices
+//! - channel `sb:kick:{id}`   "name inc session [admin]" kick notices
 //!
 //! Every multi-key change is one Lua script, so it is atomic. Scripts touch
 //! keys they compute themselves, so this targets a single Redis (or a
@@ -42,7 +42,7 @@ struct Scripts {
 
 pub struct RedisStore {
     client: redis::Client,
-    conn: ConnectionManager,
+    redis: ConnectionManager,
     scripts: Scripts,
 }
 
@@ -86,12 +86,12 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let mut redis = ConnectionManager::new_with_config(client.clone(), config).await?;
         // Fail at start, not at the first login, on a wrong password or ACL.
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        redis::cmd("PING").query_async::<()>(&mut redis).await?;
         Ok(Self {
             client,
-            conn,
+            redis,
             scripts: Scripts {
                 login: Script::new(include_str!("lua/login.lua")),
                 kick: Script::new(include_str!("lua/kick.lua")),
@@ -104,8 +104,8 @@ impl RedisStore {
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
     }
 
     /// Runs a script that writes `e` (login, reassert): both take the
@@ -121,28 +121,28 @@ impl RedisStore {
             .arg(&e.name)
             .arg(&e.server)
             .arg(&e.incarnation)
-            .arg(e.conn)
+            .arg(e.session)
             .arg(e.since_ms)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.redis())
             .await?)
     }
 }
 
-fn parse_conn(s: &str) -> Result<u64> {
+fn parse_session(s: &str) -> Result<u64> {
     s.parse()
-        .map_err(|_| PresenceError::Corrupt(format!("conn {s:?} is not a number")))
+        .map_err(|_| PresenceError::Corrupt(format!("session {s:?} is not a number")))
 }
 
-/// Builds a presence entry from `[server, inc, conn, since]`.
+/// Builds a presence entry from `[server, inc, session, since]`.
 fn presence_from(name: &str, fields: &[Option<String>]) -> Result<Option<Presence>> {
-    let [Some(server), Some(inc), Some(conn), since] = fields else {
+    let [Some(server), Some(inc), Some(session), since] = fields else {
         return Ok(None);
     };
     Ok(Some(Presence {
         name: name.to_owned(),
         server: server.clone(),
         incarnation: inc.clone(),
-        conn: parse_conn(conn)?,
+        session: parse_session(session)?,
         since_ms: since.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
     }))
 }
@@ -167,7 +167,7 @@ fn server_from(id: &str, h: &HashMap<String, String>) -> Option<ServerInfo> {
 
 fn parse_kick(payload: &str) -> Option<Kick> {
     let mut parts = payload.split(' ');
-    let (name, inc, conn) = (parts.next()?, parts.next()?, parts.next()?);
+    let (name, inc, session) = (parts.next()?, parts.next()?, parts.next()?);
     let cause = match parts.next() {
         None => KickCause::Displaced,
         Some("admin") => KickCause::Admin,
@@ -176,7 +176,7 @@ fn parse_kick(payload: &str) -> Option<Kick> {
     Some(Kick {
         name: name.to_owned(),
         incarnation: inc.to_owned(),
-        conn: conn.parse().ok()?,
+        session: session.parse().ok()?,
         cause,
     })
 }
@@ -197,7 +197,7 @@ impl PresenceStore for RedisStore {
             .kick
             .key(user_key(name))
             .arg(name)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.redis())
             .await?;
         match old {
             Some(fields) => presence_from(name, &fields),
@@ -213,9 +213,9 @@ impl PresenceStore for RedisStore {
             .key(index_key(&e.server, &e.incarnation))
             .arg(&e.server)
             .arg(&e.incarnation)
-            .arg(e.conn)
+            .arg(e.session)
             .arg(&e.name)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.redis())
             .await?;
         Ok(n == 1)
     }
@@ -223,8 +223,8 @@ impl PresenceStore for RedisStore {
     async fn lookup(&self, name: &str) -> Result<Option<Presence>> {
         let fields: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(user_key(name))
-            .arg(&["server", "inc", "conn", "since"])
-            .query_async(&mut self.conn())
+            .arg(&["server", "inc", "session", "since"])
+            .query_async(&mut self.redis())
             .await?;
         presence_from(name, &fields)
     }
@@ -248,7 +248,7 @@ impl PresenceStore for RedisStore {
                 .arg(server)
                 .arg(incarnation)
                 .arg(PURGE_BATCH)
-                .invoke_async(&mut self.conn())
+                .invoke_async(&mut self.redis())
                 .await?;
             purged += deleted;
             if remaining == 0 {
@@ -259,9 +259,9 @@ impl PresenceStore for RedisStore {
 
     async fn purge_server(&self, server: &str) -> Result<u64> {
         let prefix = index_key(server, "");
-        let mut conn = self.conn();
+        let mut redis = self.redis();
         let mut keys: Vec<String> = Vec::new();
-        let mut iter = conn.scan_match::<_, String>(format!("{prefix}*")).await?;
+        let mut iter = redis.scan_match::<_, String>(format!("{prefix}*")).await?;
         while let Some(key) = iter.next().await {
             keys.push(key?);
         }
@@ -275,7 +275,10 @@ impl PresenceStore for RedisStore {
     }
 
     async fn users_of(&self, server: &str, incarnation: &str) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self.conn().smembers(index_key(server, incarnation)).await?;
+        let mut names: Vec<String> = self
+            .redis()
+            .smembers(index_key(server, incarnation))
+            .await?;
         names.sort();
         Ok(names)
     }
@@ -298,7 +301,7 @@ impl PresenceStore for RedisStore {
             .del(&key)
             .hset_multiple(&key, &fields)
             .sadd(SERVERS_KEY, &info.id)
-            .query_async::<()>(&mut self.conn())
+            .query_async::<()>(&mut self.redis())
             .await?;
         Ok(())
     }
@@ -311,11 +314,13 @@ impl PresenceStore for RedisStore {
         stats: &BTreeMap<String, u64>,
     ) -> Result<bool> {
         let mut call = self.scripts.heartbeat.key(server_key(id));
-        call.arg(incarnation).arg(connections).arg(super::now_ms());
+        call.arg(incarnation)
+            .arg(connections)
+            .arg(crate::clock::now_ms());
         for (name, value) in stats {
             call.arg(name).arg(value);
         }
-        let n: i64 = call.invoke_async(&mut self.conn()).await?;
+        let n: i64 = call.invoke_async(&mut self.redis()).await?;
         Ok(n == 1)
     }
 
@@ -324,7 +329,7 @@ impl PresenceStore for RedisStore {
             .atomic()
             .hincr(STATS_KEY, "purges", 1)
             .hincr(STATS_KEY, "purged_entries", entries)
-            .query_async::<()>(&mut self.conn())
+            .query_async::<()>(&mut self.redis())
             .await?;
         Ok(())
     }
@@ -333,7 +338,7 @@ impl PresenceStore for RedisStore {
         let (purges, entries): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(STATS_KEY)
             .arg(&["purges", "purged_entries"])
-            .query_async(&mut self.conn())
+            .query_async(&mut self.redis())
             .await?;
         Ok((purges.unwrap_or(0), entries.unwrap_or(0)))
     }
@@ -346,14 +351,14 @@ impl PresenceStore for RedisStore {
             .key(SERVERS_KEY)
             .arg(incarnation)
             .arg(id)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.redis())
             .await?;
         Ok(n == 1)
     }
 
     async fn servers(&self) -> Result<Vec<ServerInfo>> {
-        let mut conn = self.conn();
-        let mut ids: Vec<String> = conn.smembers(SERVERS_KEY).await?;
+        let mut redis = self.redis();
+        let mut ids: Vec<String> = redis.smembers(SERVERS_KEY).await?;
         ids.sort();
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -362,7 +367,7 @@ impl PresenceStore for RedisStore {
         for id in &ids {
             pipe.hgetall(server_key(id));
         }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut redis).await?;
         Ok(ids
             .iter()
             .zip(&hashes)
@@ -392,7 +397,7 @@ mod tests {
             Some(Kick {
                 name: "alice".into(),
                 incarnation: "abc".into(),
-                conn: 42,
+                session: 42,
                 cause: KickCause::Displaced,
             })
         );
@@ -406,9 +411,9 @@ mod tests {
     }
 
     #[test]
-    fn presence_needs_server_inc_and_conn() {
+    fn presence_needs_server_inc_and_session() {
         let full = [Some("s".into()), Some("i".into()), Some("3".into()), None];
-        assert_eq!(presence_from("a", &full).unwrap().unwrap().conn, 3);
+        assert_eq!(presence_from("a", &full).unwrap().unwrap().session, 3);
         let missing = [None, None, None, None];
         assert_eq!(presence_from("a", &missing).unwrap(), None);
     }

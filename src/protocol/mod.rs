@@ -1,13 +1,13 @@
 //! The client protocol: newline-delimited JSON over TCP.
 //!
 //! This module owns framing (`codec`), parsing requests (`request`), the
-//! error codes of the contract (`error`) and rendering replies (`reply`).
-//! It knows nothing about sessions, presence or routing: it turns bytes into
-//! typed requests and typed events into bytes, nothing more.
+//! error codes of the contract (`error`) and rendering replies (`reply`);
+//! the name alphabet is a rule shared with other tiers, in `crate::names`.
+//! It knows nothing about sessions, presence or routing: it turns bytes
+//! into typed requests and typed events into bytes, nothing more.
 
 pub mod codec;
 pub mod error;
-pub mod name;
 pub mod reply;
 pub mod request;
 

@@ -20,6 +20,17 @@ pub enum KickReason {
     Admin,
 }
 
+impl KickReason {
+    /// The `reason` of the `kicked` event (also a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoggedInElsewhere => "logged_in_elsewhere",
+            Self::ServerShutdown => "server_shutdown",
+            Self::Admin => "admin",
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
@@ -145,6 +156,20 @@ mod tests {
             parse(code_line(ErrorCode::Offline, &r)),
             json!({"event":"error","code":"offline","message":"the recipient is not online","ref":7})
         );
+    }
+
+    #[test]
+    fn kick_reason_labels_match_the_wire() {
+        for reason in [
+            KickReason::LoggedInElsewhere,
+            KickReason::ServerShutdown,
+            KickReason::Admin,
+        ] {
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                json!(reason.as_str())
+            );
+        }
     }
 
     #[test]

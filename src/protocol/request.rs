@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ErrorCode, ProtocolError};
-use super::name::is_valid_name;
 use super::reply::Ref;
+use crate::names::is_valid_name;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {

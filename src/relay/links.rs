@@ -5,12 +5,13 @@
 //! `unavailable` at once instead of waiting for a timeout.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::clock::now_ms;
 use crate::pb::{self, envelope::Kind};
-use crate::presence::now_ms;
 use crate::shutdown::CancellationToken;
 
 /// One server's stream, as the relay sees it.
@@ -18,7 +19,6 @@ pub struct Link {
     pub server_id: String,
     pub incarnation: String,
     pub grpc_addr: String,
-    pub client_addr: String,
     pub linked_at_ms: i64,
     tx: mpsc::UnboundedSender<Kind>,
     /// message id -> origin server, for messages sent down this link;
@@ -30,17 +30,12 @@ pub struct Link {
     pub closed: CancellationToken,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Link {
     pub fn new(hello: pb::Hello, tx: mpsc::UnboundedSender<Kind>) -> Self {
         Self {
             server_id: hello.server_id,
             incarnation: hello.incarnation,
             grpc_addr: hello.grpc_addr,
-            client_addr: hello.client_addr,
             linked_at_ms: now_ms(),
             tx,
             in_flight: Mutex::new(Some(HashMap::new())),
@@ -51,7 +46,7 @@ impl Link {
     /// Sends a forward down this link, remembering it until its outcome.
     /// False if the link is closing (the caller answers `unavailable`).
     pub fn forward(&self, id: &str, forward: pb::Forward) -> bool {
-        let mut in_flight = lock(&self.in_flight);
+        let mut in_flight = self.in_flight.lock();
         let Some(map) = in_flight.as_mut() else {
             return false;
         };
@@ -70,7 +65,7 @@ impl Link {
 
     /// The outcome of `id` came back through this link.
     pub fn settle(&self, id: &str) {
-        if let Some(map) = lock(&self.in_flight).as_mut() {
+        if let Some(map) = self.in_flight.lock().as_mut() {
             map.remove(id);
         }
     }
@@ -79,7 +74,8 @@ impl Link {
     /// (message id, origin server). Later forwards are refused.
     pub fn close(&self) -> Vec<(String, String)> {
         self.closed.cancel();
-        lock(&self.in_flight)
+        self.in_flight
+            .lock()
             .take()
             .map(|m| m.into_iter().collect())
             .unwrap_or_default()
@@ -94,16 +90,16 @@ pub struct LinkTable {
 impl LinkTable {
     /// Adds a link, returning the one it replaces (same server id).
     pub fn insert(&self, link: Arc<Link>) -> Option<Arc<Link>> {
-        lock(&self.links).insert(link.server_id.clone(), link)
+        self.links.lock().insert(link.server_id.clone(), link)
     }
 
     pub fn get(&self, server_id: &str) -> Option<Arc<Link>> {
-        lock(&self.links).get(server_id).cloned()
+        self.links.lock().get(server_id).cloned()
     }
 
     /// Removes exactly this link (not a newer one of the same server).
     pub fn remove(&self, link: &Arc<Link>) -> bool {
-        let mut links = lock(&self.links);
+        let mut links = self.links.lock();
         if links
             .get(&link.server_id)
             .is_some_and(|l| Arc::ptr_eq(l, link))
@@ -116,7 +112,7 @@ impl LinkTable {
 
     /// Removes the link of one server incarnation, if it is the current one.
     pub fn remove_incarnation(&self, server_id: &str, incarnation: &str) -> Option<Arc<Link>> {
-        let mut links = lock(&self.links);
+        let mut links = self.links.lock();
         if links
             .get(server_id)
             .is_some_and(|l| l.incarnation == incarnation)
@@ -127,14 +123,10 @@ impl LinkTable {
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.links).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.links.lock().len()
     }
 
     pub fn all(&self) -> Vec<Arc<Link>> {
-        lock(&self.links).values().cloned().collect()
+        self.links.lock().values().cloned().collect()
     }
 }

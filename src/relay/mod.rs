@@ -4,13 +4,16 @@
 //! - `links`: live links and what is in flight on each;
 //! - `router`: forwards messages and outcomes between links, with a
 //!   self-correcting route cache;
-//! - `watcher`: health checks, death, purge.
+//! - `watcher`: health checks, death, purge;
+//! - `admin_node`: the relay as seen by the Admin API;
+//! - `options`: what a relay is started with.
 //!
 //! The relay keeps no client connections and no message copies beyond
 //! what is in flight; all durable state is in the presence store.
 
+mod admin_node;
 mod links;
-mod operator;
+mod options;
 mod router;
 mod service;
 mod watcher;
@@ -18,29 +21,21 @@ mod watcher;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
 use crate::admin::AdminService;
-use crate::config::HealthWatch;
-use crate::grpc;
+use crate::grpc::{self, Services};
+use crate::link::MAX_LINK_FRAME;
 use crate::pb::relay_server::RelayServer;
 use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
 
-pub use router::Router;
-pub use service::RelayService;
-
-pub struct RelayOptions {
-    pub grpc: grpc::GrpcOptions,
-    /// Where to serve `GET /metrics`, if anywhere.
-    pub metrics_listener: Option<TcpListener>,
-    pub health: HealthWatch,
-}
+pub use options::{HealthWatch, Options};
+use router::Router;
+use service::RelayService;
 
 /// Runs the relay until `shutdown`; then reports NOT_SERVING, ends every
 /// link (servers fall back to local-only and relink later) and returns.
 pub async fn run(
-    opts: RelayOptions,
+    opts: Options,
     store: Arc<dyn PresenceStore>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -54,25 +49,25 @@ pub async fn run(
             metrics_stop.clone(),
         ))
     });
-    let (health, health_service) = grpc::Health::new(vec![grpc::RELAY_SERVICE]);
+    let relay_name = <RelayServer<RelayService> as tonic::server::NamedService>::NAME;
+    let (health, health_service) = grpc::Health::new(vec![relay_name]);
     health.set(true).await;
 
     let links_stop = CancellationToken::new();
     let service = RelayService::new(router.clone(), links_stop.clone());
     let grpc_stop = CancellationToken::new();
     let addr = opts.grpc.listener.local_addr()?;
-    let client_tls = opts.grpc.client_tls.clone();
     let board = Arc::new(watcher::HealthBoard::default());
-    let admin = AdminService::new(
-        Arc::new(operator::RelayNode::new(router.clone(), board.clone())),
+    let admin = AdminService::serve(
+        Arc::new(admin_node::RelayNode::new(router.clone(), board.clone())),
         store.clone(),
+        opts.admin_token,
     );
-    let relay = RelayServer::new(service).max_decoding_message_size(grpc::MAX_LINK_FRAME);
+    let relay = RelayServer::new(service).max_decoding_message_size(MAX_LINK_FRAME);
     let server = tokio::spawn(grpc::serve(
         opts.grpc,
         health_service,
-        admin,
-        Some(relay),
+        Services::default().add(admin).add(relay),
         grpc_stop.clone(),
     ));
     let watcher = tokio::spawn(watcher::run(
@@ -81,7 +76,7 @@ pub async fn run(
         watcher::WatchOptions {
             cfg: opts.health,
             board,
-            tls: client_tls,
+            tls: opts.client_tls,
         },
         shutdown.clone(),
     ));

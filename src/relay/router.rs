@@ -9,9 +9,10 @@
 //! store round trip and spawns nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::links::{Link, LinkTable};
@@ -27,21 +28,13 @@ struct RouteCache {
     routes: Mutex<HashMap<String, String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl RouteCache {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        lock(&self.routes)
-    }
-
     fn get(&self, name: &str) -> Option<String> {
-        self.lock().get(name).cloned()
+        self.routes.lock().get(name).cloned()
     }
 
     fn put(&self, name: &str, server: &str) {
-        let mut routes = self.lock();
+        let mut routes = self.routes.lock();
         if routes.len() >= ROUTE_CACHE_MAX {
             routes.clear();
         }
@@ -49,18 +42,18 @@ impl RouteCache {
     }
 
     fn forget(&self, name: &str) {
-        self.lock().remove(name);
+        self.routes.lock().remove(name);
     }
 
     fn forget_route(&self, name: &str, server: &str) {
-        let mut routes = self.lock();
+        let mut routes = self.routes.lock();
         if routes.get(name).is_some_and(|s| s == server) {
             routes.remove(name);
         }
     }
 
     fn evict_server(&self, server: &str) {
-        self.lock().retain(|_, s| s != server);
+        self.routes.lock().retain(|_, s| s != server);
     }
 }
 
@@ -143,7 +136,7 @@ impl Router {
         let Some(to) = forward.message.as_ref().map(|m| m.to.clone()) else {
             return;
         };
-        let mut lookups = lock(&self.lookups);
+        let mut lookups = self.lookups.lock();
         if let Some(queue) = lookups.get_mut(&to) {
             queue.push((forward, not_on));
             return;
@@ -161,7 +154,7 @@ impl Router {
             let route = router.lookup(&to).await;
             // Dispatch under the lock: a message arriving meanwhile either
             // queues behind these or finds the queue gone and follows them.
-            let mut lookups = lock(&router.lookups);
+            let mut lookups = router.lookups.lock();
             for (forward, not_on) in lookups.remove(&to).unwrap_or_default() {
                 let route = match &route {
                     Route::Server(s) if not_on.as_ref() == Some(s) => {
@@ -233,7 +226,7 @@ impl Router {
     ) -> Status {
         let id = message.id.clone();
         let (tx, rx) = oneshot::channel();
-        lock(&self.waiters).insert(id.clone(), tx);
+        self.waiters.lock().insert(id.clone(), tx);
         let forward = pb::Forward {
             message: Some(message),
             origin_server: RELAY_ORIGIN.to_owned(),
@@ -244,14 +237,14 @@ impl Router {
             Ok(Ok(status)) => status,
             _ => Status::Unavailable,
         };
-        lock(&self.waiters).remove(&id);
+        self.waiters.lock().remove(&id);
         self.metrics.outcome(status);
         status
     }
 
     fn send_outcome(&self, outcome: pb::Outcome) {
         if outcome.origin_server == RELAY_ORIGIN {
-            if let Some(tx) = lock(&self.waiters).remove(&outcome.message_id) {
+            if let Some(tx) = self.waiters.lock().remove(&outcome.message_id) {
                 let _ = tx.send(outcome.status());
             }
             return;

@@ -15,11 +15,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::links::Link;
 use super::router::Router;
-use crate::grpc::batches;
+use crate::link::batches;
+use crate::names::is_valid_name;
 use crate::pb::envelope::Kind;
 use crate::pb::relay_server::Relay;
 use crate::pb::{RelayFrame, ServerFrame, server_frame};
-use crate::protocol::name::is_valid_name;
 use crate::shutdown::CancellationToken;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

@@ -12,7 +12,9 @@
 //! A dropped link alone is not death: the server is alive and relinks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tonic::transport::Channel;
@@ -20,12 +22,13 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use super::options::HealthWatch;
 use super::router::Router;
-use crate::config::HealthWatch;
 use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
 
-struct Target {
+/// A server to check: the incarnation the verdict is about, and where.
+struct Watched {
     incarnation: String,
     grpc_addr: String,
 }
@@ -38,14 +41,11 @@ pub struct HealthBoard {
 
 impl HealthBoard {
     pub fn snapshot(&self) -> HashMap<String, String> {
-        self.verdicts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.verdicts.lock().clone()
     }
 
     fn publish(&self, verdicts: HashMap<String, String>) {
-        *self.verdicts.lock().unwrap_or_else(|e| e.into_inner()) = verdicts;
+        *self.verdicts.lock() = verdicts;
     }
 }
 
@@ -75,7 +75,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let WatchOptions { cfg, board, tls } = opts;
-    let mut tick = tokio::time::interval(cfg.interval());
+    let mut tick = tokio::time::interval(cfg.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watcher = Watcher {
         router,
@@ -96,12 +96,12 @@ pub async fn run(
 }
 
 impl Watcher {
-    async fn targets(&self) -> HashMap<String, Target> {
+    async fn targets(&self) -> HashMap<String, Watched> {
         let mut targets = HashMap::new();
         for link in self.router.links.all() {
             targets.insert(
                 link.server_id.clone(),
-                Target {
+                Watched {
                     incarnation: link.incarnation.clone(),
                     grpc_addr: link.grpc_addr.clone(),
                 },
@@ -113,7 +113,7 @@ impl Watcher {
                 for s in servers {
                     targets.insert(
                         s.id,
-                        Target {
+                        Watched {
                             incarnation: s.incarnation,
                             grpc_addr: s.grpc_addr,
                         },
@@ -129,7 +129,7 @@ impl Watcher {
         if let Some(c) = self.channels.get(addr) {
             return Some(c.clone());
         }
-        let timeout = self.cfg.interval().min(Duration::from_secs(2));
+        let timeout = self.cfg.health_interval.min(Duration::from_secs(2));
         let channel = crate::tls::endpoint(addr, self.tls.as_ref())
             .ok()?
             .connect_timeout(timeout)
@@ -146,7 +146,7 @@ impl Watcher {
             .retain(|addr, _| targets.values().any(|t| &t.grpc_addr == addr));
         let checks = targets.iter().map(|(id, t)| {
             let channel = self.channel(&t.grpc_addr);
-            let timeout = self.cfg.interval().min(Duration::from_secs(2));
+            let timeout = self.cfg.health_interval.min(Duration::from_secs(2));
             async move { (id.clone(), check(channel, timeout).await) }
         });
         let results = futures::future::join_all(checks.collect::<Vec<_>>()).await;

@@ -1,7 +1,7 @@
 -- An operator's kick: remove the entry and notify its server, atomically.
 -- KEYS[1] user hash; ARGV: name
--- Returns the removed entry {server, incarnation, conn, since} or nil.
-local cur = redis.call('HMGET', KEYS[1], 'server', 'inc', 'conn', 'since')
+-- Returns the removed entry {server, incarnation, session, since} or nil.
+local cur = redis.call('HMGET', KEYS[1], 'server', 'inc', 'session', 'since')
 if not cur[1] then
   return false
 end

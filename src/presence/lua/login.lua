@@ -1,9 +1,9 @@
 -- Newest-wins login, atomically, with the kick notice in the same step.
 -- KEYS[1] user hash, KEYS[2] index set of the new server incarnation
--- ARGV: name, server, incarnation, conn, since_ms
--- Returns the replaced entry {server, incarnation, conn, since} or nil.
-local old = redis.call('HMGET', KEYS[1], 'server', 'inc', 'conn', 'since')
-redis.call('HSET', KEYS[1], 'server', ARGV[2], 'inc', ARGV[3], 'conn', ARGV[4], 'since', ARGV[5])
+-- ARGV: name, server, incarnation, session, since_ms
+-- Returns the replaced entry {server, incarnation, session, since} or nil.
+local old = redis.call('HMGET', KEYS[1], 'server', 'inc', 'session', 'since')
+redis.call('HSET', KEYS[1], 'server', ARGV[2], 'inc', ARGV[3], 'session', ARGV[4], 'since', ARGV[5])
 redis.call('SADD', KEYS[2], ARGV[1])
 if not old[1] then
   return false

@@ -28,7 +28,7 @@ impl RelayNode {
         Self {
             router,
             board,
-            incarnation: format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            incarnation: crate::clock::new_incarnation(),
             next_message: AtomicU64::new(1),
         }
     }

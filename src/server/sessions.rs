@@ -7,10 +7,10 @@
 //! It never talks to the presence store.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 use crate::protocol::KickReason;
@@ -19,17 +19,17 @@ use crate::protocol::KickReason;
 /// bounded by construction (one reply per in-flight chat, one kick).
 #[derive(Debug)]
 pub enum Control {
-    /// A finished line for the client (a forwarded chat's outcome).
-    Reply(Bytes),
-    /// Close the session `session` with a `kicked` event.
+    /// A forwarded chat's outcome line, for its sender.
+    Outcome(Bytes),
+    /// Close session `session` with a `kicked` event.
     Kick { session: u64, reason: KickReason },
 }
 
 /// How a connection is reached from the rest of the server.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
-    /// Unique per login within this server incarnation.
-    pub session: u64,
+    /// The session id: unique per login within this server incarnation.
+    pub id: u64,
     pub since_ms: i64,
     /// Bounded: a full queue means `recipient_busy`.
     pub messages: mpsc::Sender<Bytes>,
@@ -40,7 +40,7 @@ impl SessionHandle {
     fn kick(&self, reason: KickReason) {
         // A closed channel means the connection is already going away.
         let _ = self.control.send(Control::Kick {
-            session: self.session,
+            session: self.id,
             reason,
         });
     }
@@ -72,15 +72,15 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// Installs a freshly logged-in session, kicking whatever local session
     /// held the name (it is older: the store already ordered the logins).
     pub fn install(&self, name: &str, handle: SessionHandle) -> Result<(), Displaced> {
         let mut inner = self.lock();
-        if let Some((_, reason)) = inner.tombstones.remove(&handle.session) {
+        if let Some((_, reason)) = inner.tombstones.remove(&handle.id) {
             return Err(Displaced(reason));
         }
         if let Some(old) = inner.by_name.insert(name.to_owned(), handle) {
@@ -93,7 +93,7 @@ impl Sessions {
     pub fn kick(&self, name: &str, session: u64, reason: KickReason) {
         let mut inner = self.lock();
         match inner.by_name.get(name) {
-            Some(h) if h.session == session => {
+            Some(h) if h.id == session => {
                 if let Some(h) = inner.by_name.remove(name) {
                     h.kick(reason);
                 }
@@ -113,11 +113,7 @@ impl Sessions {
     /// Removes `name` if it is still session `session`.
     pub fn remove(&self, name: &str, session: u64) -> bool {
         let mut inner = self.lock();
-        if inner
-            .by_name
-            .get(name)
-            .is_some_and(|h| h.session == session)
-        {
+        if inner.by_name.get(name).is_some_and(|h| h.id == session) {
             inner.by_name.remove(name);
             return true;
         }
@@ -129,7 +125,7 @@ impl Sessions {
         self.lock()
             .by_name
             .get(name)
-            .is_some_and(|h| h.session == session)
+            .is_some_and(|h| h.id == session)
     }
 
     pub fn is_online(&self, name: &str) -> bool {
@@ -154,16 +150,8 @@ impl Sessions {
         self.lock()
             .by_name
             .iter()
-            .map(|(n, h)| (n.clone(), h.session, h.since_ms))
+            .map(|(n, h)| (n.clone(), h.id, h.since_ms))
             .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().by_name.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -183,7 +171,7 @@ mod tests {
         let (ctx, crx) = mpsc::unbounded_channel();
         (
             SessionHandle {
-                session,
+                id: session,
                 since_ms: 0,
                 messages: tx,
                 control: ctx,

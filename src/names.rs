@@ -1,6 +1,13 @@
-//! User names: 1 to 64 bytes of ASCII letters, digits and `_ - . @`.
+//! The name alphabet shared by every tier: user names (client protocol,
+//! Admin API) and server ids (flags, Redis keys, log lines) are 1 to 64
+//! bytes of ASCII letters, digits and `_ - . @`, so they are safe inside
+//! Redis keys and cannot contain the separators (`:`, space) that keys and
+//! kick notices use.
 
 pub const MAX_NAME_BYTES: usize = 64;
+
+/// The alphabet's human description, for error messages.
+pub const NAME_RULE: &str = "1 to 64 bytes of letters, digits and _ - . @";
 
 pub fn is_valid_name(name: &str) -> bool {
     (1..=MAX_NAME_BYTES).contains(&name.len())

@@ -1,5 +1,5 @@
-//! The accept loop: admits connections up to the cap, refuses the rest
-//! with `server_full` without disturbing anyone already connected.
+//! The accept loop: admits connections (see `admission`) and refuses the
+//! rest with an error line, without disturbing anyone already connected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,17 +8,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
-use super::Gateway;
+use super::admission::Admission;
 use super::connection;
-use crate::protocol::reply::{code_line, error_line};
-use crate::protocol::{ErrorCode, ProtocolError};
+use super::requests::Context;
+use crate::protocol::ProtocolError;
+use crate::protocol::reply::error_line;
 use crate::shutdown::CancellationToken;
 
-/// How long a refused client gets to read its `server_full` line.
+/// How long a refused client gets to read its refusal.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn accept_loop(
-    gw: Arc<Gateway>,
+    ctx: Arc<Context>,
+    admission: &Admission,
     listener: TcpListener,
     connections: &TaskTracker,
     shutdown: CancellationToken,
@@ -38,26 +40,19 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let ip_slot = match gw.ip_limits.admit(peer.ip()) {
-            Ok(ip_slot) => ip_slot,
+        match admission.admit(peer.ip()) {
+            Ok(slots) => {
+                connections.spawn(connection::run(
+                    ctx.clone(),
+                    stream,
+                    slots,
+                    shutdown.clone(),
+                ));
+            }
             Err(refusal) => {
-                tracing::debug!(%peer, ?refusal, "refused: per-address limit");
-                let err = ProtocolError::new(ErrorCode::RateLimited, refusal.message());
+                tracing::debug!(%peer, ?refusal, "connection refused");
+                let err = ProtocolError::new(refusal.code(), refusal.message());
                 connections.spawn(refuse(stream, error_line(&err, &None)));
-                continue;
-            }
-        };
-        match gw.connection_slots.clone().try_acquire_owned() {
-            Ok(slot) => {
-                let slots = connection::Slots {
-                    _server: slot,
-                    _ip: ip_slot,
-                };
-                connections.spawn(connection::run(gw.clone(), stream, slots, shutdown.clone()));
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "refused: server full");
-                connections.spawn(refuse(stream, code_line(ErrorCode::ServerFull, &None)));
             }
         }
     }

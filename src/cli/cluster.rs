@@ -1,0 +1,91 @@
+//! `switchboard`'s (the local cluster's) flags and build step.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use super::build::{self, bind};
+use super::{AuthFlags, HealthFlags, LimitFlags, LogFlags};
+use crate::cluster::Options;
+use crate::presence::{MemoryStore, PresenceStore, RedisStore};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "switchboard local cluster: a relay and two message servers in one process"
+)]
+pub struct ClusterArgs {
+    /// Redis URL; without it presence lives in an embedded in-process store.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// IP every port binds to.
+    #[arg(long, env = "SWITCHBOARD_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Client ports, one message server each.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PORTS",
+        value_delimiter = ',',
+        default_value = "9501,9502"
+    )]
+    pub ports: Vec<u16>,
+
+    /// gRPC port of the relay.
+    #[arg(long, env = "SWITCHBOARD_RELAY_PORT", default_value_t = 9600)]
+    pub relay_port: u16,
+
+    /// gRPC ports of the servers, in --ports order
+    /// [default: the relay port + 1, + 2, ...].
+    #[arg(long, env = "SWITCHBOARD_GRPC_PORTS", value_delimiter = ',')]
+    pub grpc_ports: Vec<u16>,
+
+    #[command(flatten)]
+    pub limits: LimitFlags,
+
+    #[command(flatten)]
+    pub health: HealthFlags,
+
+    #[command(flatten)]
+    pub auth: AuthFlags,
+
+    #[command(flatten)]
+    pub log: LogFlags,
+}
+
+impl ClusterArgs {
+    /// Binds every port and opens the presence store.
+    pub async fn build(self) -> anyhow::Result<(Options, Arc<dyn PresenceStore>)> {
+        let (store, presence): (Arc<dyn PresenceStore>, _) = match &self.redis_url {
+            Some(url) => {
+                let store = RedisStore::connect(url).await.with_context(|| {
+                    format!("cannot connect to Redis at {}", build::redact(url))
+                })?;
+                (Arc::new(store), "Redis")
+            }
+            None => (Arc::new(MemoryStore::new()), "embedded in-process store"),
+        };
+        let at = |port| SocketAddr::new(self.host, port);
+        let mut servers = Vec::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            let grpc_port = match self.grpc_ports.get(i) {
+                Some(p) => *p,
+                None => self.relay_port + 1 + i as u16,
+            };
+            servers.push((bind(at(*port)).await?, bind(at(grpc_port)).await?));
+        }
+        let options = Options {
+            relay_listener: bind(at(self.relay_port)).await?,
+            servers,
+            auth: build::authenticator(&self.auth)?,
+            limits: self.limits.into(),
+            health: self.health.into(),
+            presence,
+        };
+        Ok((options, store))
+    }
+}

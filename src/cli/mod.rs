@@ -1,0 +1,285 @@
+//! The edge between the command line and the library: every flag of every
+//! binary (this is the only module that uses clap), each with a
+//! `SWITCHBOARD_*` environment fallback shown in `--help`, converted into
+//! the tiers' plain options (`From`), and the build step (`build`) that
+//! binds ports, reads certificates and secrets and connects to Redis.
+//!
+//! Values are validated here so that the library can trust them. Nothing
+//! here runs after start-up.
+
+mod build;
+mod cluster;
+mod relay;
+mod server;
+mod token;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+pub use cluster::ClusterArgs;
+pub use relay::RelayArgs;
+pub use server::ServerArgs;
+pub use token::TokenArgs;
+
+use crate::telemetry::LogFormat;
+use crate::tls::TlsFiles;
+
+/// Server ids follow the user-name alphabet so that they are safe inside
+/// Redis keys and log lines.
+fn server_id(s: &str) -> Result<String, String> {
+    if crate::names::is_valid_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(crate::names::NAME_RULE.into())
+    }
+}
+
+fn positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) | Err(_) => Err("must be a positive integer".into()),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// The presence registry's Redis.
+#[derive(Debug, Clone, Args)]
+pub struct RedisFlags {
+    /// Redis URL of the presence registry: redis://[:PASSWORD@]HOST:PORT,
+    /// or rediss:// for TLS.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// PEM CA to verify a rediss:// server with, instead of the system's
+    /// trust store.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+}
+
+/// How a node's gRPC port is secured, and its health-only port.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcFlags {
+    #[command(flatten)]
+    pub tls: TlsFlags,
+
+    #[command(flatten)]
+    pub admin: AdminFlags,
+
+    /// Also serve grpc.health.v1 alone, in plaintext, on this address (for
+    /// Kubernetes gRPC probes, which cannot speak TLS) [default: off].
+    #[arg(long, env = "SWITCHBOARD_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsFlags {
+    /// PEM certificate (chain) this node serves gRPC with; turns TLS on
+    /// for its gRPC port (needs --tls-key).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA that signs the other nodes' certificates: turns TLS on for
+    /// the connections this node opens (relay link, health checks).
+    #[arg(long, env = "SWITCHBOARD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Require clients of this node's gRPC port to present a certificate
+    /// signed by --tls-ca (mutual TLS).
+    #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_AUTH", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_client_auth: bool,
+
+    /// Name to verify in the certificates of the nodes this node dials,
+    /// instead of the host in their address (useful when servers are
+    /// reached by pod IP but share a certificate for one DNS name).
+    #[arg(long, env = "SWITCHBOARD_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl From<TlsFlags> for TlsFiles {
+    fn from(f: TlsFlags) -> Self {
+        Self {
+            cert: f.tls_cert,
+            key: f.tls_key,
+            ca: f.tls_ca,
+            client_auth: f.tls_client_auth,
+            server_name: f.tls_server_name,
+        }
+    }
+}
+
+/// A bearer token required on the Admin API.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AdminFlags {
+    /// Bearer token the Admin API requires (grpcurl -H 'authorization:
+    /// Bearer TOKEN'); without one the Admin API is open.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
+    )]
+    pub admin_token: Option<String>,
+
+    /// File holding the Admin API bearer token.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Where the login-token secret comes from.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthFlags {
+    /// HS256 secret for login tokens; turns authentication on.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_AUTH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "auth_secret_file"
+    )]
+    pub auth_secret: Option<String>,
+
+    /// File holding the HS256 secret (e.g. a mounted Kubernetes Secret);
+    /// turns authentication on. Surrounding whitespace is ignored.
+    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+/// Log output options, shared by every binary.
+#[derive(Debug, Clone, Args)]
+pub struct LogFlags {
+    /// Log format: text (human-readable) or json (one JSON object per
+    /// line, for log pipelines). Filter with RUST_LOG (default info).
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Limits and timings of a message server, shared with the local cluster.
+#[derive(Debug, Clone, Args)]
+pub struct LimitFlags {
+    /// Maximum concurrent client connections; the next one gets server_full.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 500, value_parser = positive)]
+    pub max_connections: u64,
+
+    /// Longest accepted request line in bytes; longer ones get line_too_long
+    /// (at most 16 MiB).
+    #[arg(long, env = "SWITCHBOARD_MAX_LINE_BYTES", default_value_t = 65536, value_parser = line_limit)]
+    pub max_line_bytes: u64,
+
+    /// Connections not logged in after this many milliseconds are closed.
+    #[arg(long, env = "SWITCHBOARD_LOGIN_TIMEOUT_MS", default_value_t = 30_000, value_parser = positive)]
+    pub login_timeout_ms: u64,
+
+    /// Messages queued per connection before senders get recipient_busy.
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = positive)]
+    pub outbound_queue: u64,
+
+    /// Cross-server chats one connection may have awaiting their outcome;
+    /// beyond it, the server stops reading that connection until outcomes
+    /// arrive (backpressure, never loss).
+    #[arg(long, env = "SWITCHBOARD_MAX_INFLIGHT", default_value_t = 256, value_parser = positive)]
+    pub max_inflight: u64,
+
+    /// A forwarded chat without an outcome after this long gets unavailable.
+    #[arg(long, env = "SWITCHBOARD_FORWARD_TIMEOUT_MS", default_value_t = 5_000, value_parser = positive)]
+    pub forward_timeout_ms: u64,
+
+    /// A client that takes longer than this to accept one batch of output
+    /// is disconnected.
+    #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = positive)]
+    pub write_timeout_ms: u64,
+
+    /// Upper bound on the graceful drain at shutdown.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS", default_value_t = 5_000, value_parser = positive)]
+    pub drain_timeout_ms: u64,
+
+    /// Registry heartbeat period.
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_MS", default_value_t = 1_000, value_parser = positive)]
+    pub heartbeat_ms: u64,
+
+    /// Requests per second one connection may make (token bucket); excess
+    /// requests get rate_limited. 0 turns the limit off. The default stops
+    /// floods without getting in the way of tests and benchmarks; the Helm
+    /// chart sets a production budget (1000/s, burst 2000).
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_PER_SEC", default_value_t = 10_000)]
+    pub rate_limit_per_sec: u32,
+
+    /// Bucket size of the per-connection request limit.
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BURST", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// Concurrent connections allowed from one source IP; 0 = no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+
+    /// New connections per second allowed from one source IP; 0 = no limit.
+    #[arg(long, env = "SWITCHBOARD_ACCEPT_RATE_PER_IP", default_value_t = 0)]
+    pub accept_rate_per_ip: u32,
+}
+
+/// Lines must fit, with room to spare, in one link frame.
+fn line_limit(s: &str) -> Result<u64, String> {
+    match positive(s)? {
+        n if n <= 16 << 20 => Ok(n),
+        _ => Err("at most 16777216 (16 MiB)".into()),
+    }
+}
+
+impl From<LimitFlags> for crate::server::Limits {
+    fn from(f: LimitFlags) -> Self {
+        let rate_limit =
+            NonZeroU32::new(f.rate_limit_per_sec).map(|per_sec| crate::server::RateLimit {
+                per_sec,
+                burst: NonZeroU32::new(f.rate_limit_burst).unwrap_or(per_sec),
+            });
+        Self {
+            max_connections: f.max_connections as usize,
+            max_line_bytes: f.max_line_bytes as usize,
+            login_timeout: millis(f.login_timeout_ms),
+            outbound_queue: f.outbound_queue as usize,
+            max_inflight: f.max_inflight as usize,
+            forward_timeout: millis(f.forward_timeout_ms),
+            write_timeout: millis(f.write_timeout_ms),
+            drain_timeout: millis(f.drain_timeout_ms),
+            heartbeat: millis(f.heartbeat_ms),
+            rate_limit,
+            max_connections_per_ip: NonZeroU32::new(f.max_connections_per_ip),
+            accept_rate_per_ip: NonZeroU32::new(f.accept_rate_per_ip),
+        }
+    }
+}
+
+/// How the relay decides that a server is dead.
+#[derive(Debug, Clone, Args)]
+pub struct HealthFlags {
+    /// Period of the grpc.health.v1 checks of every known server.
+    #[arg(long, env = "SWITCHBOARD_HEALTH_INTERVAL_MS", default_value_t = 1_000, value_parser = positive)]
+    pub health_interval_ms: u64,
+
+    /// Consecutive failed checks after which a server is declared dead.
+    #[arg(long, env = "SWITCHBOARD_HEALTH_FAILURES", default_value_t = 3, value_parser = positive)]
+    pub health_failures: u64,
+}
+
+impl From<HealthFlags> for crate::relay::HealthWatch {
+    fn from(f: HealthFlags) -> Self {
+        Self {
+            health_interval: millis(f.health_interval_ms),
+            health_failures: f.health_failures,
+        }
+    }
+}

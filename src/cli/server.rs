@@ -1,0 +1,95 @@
+//! `switchboard-server`'s flags and build step.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use super::build::{self, bind, bind_opt, dialable};
+use super::{AuthFlags, GrpcFlags, LimitFlags, LogFlags, RedisFlags, server_id};
+use crate::presence::PresenceStore;
+use crate::server::{Options, RelayEndpoint};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "switchboard-server",
+    version,
+    about = "switchboard message server"
+)]
+pub struct ServerArgs {
+    /// Stable id of this message server (the pod name under Kubernetes).
+    #[arg(long, env = "SWITCHBOARD_ID", value_parser = server_id)]
+    pub id: String,
+
+    /// Client (NDJSON over TCP) listen address.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:9501")]
+    pub listen: SocketAddr,
+
+    /// gRPC listen address (health, reflection, Admin).
+    #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "0.0.0.0:9601")]
+    pub grpc_listen: SocketAddr,
+
+    /// gRPC address the relay uses to health-check this server
+    /// [default: --grpc-listen, with an unspecified IP replaced by 127.0.0.1].
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_GRPC")]
+    pub advertise_grpc: Option<String>,
+
+    /// Client address shown to operators [default: --listen, likewise].
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_CLIENT")]
+    pub advertise_client: Option<String>,
+
+    /// Relay gRPC URL (http://, or https:// with --tls-ca).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RELAY",
+        default_value = "http://127.0.0.1:9600"
+    )]
+    pub relay: String,
+
+    #[command(flatten)]
+    pub redis: RedisFlags,
+
+    #[command(flatten)]
+    pub grpc: GrpcFlags,
+
+    #[command(flatten)]
+    pub auth: AuthFlags,
+
+    /// Serve Prometheus metrics at GET /metrics on this address
+    /// (e.g. 0.0.0.0:9090) [default: off].
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub limits: LimitFlags,
+
+    #[command(flatten)]
+    pub log: LogFlags,
+}
+
+impl ServerArgs {
+    /// Binds the ports, loads certificates and secrets, connects to Redis.
+    pub async fn build(self) -> anyhow::Result<(Options, Arc<dyn PresenceStore>)> {
+        let store = build::connect_redis(&self.redis).await?;
+        let options = Options {
+            advertise_client: self
+                .advertise_client
+                .unwrap_or_else(|| dialable(self.listen)),
+            advertise_grpc: self
+                .advertise_grpc
+                .unwrap_or_else(|| dialable(self.grpc_listen)),
+            client_listener: bind(self.listen).await?,
+            grpc: build::serving(&self.grpc, self.grpc_listen).await?,
+            relay: RelayEndpoint {
+                url: self.relay,
+                tls: build::client_tls(&self.grpc)?,
+            },
+            metrics_listener: bind_opt(self.metrics_listen).await?,
+            auth: build::authenticator(&self.auth)?,
+            admin_token: build::admin_token(&self.grpc.admin)?,
+            id: self.id,
+            limits: self.limits.into(),
+        };
+        Ok((options, store))
+    }
+}

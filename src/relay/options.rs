@@ -1,0 +1,30 @@
+//! What a relay is started with: plain values, with ports already bound
+//! and files already loaded by the binaries' build step (`crate::cli`).
+//! No flags and no I/O here.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::ClientTlsConfig;
+
+use crate::grpc::Serving;
+
+pub struct Options {
+    pub grpc: Serving,
+    /// TLS for the connections the relay opens (health checks).
+    pub client_tls: Option<ClientTlsConfig>,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics_listener: Option<TcpListener>,
+    pub health: HealthWatch,
+    /// Bearer token of the Admin API, if it is protected.
+    pub admin_token: Option<String>,
+}
+
+/// How the relay decides that a server is dead (flags of the same names).
+#[derive(Debug, Clone)]
+pub struct HealthWatch {
+    /// Period of the grpc.health.v1 checks of every known server.
+    pub health_interval: Duration,
+    /// Consecutive failed checks after which a server is declared dead.
+    pub health_failures: u64,
+}

@@ -1,0 +1,65 @@
+//! A message server as an Admin API node: it knows its own link and
+//! drain state, and sends operator messages as chats (delivered here or
+//! forwarded through the relay).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::admission::Admission;
+use super::delivery::deliver_local;
+use super::forwards::{Forwards, Waiter};
+use super::identity::Identity;
+use super::sessions::Sessions;
+use crate::admin::{AdminNode, ServerView};
+use crate::metrics::Metrics;
+use crate::pb::{self, Status};
+
+pub struct ServerNode {
+    pub me: Arc<Identity>,
+    pub sessions: Arc<Sessions>,
+    pub forwards: Arc<Forwards>,
+    pub admission: Arc<Admission>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[tonic::async_trait]
+impl AdminNode for ServerNode {
+    fn node_name(&self) -> String {
+        self.me.id.clone()
+    }
+
+    fn server_views(&self) -> HashMap<String, ServerView> {
+        let health = if self.admission.is_draining() {
+            "NOT_SERVING"
+        } else {
+            "SERVING"
+        };
+        let view = ServerView {
+            linked_since_ms: self.forwards.linked_since_ms(),
+            health: Some(health.into()),
+        };
+        [(self.me.id.clone(), view)].into()
+    }
+
+    async fn send_as_operator(&self, message: pb::ChatMessage) -> Status {
+        let status = deliver_local(&self.sessions, &message);
+        if status == Status::NotHere {
+            let (tx, rx) = oneshot::channel();
+            self.forwards.forward(message, Waiter::Operator(tx));
+            // The expiry sweep guarantees an answer within the timeout.
+            return rx.await.unwrap_or(Status::Unavailable);
+        }
+        self.metrics.outcome(status);
+        status
+    }
+
+    fn new_message_id(&self) -> String {
+        self.me.new_message_id()
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

@@ -1,0 +1,229 @@
+//! A message server: client connections, local delivery, the relay link.
+//!
+//! Calls flow one way, from the socket inwards:
+//! `listener` (accept, `admission`) -> `connection` (one task per client,
+//! owns the socket) -> `requests` (what each request does) -> `delivery`
+//! (local sessions, reply lines) / `forwards` (chats sent to the relay)
+//! / `roster` (this server's entries in the presence store).
+//! Beside them run `relay_link` (the stream to the relay), `membership`
+//! (join, heartbeat, leave), `kicks` (kick notices from the store) and
+//! `admin_node` (this server as seen by the Admin API). `sessions` is the
+//! local session table, the authority on local delivery; `identity` is who
+//! this server is and the ids it mints; `options` what it is started with.
+//!
+//! A message server never routes between other servers; that is the
+//! relay's job. Each task is handed exactly the parts it may touch.
+
+mod admin_node;
+mod admission;
+mod connection;
+mod delivery;
+mod forwards;
+mod identity;
+mod kicks;
+mod listener;
+mod membership;
+mod options;
+mod relay_link;
+mod requests;
+mod roster;
+mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::AdminService;
+use crate::grpc::{self, Services};
+use crate::metrics::Metrics;
+use crate::pb;
+use crate::presence::PresenceStore;
+use crate::shutdown::CancellationToken;
+
+pub use options::{Limits, Options, RateLimit, RelayEndpoint};
+
+/// The parts of a running server, each shared with exactly the tasks
+/// that need it.
+struct Parts {
+    store: Arc<dyn PresenceStore>,
+    me: Arc<identity::Identity>,
+    metrics: Arc<Metrics>,
+    sessions: Arc<sessions::Sessions>,
+    roster: Arc<roster::Roster>,
+    forwards: Arc<forwards::Forwards>,
+    admission: Arc<admission::Admission>,
+}
+
+impl Parts {
+    fn new(id: String, limits: &Limits, store: Arc<dyn PresenceStore>) -> Self {
+        let me = Arc::new(identity::Identity::new(id));
+        let metrics = Metrics::new();
+        Self {
+            roster: Arc::new(roster::Roster::new(store.clone(), me.clone())),
+            forwards: Arc::new(forwards::Forwards::new(
+                me.id.clone(),
+                limits.forward_timeout,
+                metrics.clone(),
+            )),
+            admission: Arc::new(admission::Admission::new(limits)),
+            sessions: Arc::default(),
+            store,
+            me,
+            metrics,
+        }
+    }
+}
+
+/// Runs a message server until `shutdown`, then drains it: health
+/// NOT_SERVING, no new connections, clients told, presence removed.
+pub async fn run(
+    opts: Options,
+    store: Arc<dyn PresenceStore>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // A bad relay URL (or https:// without a CA) is a configuration error:
+    // report it now rather than retrying it forever.
+    crate::tls::endpoint(&opts.relay.url, opts.relay.tls.as_ref()).context("--relay")?;
+    let parts = Parts::new(opts.id, &opts.limits, store);
+    let (info, kick_stream) = membership::join(
+        parts.store.as_ref(),
+        &parts.me,
+        &opts.advertise_grpc,
+        &opts.advertise_client,
+    )
+    .await?;
+    let grpc = Grpc::start(&parts, opts.grpc, opts.admin_token).await;
+    let background = shutdown.child_token();
+    let tasks = TaskTracker::new();
+    if let Some(listener) = opts.metrics_listener {
+        let metrics = parts.metrics.clone();
+        tasks.spawn(crate::metrics::serve(listener, metrics, background.clone()));
+    }
+    spawn_membership(&tasks, &parts, &opts.limits, info, kick_stream, &background);
+    let hello = pb::Hello {
+        server_id: parts.me.id.clone(),
+        incarnation: parts.me.incarnation.clone(),
+        grpc_addr: opts.advertise_grpc,
+        client_addr: opts.advertise_client,
+    };
+    spawn_forwarding(&tasks, &parts, opts.relay, hello, &background);
+    tracing::info!(server = %parts.me.id, incarnation = %parts.me.incarnation, "message server started");
+
+    let drain_timeout = opts.limits.drain_timeout;
+    let ctx = Arc::new(requests::Context {
+        me: parts.me.clone(),
+        sessions: parts.sessions.clone(),
+        forwards: parts.forwards.clone(),
+        roster: parts.roster.clone(),
+        limits: opts.limits,
+        auth: opts.auth,
+        metrics: parts.metrics.clone(),
+    });
+    let connections = TaskTracker::new();
+    let client_listener = opts.client_listener;
+    listener::accept_loop(
+        ctx,
+        &parts.admission,
+        client_listener,
+        &connections,
+        shutdown,
+    )
+    .await;
+
+    // Drain. Connections see `shutdown` themselves and say goodbye.
+    parts.admission.start_drain();
+    grpc.health.set(false).await;
+    connections.close();
+    if tokio::time::timeout(drain_timeout, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(server = %parts.me.id, "drain timeout: exiting while some connections are still closing");
+    }
+    background.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    membership::leave(parts.store.as_ref(), &parts.me).await;
+    grpc.stop().await;
+    tracing::info!(server = %parts.me.id, "message server stopped");
+    Ok(())
+}
+
+/// The gRPC port: health (SERVING until the drain) and the Admin API.
+struct Grpc {
+    health: grpc::Health,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Grpc {
+    async fn start(parts: &Parts, serving: grpc::Serving, admin_token: Option<String>) -> Self {
+        let (health, health_service) = grpc::Health::new(vec![]);
+        health.set(true).await;
+        let node = admin_node::ServerNode {
+            me: parts.me.clone(),
+            sessions: parts.sessions.clone(),
+            forwards: parts.forwards.clone(),
+            admission: parts.admission.clone(),
+            metrics: parts.metrics.clone(),
+        };
+        let admin = AdminService::serve(Arc::new(node), parts.store.clone(), admin_token);
+        let stop = CancellationToken::new();
+        let services = Services::default().add(admin);
+        let task = tokio::spawn(grpc::serve(serving, health_service, services, stop.clone()));
+        Self { health, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// The heartbeat and the kick notices.
+fn spawn_membership(
+    tasks: &TaskTracker,
+    parts: &Parts,
+    limits: &Limits,
+    info: crate::presence::ServerInfo,
+    kick_stream: crate::presence::KickStream,
+    stop: &CancellationToken,
+) {
+    let heartbeat = membership::Heartbeat {
+        store: parts.store.clone(),
+        me: parts.me.clone(),
+        admission: parts.admission.clone(),
+        metrics: parts.metrics.clone(),
+        roster: parts.roster.clone(),
+        sessions: parts.sessions.clone(),
+        period: limits.heartbeat,
+    };
+    tasks.spawn(heartbeat.run(info, stop.clone()));
+    let kick_notices = kicks::KickNotices {
+        store: parts.store.clone(),
+        me: parts.me.clone(),
+        sessions: parts.sessions.clone(),
+        roster: parts.roster.clone(),
+    };
+    tasks.spawn(kick_notices.run(kick_stream, stop.clone()));
+}
+
+/// The link to the relay and the forward-expiry sweep.
+fn spawn_forwarding(
+    tasks: &TaskTracker,
+    parts: &Parts,
+    relay: RelayEndpoint,
+    hello: pb::Hello,
+    stop: &CancellationToken,
+) {
+    let link = relay_link::RelayLink {
+        relay,
+        hello,
+        sessions: parts.sessions.clone(),
+        forwards: parts.forwards.clone(),
+    };
+    tasks.spawn(link.run(stop.clone()));
+    tasks.spawn(forwards::expire_loop(parts.forwards.clone(), stop.clone()));
+}

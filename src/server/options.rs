@@ -1,0 +1,67 @@
+//! What a message server is started with: plain values, with ports
+//! already bound and files already loaded by the binaries' build step
+//! (`crate::cli`). No flags and no I/O here.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::ClientTlsConfig;
+
+use crate::auth::Authenticator;
+use crate::grpc::Serving;
+
+pub struct Options {
+    /// Stable id of this server (the pod name under Kubernetes).
+    pub id: String,
+    pub client_listener: TcpListener,
+    pub grpc: Serving,
+    /// Where clients reach this server (shown to operators).
+    pub advertise_client: String,
+    /// Where the relay reaches this server's gRPC port (health checks).
+    pub advertise_grpc: String,
+    pub relay: RelayEndpoint,
+    pub limits: Limits,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics_listener: Option<TcpListener>,
+    /// Login tokens are required when set.
+    pub auth: Option<Authenticator>,
+    /// Bearer token of the Admin API, if it is protected.
+    pub admin_token: Option<String>,
+}
+
+/// Where the relay is, and how to reach it.
+#[derive(Clone)]
+pub struct RelayEndpoint {
+    pub url: String,
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// Limits and timings of a message server (flags of the same names).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_line_bytes: usize,
+    pub login_timeout: Duration,
+    /// Messages queued per connection before senders get recipient_busy.
+    pub outbound_queue: usize,
+    /// Cross-server chats one connection may have awaiting their outcome.
+    pub max_inflight: usize,
+    pub forward_timeout: Duration,
+    pub write_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub heartbeat: Duration,
+    /// The per-connection request budget; None: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Concurrent connections from one source IP; None: no limit.
+    pub max_connections_per_ip: Option<NonZeroU32>,
+    /// New connections per second from one source IP; None: no limit.
+    pub accept_rate_per_ip: Option<NonZeroU32>,
+}
+
+/// A token bucket: `per_sec` refill, `burst` capacity.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_sec: NonZeroU32,
+    pub burst: NonZeroU32,
+}

@@ -1,0 +1,329 @@
+//! What a client's requests do: one connection's protocol state (who is
+//! logged in, which chats await their outcome) and the handler of each
+//! request. The one place where library errors (presence store failures)
+//! become protocol errors; everything below speaks typed errors.
+//!
+//! The connection task (`connection`) owns the socket and calls in here;
+//! nothing here calls back into it: replies are appended to the buffer it
+//! passes, and `Flow::Close` tells it to close.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::delivery::{deliver_local, outcome_line};
+use super::forwards::{Forwards, Waiter};
+use super::identity::Identity;
+use super::options::{Limits, RateLimit};
+use super::roster::Roster;
+use super::sessions::{Control, Displaced, SessionHandle, Sessions};
+use crate::auth::Authenticator;
+use crate::clock::now_ms;
+use crate::metrics::Metrics;
+use crate::pb::{self, Status};
+use crate::presence::PresenceError;
+use crate::protocol::reply::{Event, Ref, error_line};
+use crate::protocol::request::{Parsed, parse};
+use crate::protocol::{ChatRequest, ErrorCode, KickReason, ProtocolError, Request};
+
+/// What a client connection may touch.
+pub struct Context {
+    pub me: Arc<Identity>,
+    pub sessions: Arc<Sessions>,
+    pub forwards: Arc<Forwards>,
+    pub roster: Arc<Roster>,
+    pub limits: Limits,
+    pub auth: Option<Authenticator>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Whether the connection goes on after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Close after writing what is buffered (the session was displaced).
+    Close,
+}
+
+/// The logged-in identity of a connection.
+#[derive(Debug, Clone)]
+struct Session {
+    name: String,
+    id: u64,
+    since_ms: i64,
+}
+
+/// A request's answer: a line to send, nothing (sent later), or an error.
+type Answer = Result<Option<Bytes>, ProtocolError>;
+
+/// One connection's protocol state.
+pub struct Requests {
+    ctx: Arc<Context>,
+    session: Option<Session>,
+    /// This connection's queues, handed to the session table at login.
+    messages: mpsc::Sender<Bytes>,
+    control: mpsc::UnboundedSender<Control>,
+    /// Slots for cross-server chats awaiting their outcome.
+    inflight: Arc<Semaphore>,
+    /// Cross-server chats whose outcome line has not arrived yet; a client
+    /// that half-closes still gets them before the connection ends.
+    awaiting_outcomes: usize,
+    /// The request budget (None: unlimited).
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// A presence store failure, as the client sees it.
+fn store_error(e: PresenceError) -> ProtocolError {
+    tracing::warn!(error = %e, "presence store failed");
+    ProtocolError::new(
+        ErrorCode::Unavailable,
+        "presence registry unavailable; try again",
+    )
+}
+
+fn request_limiter(limit: Option<RateLimit>) -> Option<DefaultDirectRateLimiter> {
+    let RateLimit { per_sec, burst } = limit?;
+    Some(RateLimiter::direct(
+        Quota::per_second(per_sec).allow_burst(burst),
+    ))
+}
+
+impl Requests {
+    pub fn new(
+        ctx: Arc<Context>,
+        messages: mpsc::Sender<Bytes>,
+        control: mpsc::UnboundedSender<Control>,
+    ) -> Self {
+        Self {
+            inflight: Arc::new(Semaphore::new(ctx.limits.max_inflight)),
+            limiter: request_limiter(ctx.limits.rate_limit),
+            ctx,
+            session: None,
+            messages,
+            control,
+            awaiting_outcomes: 0,
+        }
+    }
+
+    pub fn logged_in(&self) -> bool {
+        self.session.is_some()
+    }
+
+    pub fn awaiting_outcomes(&self) -> usize {
+        self.awaiting_outcomes
+    }
+
+    /// A forwarded chat's outcome line arrived for this connection.
+    pub fn outcome_arrived(&mut self) {
+        self.awaiting_outcomes = self.awaiting_outcomes.saturating_sub(1);
+    }
+
+    /// Runs one request line; its reply (if any) is appended to `out`.
+    pub async fn handle(&mut self, line: &[u8], out: &mut BytesMut) -> Flow {
+        let Parsed { reference, request } = parse(line);
+        let over_budget = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
+        let answer = match request {
+            _ if over_budget => Err(ErrorCode::RateLimited.into()),
+            Err(e) => Err(e),
+            Ok(Request::Login { name, token }) => {
+                return self.login(name, token, &reference, out).await;
+            }
+            Ok(Request::Ping) => Ok(Some(
+                Event::Pong {
+                    reference: &reference,
+                }
+                .to_line(),
+            )),
+            Ok(Request::Chat(chat)) => self.chat(chat, &reference).await,
+            Ok(Request::Who { name }) => self.who(&name, &reference).await,
+            Ok(Request::Logout) => self.logout(&reference).await,
+        };
+        match answer {
+            Ok(Some(line)) => out.extend_from_slice(&line),
+            Ok(None) => {}
+            Err(e) => out.extend_from_slice(&error_line(&e, &reference)),
+        }
+        Flow::Continue
+    }
+
+    async fn login(
+        &mut self,
+        name: String,
+        token: Option<String>,
+        reference: &Ref,
+        out: &mut BytesMut,
+    ) -> Flow {
+        match self.try_login(name, token, reference).await {
+            Ok((line, installed)) => {
+                out.extend_from_slice(&line);
+                if let Err(Displaced(reason)) = installed {
+                    // Kicked (a newer login elsewhere, an operator) while
+                    // this login was in flight.
+                    out.extend_from_slice(&self.kick(reason));
+                    return Flow::Close;
+                }
+            }
+            Err(e) => out.extend_from_slice(&error_line(&e, reference)),
+        }
+        Flow::Continue
+    }
+
+    /// Records the login and installs the session; returns the login line
+    /// and whether the session survived its own installation.
+    async fn try_login(
+        &mut self,
+        name: String,
+        token: Option<String>,
+        reference: &Ref,
+    ) -> Result<(Bytes, Result<(), Displaced>), ProtocolError> {
+        if self.session.is_some() {
+            return Err(ErrorCode::AlreadyLoggedIn.into());
+        }
+        if let Some(auth) = &self.ctx.auth {
+            auth.verify(&name, token.as_deref())
+                .map_err(|e| ProtocolError::new(ErrorCode::Unauthorized, e.to_string()))?;
+        }
+        let ctx = &self.ctx;
+        let session = Session {
+            id: ctx.me.new_session_id(),
+            since_ms: now_ms(),
+            name,
+        };
+        let entry = ctx.me.presence(&session.name, session.id, session.since_ms);
+        if let Some(old) = ctx.roster.login(&entry).await.map_err(store_error)? {
+            ctx.sessions
+                .kick(&old.name, old.session, KickReason::LoggedInElsewhere);
+        }
+        let handle = SessionHandle {
+            id: session.id,
+            since_ms: session.since_ms,
+            messages: self.messages.clone(),
+            control: self.control.clone(),
+        };
+        let line = Event::Login {
+            ok: true,
+            name: &session.name,
+            server: &ctx.me.id,
+            reference,
+        }
+        .to_line();
+        tracing::debug!(server = %ctx.me.id, user = %session.name, "login");
+        let installed = ctx.sessions.install(&session.name, handle);
+        ctx.metrics.logins.inc();
+        self.session = Some(session);
+        Ok((line, installed))
+    }
+
+    async fn logout(&mut self, reference: &Ref) -> Answer {
+        if self.session.is_none() {
+            return Err(ErrorCode::NotLoggedIn.into());
+        }
+        self.end(false).await;
+        Ok(Some(
+            Event::Logout {
+                ok: true,
+                reference,
+            }
+            .to_line(),
+        ))
+    }
+
+    async fn who(&mut self, name: &str, reference: &Ref) -> Answer {
+        let online = self.ctx.sessions.is_online(name)
+            || self.ctx.roster.is_online(name).await.map_err(store_error)?;
+        Ok(Some(
+            Event::Who {
+                name,
+                online,
+                reference,
+            }
+            .to_line(),
+        ))
+    }
+
+    async fn chat(&mut self, chat: ChatRequest, reference: &Ref) -> Answer {
+        let Some(session) = &self.session else {
+            return Err(ErrorCode::NotLoggedIn.into());
+        };
+        if chat.send.as_deref().is_some_and(|s| s != session.name) {
+            return Err(ErrorCode::SenderMismatch.into());
+        }
+        let ctx = &self.ctx;
+        let message = pb::ChatMessage {
+            id: ctx.me.new_message_id(),
+            from: session.name.clone(),
+            to: chat.recv,
+            content: chat.content,
+            ts_ms: now_ms(),
+        };
+        let status = deliver_local(&ctx.sessions, &message);
+        if status == Status::NotHere {
+            ctx.metrics.messages_forwarded.inc();
+            return self.forward(message, reference).await;
+        }
+        ctx.metrics.messages_local.inc();
+        ctx.metrics.outcome(status);
+        Ok(Some(outcome_line(&message.id, reference, status)))
+    }
+
+    /// Hands a chat to the relay; its outcome arrives later as a control
+    /// line. Waits for an in-flight slot first: backpressure, not loss.
+    async fn forward(&mut self, message: pb::ChatMessage, reference: &Ref) -> Answer {
+        let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+            return Err(ErrorCode::Unavailable.into());
+        };
+        let waiter = Waiter::Client {
+            control: self.control.clone(),
+            reference: reference.clone(),
+            permit,
+        };
+        self.ctx.forwards.forward(message, waiter);
+        self.awaiting_outcomes += 1;
+        Ok(None)
+    }
+
+    /// Closes the session (if any) with a `kicked` event; returns the line.
+    /// The session no longer owns its name: it is forgotten without a
+    /// logout (on shutdown the server purges all its entries in one sweep).
+    pub fn kick(&mut self, reason: KickReason) -> Bytes {
+        if let Some(s) = self.session.take() {
+            self.ctx.metrics.kick(reason);
+            // Shutdown kicks everyone at once: one line per session would
+            // bury the drain's own summary.
+            if reason == KickReason::LoggedInElsewhere {
+                tracing::info!(server = %self.ctx.me.id, user = %s.name, "session kicked: logged in elsewhere");
+            } else {
+                tracing::debug!(server = %self.ctx.me.id, user = %s.name, ?reason, "session closed");
+            }
+            if reason == KickReason::ServerShutdown {
+                self.ctx.sessions.remove(&s.name, s.id);
+            }
+        }
+        Event::Kicked { reason }.to_line()
+    }
+
+    /// `kick`, if session `session` is still this connection's.
+    pub fn kick_session(&mut self, session: u64, reason: KickReason) -> Option<Bytes> {
+        let ours = self.session.as_ref().is_some_and(|s| s.id == session);
+        ours.then(|| self.kick(reason))
+    }
+
+    /// Ends the session, if any: forgets it locally and, unless the server
+    /// is shutting down (it then purges all its entries in one sweep),
+    /// removes its presence entry.
+    pub async fn end(&mut self, shutting_down: bool) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        self.ctx.sessions.remove(&session.name, session.id);
+        if !shutting_down {
+            let entry = self
+                .ctx
+                .me
+                .presence(&session.name, session.id, session.since_ms);
+            self.ctx.roster.logout(entry).await;
+        }
+    }
+}
