@@ -2,7 +2,8 @@
 //!
 //! Every failure a client can see is one of these codes plus a human
 //! message. Library errors (presence, routing) are mapped to them in one
-//! place, the gateway's command handler, never here.
+//! place, the message server's request handler (`server::requests`), never
+//! here.
 
 use std::fmt;
 

@@ -21,7 +21,7 @@ pub enum Request {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatRequest {
-    /// The claimed sender; checked against the session by the gateway.
+    /// The claimed sender; checked against the session by the message server.
     pub send: Option<String>,
     pub recv: String,
     pub content: String,
