@@ -14,7 +14,6 @@ pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod grpc;
-pub mod loadgen;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

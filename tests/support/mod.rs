@@ -7,8 +7,9 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener as StdListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -586,4 +587,60 @@ impl Client {
     pub async fn finish(&mut self) {
         self.writer.shutdown().await.expect("shutdown");
     }
+}
+
+/// The `switchboard-load` binary, built on first use for the profile of
+/// this test binary. It belongs to another package of the workspace, so
+/// Cargo neither builds it for these tests nor sets
+/// `CARGO_BIN_EXE_switchboard-load`. Call it before starting any clock:
+/// the first call may compile for a minute.
+pub fn load_binary() -> &'static Path {
+    static LOAD: OnceLock<PathBuf> = OnceLock::new();
+    LOAD.get_or_init(|| build_workspace_bin("switchboard-load"))
+}
+
+/// Builds binary `bin` of workspace package `bin` with the profile and
+/// target directory of this test binary (`<target>/<profile>/deps/<exe>`)
+/// and returns its path. Panics with Cargo's output if the build fails.
+fn build_workspace_bin(bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("a target directory");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "-p", bin, "--bin", bin, "--locked", "--target-dir"])
+        .arg(target_dir);
+    // `cargo test` uses the dev profile (directory `debug`), `--release`
+    // the release profile; any other directory is a custom profile.
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cargo.arg("--release");
+        }
+        Some(profile) => {
+            cargo.args(["--profile", profile]);
+        }
+        None => panic!("no profile directory in {}", exe.display()),
+    }
+    let out = cargo
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", env!("CARGO")));
+    assert!(
+        out.status.success(),
+        "{cargo:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{cargo:?} did not produce {}",
+        path.display()
+    );
+    path
 }

@@ -17,8 +17,8 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, Reply};
-use super::{Progress, rate, report_progress, resolve, run_id};
+use crate::cli::{Progress, rate, report_progress, resolve, run_id};
+use crate::client::{Client, Reply};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnsArgs {

@@ -26,11 +26,11 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, LineReader, Reply, push_chat};
-use super::content::{self, HEADER_LEN, Stamp};
-use super::stats::Summary;
-use super::verify::{Audit, Fate, Receiver, Timeline, Verdict, outcome};
-use super::{Progress, now_ns, rate, report_progress, resolve, run_id};
+use crate::cli::{Progress, now_ns, rate, report_progress, resolve, run_id};
+use crate::client::{Client, LineReader, Reply, push_chat};
+use crate::content::{self, HEADER_LEN, Stamp};
+use crate::stats::Summary;
+use crate::verify::{Audit, Fate, Receiver, Timeline, Verdict, outcome};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PairsArgs {

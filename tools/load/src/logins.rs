@@ -10,9 +10,9 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::client::Client;
-use super::stats::Summary;
-use super::{Progress, now_ns, rate, report_progress, resolve, run_id};
+use crate::cli::{Progress, now_ns, rate, report_progress, resolve, run_id};
+use crate::client::Client;
+use crate::stats::Summary;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoginsArgs {

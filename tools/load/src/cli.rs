@@ -1,26 +1,6 @@
-//! `switchboard-load`: a load generator and correctness checker for the
-//! client protocol.
-//!
-//! - `client`: a pipelined protocol client (connect, line reader, replies).
-//! - `content`: self-verifying chat content (seq, send time, checksum).
-//! - `verify`: per-direction exactly-once / in-order / intact checks and
-//!   the final audit of outcomes against arrivals.
-//! - `stats`: percentiles and latency summaries.
-//! - `pairs`: throughput and latency between pairs of users.
-//! - `conns`: many idle logged-in connections, memory per connection.
-//! - `logins`: login + logout cycles per second.
-//!
-//! Every mode prints progress and a human summary on stderr and exactly
-//! one JSON summary line on stdout; `run` returns false when the run
-//! found a violation or failed.
-
-pub mod client;
-pub mod conns;
-pub mod content;
-pub mod logins;
-pub mod pairs;
-pub mod stats;
-pub mod verify;
+//! The command line (global flags, one subcommand per mode) and the
+//! helpers every mode shares: the clock, run ids, address resolution and
+//! the progress reporter.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -29,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use crate::{conns, logins, pairs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
