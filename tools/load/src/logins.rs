@@ -1,6 +1,8 @@
 //! The `logins` mode: N login + logout cycles spread over C connections
 //! (each connection logs in, logs out, and logs in again under the next
 //! fresh name); reports cycles per second and login latency.
+//!
+//! Owns its connections and its JSON summary line; must not send chats.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +12,10 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Progress, now_ns, rate, report_progress, resolve, run_id};
 use crate::client::Client;
-use crate::stats::Summary;
+use crate::common::{now_ns, resolve, run_id};
+use crate::progress::{Progress, report_progress};
+use crate::stats::{Summary, rate, round3};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoginsArgs {
@@ -41,75 +44,124 @@ pub async fn run(args: LoginsArgs, print_progress: bool) -> anyhow::Result<bool>
         .collect()
         .await;
     let clients: Vec<Client> = clients.into_iter().collect::<anyhow::Result<_>>()?;
+    let (mut cycles, elapsed) = cycle_all(clients, &args, &run, print_progress).await?;
+    Ok(report(&args, &run, conns, &mut cycles, elapsed))
+}
 
-    let next = Arc::new(AtomicU64::new(0));
-    let progress = Arc::new(Progress::default());
-    let stall = CancellationToken::new();
+/// Login latencies (ns) and errors of one or more connections.
+#[derive(Default)]
+struct Cycles {
+    latencies: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Cycles {
+    fn add(&mut self, other: Cycles) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// What the cycling connections share.
+#[derive(Clone)]
+struct Shared {
+    /// The next cycle number to take; stop at --count.
+    next: Arc<AtomicU64>,
+    count: u64,
+    run: String,
+    progress: Arc<Progress>,
+    stall: CancellationToken,
+}
+
+/// Runs --count cycles over `clients`, with progress on stderr; gives up
+/// after 30 s without progress. Returns their sum and the time taken.
+async fn cycle_all(
+    clients: Vec<Client>,
+    args: &LoginsArgs,
+    run: &str,
+    print_progress: bool,
+) -> anyhow::Result<(Cycles, Duration)> {
+    let shared = Shared {
+        next: Arc::new(AtomicU64::new(0)),
+        count: args.count,
+        run: run.to_owned(),
+        progress: Arc::new(Progress::default()),
+        stall: CancellationToken::new(),
+    };
     let stop = CancellationToken::new();
     let reporter = tokio::spawn(report_progress(
         "logins",
-        progress.clone(),
+        shared.progress.clone(),
         print_progress,
         Duration::from_secs(30),
-        stall.clone(),
+        shared.stall.clone(),
         stop.clone(),
     ));
     let start = Instant::now();
-    let mut workers = Vec::new();
-    for mut client in clients {
-        let (next, progress, stall, run) =
-            (next.clone(), progress.clone(), stall.clone(), run.clone());
-        let count = args.count;
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            let mut first_error = None;
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= count || stall.is_cancelled() {
-                    break;
-                }
-                progress.sent.fetch_add(1, Ordering::Relaxed);
-                let t = now_ns();
-                let cycle = async {
-                    client.login(&format!("l{run}-{k}"), 2 * k).await?;
-                    let login_ns = now_ns() - t;
-                    client.logout(2 * k + 1).await?;
-                    anyhow::Ok(login_ns)
-                };
-                let r = tokio::select! {
-                    _ = stall.cancelled() => break,
-                    r = cycle => r,
-                };
-                match r {
-                    Ok(ns) => latencies.push(ns),
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{e:#}"));
-                        break; // the connection may be unusable now
-                    }
-                }
-                progress.done.fetch_add(1, Ordering::Relaxed);
-            }
-            (latencies, errors, first_error)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|client| tokio::spawn(cycle(client, shared.clone())))
+        .collect();
+    let mut cycles = Cycles::default();
     for w in workers {
-        let (l, e, f) = w.await?;
-        latencies.extend(l);
-        errors += e;
-        if first_error.is_none() {
-            first_error = f;
-        }
+        cycles.add(w.await?);
     }
     let elapsed = start.elapsed();
     stop.cancel();
     let _ = reporter.await;
-    let done = latencies.len() as u64;
-    let lat = Summary::of(&mut latencies);
+    Ok((cycles, elapsed))
+}
+
+/// One connection's cycles: takes cycle numbers until --count is reached,
+/// the run stalls or a cycle fails (the connection may be unusable then).
+async fn cycle(mut client: Client, s: Shared) -> Cycles {
+    let mut cycles = Cycles::default();
+    loop {
+        let k = s.next.fetch_add(1, Ordering::Relaxed);
+        if k >= s.count || s.stall.is_cancelled() {
+            break;
+        }
+        s.progress.sent.fetch_add(1, Ordering::Relaxed);
+        let t = now_ns();
+        let cycle = async {
+            client.login(&format!("l{}-{k}", s.run), 2 * k).await?;
+            let login_ns = now_ns() - t;
+            client.logout(2 * k + 1).await?;
+            anyhow::Ok(login_ns)
+        };
+        let r = tokio::select! {
+            _ = s.stall.cancelled() => break,
+            r = cycle => r,
+        };
+        match r {
+            Ok(ns) => cycles.latencies.push(ns),
+            Err(e) => {
+                cycles.errors += 1;
+                cycles.first_error.get_or_insert_with(|| format!("{e:#}"));
+                break; // the connection may be unusable now
+            }
+        }
+        s.progress.done.fetch_add(1, Ordering::Relaxed);
+    }
+    cycles
+}
+
+/// Prints the summary (stderr) and the JSON line (stdout); true if every
+/// cycle completed.
+fn report(
+    args: &LoginsArgs,
+    run: &str,
+    conns: usize,
+    cycles: &mut Cycles,
+    elapsed: Duration,
+) -> bool {
+    let done = cycles.latencies.len() as u64;
+    let lat = Summary::of(&mut cycles.latencies);
+    let (errors, first_error) = (cycles.errors, &cycles.first_error);
     let ok = errors == 0 && done == args.count;
     let per_sec = rate(done, elapsed);
     let summary = json!({
@@ -121,7 +173,7 @@ pub async fn run(args: LoginsArgs, print_progress: bool) -> anyhow::Result<bool>
         "completed": done,
         "errors": errors,
         "first_error": first_error,
-        "elapsed_secs": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "elapsed_secs": round3(elapsed.as_secs_f64()),
         "logins_per_sec": per_sec,
         "login_p50_ms": lat.p50_ms,
         "login_p99_ms": lat.p99_ms,
@@ -142,5 +194,5 @@ pub async fn run(args: LoginsArgs, print_progress: bool) -> anyhow::Result<bool>
         if ok { "OK" } else { "FAILED" }
     );
     println!("{summary}");
-    Ok(ok)
+    ok
 }

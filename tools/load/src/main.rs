@@ -1,12 +1,14 @@
 //! `switchboard-load`: a load generator and correctness checker for the
 //! client protocol.
 //!
-//! - `cli`: flags, the mode dispatch, the clock and progress reporting.
+//! - `cli`: global flags and the dispatch to a mode.
+//! - `common`: the clock, run ids, address resolution.
+//! - `progress`: live counters, the progress line, stall detection.
 //! - `client`: a pipelined protocol client (connect, line reader, replies).
 //! - `content`: self-verifying chat content (seq, send time, checksum).
 //! - `verify`: per-direction exactly-once / in-order / intact checks and
 //!   the final audit of outcomes against arrivals.
-//! - `stats`: percentiles and latency summaries.
+//! - `stats`: percentiles, latency summaries, rates.
 //! - `pairs`: throughput and latency between pairs of users.
 //! - `conns`: many idle logged-in connections, memory per connection.
 //! - `logins`: login + logout cycles per second.
@@ -25,10 +27,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
 mod client;
+mod common;
 mod conns;
 mod content;
 mod logins;
 mod pairs;
+mod progress;
 mod stats;
 mod verify;
 
