@@ -1,6 +1,6 @@
 //! The command line: global flags, one subcommand per mode, and the
-//! dispatch to the mode's `run`. Owns no measuring; a mode's flags live
-//! in its own module.
+//! dispatch to the mode's `run`. Must not measure anything; a mode's
+//! flags live in its own module.
 
 use clap::{Parser, Subcommand};
 

@@ -12,6 +12,9 @@
 //! on a connection that stayed up, a delivered chat that never reached a
 //! recipient that stayed connected, a duplicate, reordered or corrupted
 //! arrival.
+//!
+//! Pure bookkeeping: no I/O, no clock, no connections (the `pairs` mode
+//! feeds it what arrived and what the senders were told).
 
 use crate::content::{self, Stamp};
 
