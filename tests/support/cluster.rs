@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use super::client::Client;
 use super::process::Proc;
 use super::redis::Redis;
-use super::{STEP, eventually, free_port};
+use super::{STEP, free_port};
 
 async fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).await.is_ok()
@@ -47,8 +47,9 @@ impl Relay {
             }
         }
         args.extend(extra);
-        let proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, &[]);
-        eventually(STEP, "relay gRPC port", || port_open(port)).await;
+        let mut proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, &[]);
+        let open = || port_open(port);
+        proc.wait_ready(STEP, "relay gRPC port", open).await;
         Relay { proc, port }
     }
 
@@ -93,8 +94,9 @@ impl Server {
             opts.max_connections.unwrap_or(500).to_string(),
         ];
         args.extend(opts.extra);
-        let proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &[]);
-        eventually(STEP, "server client port", || port_open(port)).await;
+        let mut proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &[]);
+        let open = || port_open(port);
+        proc.wait_ready(STEP, "server client port", open).await;
         Server {
             proc,
             id: id.into(),

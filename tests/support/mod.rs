@@ -48,19 +48,38 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    if let Err(why) = poll_until(limit, cond, || None).await {
+        panic!("{why} waiting for {what}");
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds. Err(why) once `limit` passed,
+/// or at once when `give_up` returns a reason (checked between polls).
+async fn poll_until<F, Fut>(
+    limit: Duration,
+    mut cond: F,
+    mut give_up: impl FnMut() -> Option<String>,
+) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
     let start = Instant::now();
     while !cond().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if let Some(why) = give_up() {
+            return Err(why);
+        }
+        if start.elapsed() >= limit {
+            return Err(format!("timed out after {limit:?}"));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
 }
 
 /// Asserts that `cond` keeps holding, checked every 50 ms, for `window`:

@@ -1,12 +1,15 @@
 //! A child process of a test: started with its output in a log file
-//! under the target's tmp dir, killed (SIGKILL) and reaped on drop. Knows nothing about what the process is; the starters in
+//! under the target's tmp dir, waited for until it is ready (failing at
+//! once, with its log, if it exits first), killed (SIGKILL) and reaped on
+//! drop. Knows nothing about what the process is; the starters in
 //! `redis` and `cluster` do.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::{free_port, poll_until};
 
 fn log_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
@@ -41,6 +44,29 @@ impl Proc {
             child: Some(child),
             name: name.to_owned(),
             log,
+        }
+    }
+
+    /// Polls `ready` (its port opens, say) like `eventually`, but fails at
+    /// once if the process exits first (a port already taken, a bad
+    /// flag); either failure shows the process's log.
+    pub async fn wait_ready<F, Fut>(&mut self, limit: Duration, what: &str, ready: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let child = self.child.as_mut().expect("running");
+        let name = &self.name;
+        let exited = || {
+            let status = child.try_wait().ok().flatten()?;
+            Some(format!("{name} exited ({status})"))
+        };
+        if let Err(why) = poll_until(limit, ready, exited).await {
+            panic!(
+                "{why} waiting for {what}; log {}:\n{}",
+                self.log.display(),
+                self.logs()
+            );
         }
     }
 

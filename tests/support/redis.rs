@@ -2,8 +2,8 @@
 //! on a port (fresh and empty each time), connections to it and the few
 //! queries tests make of presence. Must not hold data across starts.
 
+use super::STEP;
 use super::process::Proc;
-use super::{STEP, eventually};
 
 /// redis-server flags for a throwaway test instance on loopback, without
 /// persistence, after `listen` (which ports to open).
@@ -54,13 +54,14 @@ impl Redis {
         if let Some(p) = password {
             args.extend(["--requirepass".to_string(), p.to_string()]);
         }
-        let redis = Redis {
+        let mut redis = Redis {
             proc: Proc::spawn("redis", "redis-server", &args, &[]),
             port,
             password: password.map(str::to_owned),
         };
-        let url = redis.url();
-        eventually(STEP, "redis to answer PING", || answers_ping(&url)).await;
+        let (url, proc) = (redis.url(), &mut redis.proc);
+        let ping = || answers_ping(&url);
+        proc.wait_ready(STEP, "redis to answer PING", ping).await;
         redis
     }
 
