@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, Reply};
 use crate::common::{resolve, run_id};
-use crate::progress::{Progress, report_progress};
+use crate::progress::{Progress, Reporter};
 use crate::stats::{rate, round3};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -163,15 +163,13 @@ async fn open_all(
 ) -> (Vec<anyhow::Result<Client>>, Duration) {
     let progress = Arc::new(Progress::default());
     let stall = CancellationToken::new();
-    let stop = CancellationToken::new();
-    let reporter = tokio::spawn(report_progress(
+    let reporter = Reporter::start(
         "conns",
         progress.clone(),
         print_progress,
         Duration::from_secs(60),
         stall.clone(),
-        stop.clone(),
-    ));
+    );
     let start = Instant::now();
     let results: Vec<anyhow::Result<Client>> = futures::stream::iter(0..args.count)
         .map(|i| {
@@ -198,8 +196,7 @@ async fn open_all(
         .collect()
         .await;
     let open_secs = start.elapsed();
-    stop.cancel();
-    let _ = reporter.await;
+    reporter.stop().await;
     (results, open_secs)
 }
 

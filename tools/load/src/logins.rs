@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::common::{now_ns, resolve, run_id};
-use crate::progress::{Progress, report_progress};
+use crate::progress::{Progress, Reporter};
 use crate::stats::{Summary, rate, round3};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -92,15 +92,13 @@ async fn cycle_all(
         progress: Arc::new(Progress::default()),
         stall: CancellationToken::new(),
     };
-    let stop = CancellationToken::new();
-    let reporter = tokio::spawn(report_progress(
+    let reporter = Reporter::start(
         "logins",
         shared.progress.clone(),
         print_progress,
         Duration::from_secs(30),
         shared.stall.clone(),
-        stop.clone(),
-    ));
+    );
     let start = Instant::now();
     let workers: Vec<_> = clients
         .into_iter()
@@ -111,8 +109,7 @@ async fn cycle_all(
         cycles.add(w.await?);
     }
     let elapsed = start.elapsed();
-    stop.cancel();
-    let _ = reporter.await;
+    reporter.stop().await;
     Ok((cycles, elapsed))
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Counters shown once per second on stderr.
@@ -29,9 +30,44 @@ impl Progress {
     }
 }
 
+/// The progress reporter of a run, running until `stop`.
+pub struct Reporter {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Reporter {
+    /// Prints `progress` each second (if `print`); cancels `stall` when no
+    /// counter moved for `stall_after` (the run is stuck: give up).
+    pub fn start(
+        mode: &'static str,
+        progress: Arc<Progress>,
+        print: bool,
+        stall_after: Duration,
+        stall: CancellationToken,
+    ) -> Reporter {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(report_progress(
+            mode,
+            progress,
+            print,
+            stall_after,
+            stall,
+            stop.clone(),
+        ));
+        Reporter { stop, task }
+    }
+
+    /// Stops the reporter and waits for its last line.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// Prints progress each second until `stop`; cancels `stall` when no
-/// counter moved for `stall_after` (the run is stuck: give up).
-pub async fn report_progress(
+/// counter moved for `stall_after`.
+async fn report_progress(
     mode: &'static str,
     progress: Arc<Progress>,
     print: bool,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::plan::Dir;
-use super::reader::ReaderResult;
+use super::reader::{OddReplies, ReaderResult};
 use crate::verify::{Audit, Fate, Receiver, outcome};
 
 /// The readers' results, summed.
@@ -15,11 +15,7 @@ use crate::verify::{Audit, Fate, Receiver, outcome};
 pub(super) struct Readers {
     pub(super) e2e: Vec<u64>,
     pub(super) ack: Vec<u64>,
-    pub(super) duplicate_outcomes: u64,
-    pub(super) unexpected_replies: u64,
-    pub(super) unparseable: u64,
-    pub(super) kicked: u64,
-    pub(super) kicked_shutdown: u64,
+    pub(super) odd: OddReplies,
     pub(super) disconnects: u64,
     /// When the last message arrived (ns), at least the run's start.
     pub(super) last_receive_ns: u64,
@@ -44,11 +40,7 @@ impl Readers {
             }
             sum.e2e.extend(r.e2e);
             sum.ack.extend(r.ack);
-            sum.duplicate_outcomes += r.duplicate_outcomes;
-            sum.unexpected_replies += r.unexpected_replies;
-            sum.unparseable += r.unparseable;
-            sum.kicked += r.kicked;
-            sum.kicked_shutdown += r.kicked_shutdown;
+            sum.odd.add(&r.odd);
             sum.disconnects += u64::from(r.disconnected);
             sum.last_receive_ns = sum.last_receive_ns.max(r.last_receive_ns);
         }

@@ -23,14 +23,30 @@ pub(super) struct ReaderResult {
     pub(super) receiver: Option<(usize, Receiver)>,
     pub(super) e2e: Vec<u64>,
     pub(super) ack: Vec<u64>,
+    pub(super) odd: OddReplies,
+    pub(super) disconnected: bool,
+    pub(super) last_receive_ns: u64,
+}
+
+/// Replies that were neither a first outcome nor a message for us.
+#[derive(Default, Clone, Copy)]
+pub(super) struct OddReplies {
     pub(super) duplicate_outcomes: u64,
     pub(super) unexpected_replies: u64,
     pub(super) unparseable: u64,
     pub(super) kicked: u64,
     /// `kicked` with reason `server_shutdown` in a run expecting failures.
     pub(super) kicked_shutdown: u64,
-    pub(super) disconnected: bool,
-    pub(super) last_receive_ns: u64,
+}
+
+impl OddReplies {
+    pub(super) fn add(&mut self, other: &OddReplies) {
+        self.duplicate_outcomes += other.duplicate_outcomes;
+        self.unexpected_replies += other.unexpected_replies;
+        self.unparseable += other.unparseable;
+        self.kicked += other.kicked;
+        self.kicked_shutdown += other.kicked_shutdown;
+    }
 }
 
 /// What every reader of a run shares.
@@ -124,7 +140,7 @@ impl Reader {
 
     fn on_line(&mut self, line: &[u8], now: u64, batch: &mut Batch) {
         let Ok(reply) = Reply::parse(line) else {
-            self.res.unparseable += 1;
+            self.res.odd.unparseable += 1;
             return;
         };
         match (reply.event, reply.reference) {
@@ -135,22 +151,22 @@ impl Reader {
             ("kicked", _)
                 if self.ctx.expect_failures && reply.reason == Some("server_shutdown") =>
             {
-                self.res.kicked_shutdown += 1
+                self.res.odd.kicked_shutdown += 1
             }
-            ("kicked", _) => self.res.kicked += 1,
-            _ => self.res.unexpected_replies += 1,
+            ("kicked", _) => self.res.odd.kicked += 1,
+            _ => self.res.odd.unexpected_replies += 1,
         }
     }
 
     /// The outcome of this user's chat `r`; true if it is its first.
     fn on_outcome(&mut self, r: u64, reply: &Reply<'_>, now: u64) -> bool {
         let Some(d) = self.sends.as_ref().filter(|d| r < d.messages) else {
-            self.res.unexpected_replies += 1;
+            self.res.odd.unexpected_replies += 1;
             return false;
         };
         let code = outcome::from_reply(reply.event, reply.code);
         if d.outcome[r as usize].swap(code, Ordering::Relaxed) != outcome::NONE {
-            self.res.duplicate_outcomes += 1;
+            self.res.odd.duplicate_outcomes += 1;
             return false;
         }
         d.outcome_at[r as usize].store(now, Ordering::Relaxed);
@@ -166,7 +182,7 @@ impl Reader {
     /// its sequence number.
     fn on_message(&mut self, reply: &Reply<'_>, now: u64) -> bool {
         let (Some(r), Some(d)) = (self.rx.as_mut(), self.receives.as_ref()) else {
-            self.res.unexpected_replies += 1;
+            self.res.odd.unexpected_replies += 1;
             return false;
         };
         let verdict = r.on_message(

@@ -21,7 +21,7 @@ use super::ready::Ready;
 use super::writer::write_loop;
 use crate::client::Client;
 use crate::common::now_ns;
-use crate::progress::{Progress, report_progress};
+use crate::progress::{Progress, Reporter};
 
 /// How the timed part ended.
 pub(super) struct Ended {
@@ -47,15 +47,13 @@ pub(super) async fn run(
 ) -> anyhow::Result<(Ended, Vec<ReaderResult>)> {
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
-    let stop_progress = CancellationToken::new();
-    let progress_task = tokio::spawn(report_progress(
+    let reporter = Reporter::start(
         "pairs",
         progress.clone(),
         print_progress,
         Duration::from_secs(args.outcome_timeout_secs),
         cancel.clone(),
-        stop_progress.clone(),
-    ));
+    );
 
     let start = now_ns();
     let ready = Ready::new(args.ready_after_outcomes);
@@ -78,8 +76,7 @@ pub(super) async fn run(
     let end = now_ns();
     let timed_out = cancel.is_cancelled();
     cancel.cancel(); // stops writers still waiting for credit
-    stop_progress.cancel();
-    let _ = progress_task.await;
+    reporter.stop().await;
     if let Some(t) = ready_task {
         t.abort();
     }
