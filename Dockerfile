@@ -12,15 +12,18 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 
-# Dependencies first: this layer is rebuilt only when Cargo.toml/Cargo.lock
-# change. `cargo fetch` needs a target to parse the manifest: a stub lib.
+# Dependencies first: this layer is rebuilt only when a Cargo.toml or
+# Cargo.lock changes. `cargo fetch` needs a target per workspace member to
+# parse the manifests: a stub lib and a stub main.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src && touch src/lib.rs && cargo fetch --locked
+COPY tools/load/Cargo.toml tools/load/
+RUN mkdir -p src tools/load/src && touch src/lib.rs tools/load/src/main.rs \
+ && cargo fetch --locked
 
 # protoc is vendored (build.rs), nothing else is needed beyond the C toolchain
 # of the rust image.
 COPY . .
-RUN cargo build --release --locked --offline --bins \
+RUN cargo build --release --locked --offline --workspace --bins \
  && mkdir -p /out \
  && cp target/release/switchboard-server target/release/switchboard-relay \
        target/release/switchboard-token target/release/switchboard-load \

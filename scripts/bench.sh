@@ -2,8 +2,9 @@
 # Benchmarks switchboard on this machine and writes docs/benchmarks.md and
 # docs/img/throughput-vs-window.svg.
 #
-# Starts its own redis-server, relay and message servers (release builds)
-# on free 127.0.0.1 ports, drives them with target/release/switchboard-load,
+# Starts its own redis-server, relay and message servers (release builds,
+# target/release unless --bin) on free 127.0.0.1 ports, drives them with
+# switchboard-load (tools/load) from the same directory,
 # and stops everything it started on exit. Everything runs on this one
 # machine, generator included.
 #
@@ -12,13 +13,16 @@
 #   scripts/bench.sh --full     # default + up to 50,000 held connections
 #
 # Other options: --runs N, --no-build, --no-report (print only),
-#   --out FILE (default docs/benchmarks.md), --keep (keep the work dir).
+#   --out FILE (default docs/benchmarks.md), --keep (keep the work dir),
+#   --bin DIR: take switchboard-server, switchboard-relay and
+#   switchboard-load from DIR instead of target/release (for an A/B run
+#   against another build, e.g. another worktree's target/release);
+#   implies --no-build. The report still names this checkout's commit.
 # Needs redis-server and redis-cli (scripts/setup.sh installs them), python3.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
-LOAD="$BIN/switchboard-load"
 MODE=default
 RUNS=""
 BUILD=1
@@ -36,11 +40,15 @@ while [ $# -gt 0 ]; do
         --no-report) REPORT=0 ;;
         --out) OUT="$2"; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --bin)
+            [ -d "${2:-}" ] || { echo "bench: --bin needs a directory" >&2; exit 2; }
+            BIN="$(cd "$2" && pwd)"; BUILD=0; shift ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
+LOAD="$BIN/switchboard-load"
 
 # ------------------------------------------------------------ parameters
 if [ "$MODE" = quick ]; then
@@ -267,10 +275,13 @@ pairs() { # key P M W same(0/1) [extra...]
 START_TS="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 T0=$SECONDS
 if [ "$BUILD" = 1 ]; then
-    log "building (cargo build --release --bins)"
-    (cd "$ROOT" && cargo build --release --bins)
+    log "building (cargo build --release --workspace --bins)"
+    (cd "$ROOT" && cargo build --release --workspace --bins)
 fi
-[ -x "$LOAD" ] || die "$LOAD missing: build first"
+for exe in switchboard-server switchboard-relay switchboard-load; do
+    [ -x "$BIN/$exe" ] || die "$BIN/$exe missing: build first (or check --bin)"
+done
+log "binaries from $BIN"
 
 log "mode $MODE, $RUNS run(s) per measurement, work dir $WORK"
 start_redis

@@ -24,7 +24,6 @@
 pub mod auth;
 pub mod cli;
 pub mod cluster;
-pub mod loadgen;
 pub mod names;
 pub mod presence;
 pub mod protocol;

@@ -62,7 +62,7 @@ impl Load {
         .collect();
         args.push(dir.path().join("ready").display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard-load"))
+        let child = Command::new(support::load_binary())
             .args(&args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
@@ -208,6 +208,7 @@ fn assert_sound(name: &str, s: &Value, exited_ok: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_a_server_mid_run_fails_its_chats_cleanly_and_survivors_keep_going() {
+    support::load_binary(); // may compile it: before any clock starts
     let redis = Redis::start().await;
     let relay = Relay::start(&redis).await;
     let a = Server::start("a", &relay.url(), &redis).await;
@@ -290,6 +291,7 @@ async fn kill9_of_a_server_mid_run_fails_its_chats_cleanly_and_survivors_keep_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_and_restarted_mid_run_means_unavailable_then_traffic_resumes() {
+    support::load_binary(); // may compile it: before any clock starts
     let mut c = Cluster::start().await;
     let started = Instant::now();
     let mut load = Load::start(

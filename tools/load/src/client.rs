@@ -2,6 +2,8 @@
 //! address), a buffered line reader that yields borrowed lines, reply
 //! parsing into a borrowed struct, and the blocking helpers (login,
 //! logout, one request and its reply) used outside the hot loops.
+//! Knows the wire format only: it must not count, time or judge replies
+//! (the modes do).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -6,6 +6,9 @@
 //! `seq:16 | sent_ns:16 | pair:8 | fnv1a32(first 40 bytes):8 | filler`.
 //! The filler is a pure function of (pair, seq, position), so any changed,
 //! missing or extra byte is detected.
+//!
+//! Owns this format; pure functions, no I/O and no clock (the sender
+//! passes its send time in).
 
 use thiserror::Error;
 

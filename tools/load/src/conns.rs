@@ -6,8 +6,12 @@
 //!
 //! The generator needs one file descriptor per connection and so does the
 //! server: raise `ulimit -n` before starting both (scripts/bench.sh does).
+//!
+//! Owns the connections it holds and its JSON summary line; must not use
+//! the held connections for anything but the check chats (their idle cost
+//! is what it measures).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,8 +21,10 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, Reply};
-use super::{Progress, rate, report_progress, resolve, run_id};
+use crate::client::{Client, Reply};
+use crate::common::{resolve, run_id};
+use crate::progress::{Progress, Reporter};
+use crate::stats::{rate, round3};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnsArgs {
@@ -98,11 +104,7 @@ pub fn open_files_limit() -> Option<u64> {
 
 pub async fn run(args: ConnsArgs, print_progress: bool) -> anyhow::Result<bool> {
     let server = resolve(&args.server).await?;
-    let sources: Vec<Option<IpAddr>> = match &args.source_ip_range {
-        Some(r) => parse_range(r)?.into_iter().map(Some).collect(),
-        None if !args.source_ips.is_empty() => args.source_ips.iter().copied().map(Some).collect(),
-        None => vec![None],
-    };
+    let sources = sources(&args)?;
     let fd_limit = open_files_limit();
     if let Some(limit) = fd_limit
         && (args.count as u64) + 32 > limit
@@ -117,17 +119,57 @@ pub async fn run(args: ConnsArgs, print_progress: bool) -> anyhow::Result<bool> 
     let server_pid = args.server_pid.map(|p| p.to_string());
     let rss_before = server_pid.as_deref().and_then(rss_kib);
 
+    let (results, open_secs) = open_all(&args, server, &sources, &prefix, print_progress).await;
+    let mut held = Held::of(results);
+    held.print(args.count, open_secs, sources.len());
+
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    let rss_after = server_pid.as_deref().and_then(rss_kib);
+    let loadgen_rss = rss_kib("self");
+    let checks = check_chats(&mut held.clients, &prefix, args.check_chats).await;
+    let measured = Measured {
+        run,
+        sources: sources.len(),
+        fd_limit,
+        open_secs,
+        rss_before,
+        rss_after,
+        loadgen_rss,
+    };
+    let ok = report(&args, &measured, &held, &checks);
+    drop(held);
+    Ok(ok)
+}
+
+/// Source addresses to connect from, round robin (`None`: the kernel's
+/// choice).
+fn sources(args: &ConnsArgs) -> anyhow::Result<Vec<Option<IpAddr>>> {
+    Ok(match &args.source_ip_range {
+        Some(r) => parse_range(r)?.into_iter().map(Some).collect(),
+        None if !args.source_ips.is_empty() => args.source_ips.iter().copied().map(Some).collect(),
+        None => vec![None],
+    })
+}
+
+/// Opens and logs in --count connections, --concurrency at a time, with
+/// progress on stderr; gives up on the rest after a minute without
+/// progress. Returns each connection (in user order) and the time taken.
+async fn open_all(
+    args: &ConnsArgs,
+    server: SocketAddr,
+    sources: &[Option<IpAddr>],
+    prefix: &str,
+    print_progress: bool,
+) -> (Vec<anyhow::Result<Client>>, Duration) {
     let progress = Arc::new(Progress::default());
     let stall = CancellationToken::new();
-    let stop = CancellationToken::new();
-    let reporter = tokio::spawn(report_progress(
+    let reporter = Reporter::start(
         "conns",
         progress.clone(),
         print_progress,
         Duration::from_secs(60),
         stall.clone(),
-        stop.clone(),
-    ));
+    );
     let start = Instant::now();
     let results: Vec<anyhow::Result<Client>> = futures::stream::iter(0..args.count)
         .map(|i| {
@@ -154,111 +196,164 @@ pub async fn run(args: ConnsArgs, print_progress: bool) -> anyhow::Result<bool> 
         .collect()
         .await;
     let open_secs = start.elapsed();
-    stop.cancel();
-    let _ = reporter.await;
-    let mut clients = Vec::with_capacity(args.count);
-    let mut failed = 0usize;
-    let mut first_error = None;
-    for r in results {
-        match r {
-            Ok(c) => clients.push(Some(c)),
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| format!("{e:#}"));
-                clients.push(None);
+    reporter.stop().await;
+    (results, open_secs)
+}
+
+/// The connections held: `None` where opening or logging in failed.
+struct Held {
+    clients: Vec<Option<Client>>,
+    failed: usize,
+    first_error: Option<String>,
+}
+
+impl Held {
+    fn of(results: Vec<anyhow::Result<Client>>) -> Held {
+        let mut held = Held {
+            clients: Vec::with_capacity(results.len()),
+            failed: 0,
+            first_error: None,
+        };
+        for r in results {
+            match r {
+                Ok(c) => held.clients.push(Some(c)),
+                Err(e) => {
+                    held.failed += 1;
+                    held.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    held.clients.push(None);
+                }
             }
         }
+        held
     }
-    let opened = args.count - failed;
-    eprintln!(
-        "[conns] {opened}/{} connections open and logged in in {:.2} s ({} sources){}",
-        args.count,
-        open_secs.as_secs_f64(),
-        sources.len(),
-        first_error
-            .as_deref()
-            .map(|e| format!("; {failed} failed, first error: {e}"))
-            .unwrap_or_default()
-    );
-    if let Some(e) = &first_error
-        && (e.contains("os error 24") || e.contains("Too many open files"))
-    {
+
+    fn opened(&self) -> usize {
+        self.clients.len() - self.failed
+    }
+
+    /// How many opened, and a hint for the usual causes of failures.
+    fn print(&self, count: usize, open_secs: Duration, sources: usize) {
         eprintln!(
-            "[conns] out of file descriptors: raise `ulimit -n` for the generator and the server"
+            "[conns] {}/{count} connections open and logged in in {:.2} s ({sources} sources){}",
+            self.opened(),
+            open_secs.as_secs_f64(),
+            self.first_error
+                .as_deref()
+                .map(|e| format!("; {} failed, first error: {e}", self.failed))
+                .unwrap_or_default()
         );
+        if let Some(e) = &self.first_error
+            && (e.contains("os error 24") || e.contains("Too many open files"))
+        {
+            eprintln!(
+                "[conns] out of file descriptors: raise `ulimit -n` for the generator and the server"
+            );
+        }
+        if let Some(e) = &self.first_error
+            && e.contains("os error 99")
+        {
+            eprintln!(
+                "[conns] out of ephemeral ports: spread the connections with --source-ip-range"
+            );
+        }
     }
-    if let Some(e) = &first_error
-        && e.contains("os error 99")
-    {
-        eprintln!("[conns] out of ephemeral ports: spread the connections with --source-ip-range");
-    }
+}
 
-    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
-    let rss_after = server_pid.as_deref().and_then(rss_kib);
-    let own_rss = rss_kib("self");
+/// The outcome of the check chats between held connections.
+#[derive(Default)]
+struct Checks {
+    /// Chats tried (0 with fewer than two live connections).
+    tried: usize,
+    delivered: usize,
+    received: usize,
+    errors: Vec<String>,
+}
 
-    // Chats between random held connections must all be delivered.
+/// `count` chats between random live connections; each must be acked
+/// `delivered` and arrive intact.
+async fn check_chats(clients: &mut [Option<Client>], prefix: &str, count: usize) -> Checks {
     let live: Vec<usize> = (0..clients.len())
         .filter(|&i| clients[i].is_some())
         .collect();
-    let (mut delivered, mut received, mut check_errors) = (0usize, 0usize, Vec::new());
-    if live.len() >= 2 {
-        for k in 0..args.check_chats {
-            let i = live[rand::random_range(0..live.len())];
-            let mut j = live[rand::random_range(0..live.len())];
-            if i == j {
-                j = live[(live.iter().position(|&x| x == i).unwrap_or(0) + 1) % live.len()];
+    let mut checks = Checks::default();
+    if live.len() < 2 {
+        return checks;
+    }
+    checks.tried = count;
+    for k in 0..count {
+        let i = live[rand::random_range(0..live.len())];
+        let mut j = live[rand::random_range(0..live.len())];
+        if i == j {
+            j = live[(live.iter().position(|&x| x == i).unwrap_or(0) + 1) % live.len()];
+        }
+        match check_chat(clients, i, j, &format!("{prefix}-{j}"), k as u64 + 10).await {
+            Ok((d, r)) => {
+                checks.delivered += usize::from(d);
+                checks.received += usize::from(r);
             }
-            match check_chat(&mut clients, i, j, &format!("{prefix}-{j}"), k as u64 + 10).await {
-                Ok((d, r)) => {
-                    delivered += usize::from(d);
-                    received += usize::from(r);
-                }
-                Err(e) => check_errors.push(format!("{e:#}")),
-            }
+            Err(e) => checks.errors.push(format!("{e:#}")),
         }
     }
-    let checks = if live.len() >= 2 { args.check_chats } else { 0 };
-    let per_conn = match (rss_before, rss_after) {
+    checks
+}
+
+/// What a run measured besides the connections and the checks.
+struct Measured {
+    run: String,
+    sources: usize,
+    fd_limit: Option<u64>,
+    open_secs: Duration,
+    rss_before: Option<u64>,
+    rss_after: Option<u64>,
+    loadgen_rss: Option<u64>,
+}
+
+/// Prints the summary (stderr) and the JSON line (stdout); true if every
+/// connection opened and every check chat got through.
+fn report(args: &ConnsArgs, m: &Measured, held: &Held, checks: &Checks) -> bool {
+    let opened = held.opened();
+    let per_conn = match (m.rss_before, m.rss_after) {
         (Some(b), Some(a)) if opened > 0 => {
             Some(((a as f64 - b as f64) / opened as f64 * 100.0).round() / 100.0)
         }
         _ => None,
     };
-    let ok = failed == 0 && delivered == checks && received == checks && check_errors.is_empty();
+    let (tried, delivered, received) = (checks.tried, checks.delivered, checks.received);
+    let ok =
+        held.failed == 0 && delivered == tried && received == tried && checks.errors.is_empty();
     let summary = json!({
         "mode": "conns",
-        "run": run,
+        "run": m.run,
         "server": args.server,
         "count": args.count,
         "opened": opened,
-        "failed": failed,
-        "first_error": first_error,
-        "sources": sources.len(),
-        "fd_limit": fd_limit,
-        "open_secs": (open_secs.as_secs_f64() * 1000.0).round() / 1000.0,
-        "conns_per_sec": rate(opened as u64, open_secs),
+        "failed": held.failed,
+        "first_error": held.first_error,
+        "sources": m.sources,
+        "fd_limit": m.fd_limit,
+        "open_secs": round3(m.open_secs.as_secs_f64()),
+        "conns_per_sec": rate(opened as u64, m.open_secs),
         "hold_secs": args.hold_secs,
-        "server_rss_before_kib": rss_before,
-        "server_rss_after_kib": rss_after,
+        "server_rss_before_kib": m.rss_before,
+        "server_rss_after_kib": m.rss_after,
         "rss_per_conn_kib": per_conn,
-        "loadgen_rss_kib": own_rss,
-        "check_chats": checks,
+        "loadgen_rss_kib": m.loadgen_rss,
+        "check_chats": tried,
         "check_delivered": delivered,
         "check_received": received,
-        "check_errors": check_errors.first(),
+        "check_errors": checks.errors.first(),
         "ok": ok,
     });
+    let kib = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
     eprintln!(
-        "[conns] server RSS {} -> {} KiB = {} KiB/conn; chats between held connections: {delivered}/{checks} delivered, {received}/{checks} received => {}",
-        rss_before.map_or("?".into(), |v| v.to_string()),
-        rss_after.map_or("?".into(), |v| v.to_string()),
+        "[conns] server RSS {} -> {} KiB = {} KiB/conn; chats between held connections: {delivered}/{tried} delivered, {received}/{tried} received => {}",
+        kib(m.rss_before),
+        kib(m.rss_after),
         per_conn.map_or("?".into(), |v| v.to_string()),
         if ok { "OK" } else { "FAILED" }
     );
     println!("{summary}");
-    drop(clients);
-    Ok(ok)
+    ok
 }
 
 /// One chat from `i` to `j`: (acked delivered, arrived intact at `j`).

@@ -1,8 +1,26 @@
-//! Latency samples and their summary: percentiles by sorting (nearest
-//! rank), no histogram library. Samples are nanoseconds; summaries are
-//! reported in milliseconds.
+//! The numbers of a summary: latency percentiles by sorting (nearest
+//! rank, no histogram library), rates and rounding. Samples are
+//! nanoseconds; summaries are reported in milliseconds. Pure functions:
+//! no I/O, no clock.
+
+use std::time::Duration;
 
 use serde::Serialize;
+
+/// Messages per second (or any rate), 0 when no time passed.
+pub fn rate(count: u64, elapsed: Duration) -> f64 {
+    let s = elapsed.as_secs_f64();
+    if s > 0.0 {
+        (count as f64 / s).round()
+    } else {
+        0.0
+    }
+}
+
+/// Rounded to three decimals, as the JSON summaries report seconds.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
 
 /// Nearest-rank percentile of an ascending slice; `p` in 0..=100.
 /// Returns 0 for an empty slice.

@@ -12,8 +12,11 @@
 //! on a connection that stayed up, a delivered chat that never reached a
 //! recipient that stayed connected, a duplicate, reordered or corrupted
 //! arrival.
+//!
+//! Pure bookkeeping: no I/O, no clock, no connections (the `pairs` mode
+//! feeds it what arrived and what the senders were told).
 
-use super::content::{self, Stamp};
+use crate::content::{self, Stamp};
 
 /// Outcome of one chat, as stored per sequence number.
 pub mod outcome {
@@ -24,14 +27,6 @@ pub mod outcome {
     pub const RECIPIENT_BUSY: u8 = 4;
     pub const OTHER: u8 = 5;
     pub const COUNT: usize = 6;
-    pub const NAMES: [&str; COUNT] = [
-        "none",
-        "delivered",
-        "offline",
-        "unavailable",
-        "recipient_busy",
-        "other",
-    ];
 
     /// The stored code of an `ack` (status) or `error` (code) line.
     pub fn from_reply(event: &str, code: Option<&str>) -> u8 {
@@ -154,6 +149,7 @@ pub struct Audit {
 
 impl Audit {
     /// A direction whose connections both stayed up.
+    #[cfg(test)]
     pub fn of(outcomes: &[u8], seen: &[bool]) -> Self {
         Self::of_dir(outcomes, seen, outcomes.len() as u64, Fate::default())
     }

@@ -1,0 +1,112 @@
+//! redis-server for tests: the flags of a throwaway instance, starting one
+//! on a port (fresh and empty each time), connections to it and the few
+//! queries tests make of presence. Must not hold data across starts.
+
+use super::STEP;
+use super::process::Proc;
+
+/// redis-server flags for a throwaway test instance on loopback, without
+/// persistence, after `listen` (which ports to open).
+pub fn redis_args(listen: &[&str]) -> Vec<String> {
+    let fixed = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    listen
+        .iter()
+        .chain(fixed.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+pub struct Redis {
+    pub proc: Proc,
+    pub port: u16,
+    pub password: Option<String>,
+}
+
+async fn connect(url: &str) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url).ok()?;
+    client.get_multiplexed_async_connection().await.ok()
+}
+
+async fn answers_ping(url: &str) -> bool {
+    match connect(url).await {
+        Some(mut c) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok(),
+        None => false,
+    }
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        Self::start_with(super::free_port(), None).await
+    }
+
+    /// A fresh, empty redis-server on `port` (for example the port of one
+    /// that was just killed, to simulate a restart that lost its data).
+    pub async fn start_on(port: u16) -> Redis {
+        Self::start_with(port, None).await
+    }
+
+    /// With `requirepass` when `password` is given.
+    pub async fn start_with(port: u16, password: Option<&str>) -> Redis {
+        let mut args = redis_args(&["--port", &port.to_string()]);
+        if let Some(p) = password {
+            args.extend(["--requirepass".to_string(), p.to_string()]);
+        }
+        let mut redis = Redis {
+            proc: Proc::spawn("redis", "redis-server", &args, &[]),
+            port,
+            password: password.map(str::to_owned),
+        };
+        let (url, proc) = (redis.url(), &mut redis.proc);
+        let ping = || answers_ping(&url);
+        proc.wait_ready(STEP, "redis to answer PING", ping).await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        connect(&self.url()).await.expect("redis connection")
+    }
+
+    /// The server a user's presence entry points at, if any.
+    pub async fn user_server(&self, name: &str) -> Option<String> {
+        let mut c = self.conn().await;
+        redis::cmd("HGET")
+            .arg(format!("sb:user:{name}"))
+            .arg("server")
+            .query_async(&mut c)
+            .await
+            .unwrap()
+    }
+
+    pub async fn server_ids(&self) -> Vec<String> {
+        let mut c = self.conn().await;
+        let mut ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("sb:servers")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        ids.sort();
+        ids
+    }
+
+    /// Subscribers of a pub/sub channel (`PUBSUB NUMSUB`).
+    pub async fn subscribers(&self, channel: &str) -> i64 {
+        let mut c = self.conn().await;
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        n
+    }
+}
