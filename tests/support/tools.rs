@@ -96,7 +96,14 @@ fn build_workspace_bin(bin: &str) -> PathBuf {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         // The whole workspace is selected so that features unify as in `cargo
         // test`: the shared dependencies are not compiled a second time.
-        .args(["build", "--workspace", "--bin", bin, "--locked", "--target-dir"])
+        .args([
+            "build",
+            "--workspace",
+            "--bin",
+            bin,
+            "--locked",
+            "--target-dir",
+        ])
         .arg(target_dir);
     // `cargo test` uses the dev profile (directory `debug`), `--release`
     // the release profile; any other directory is a custom profile.
