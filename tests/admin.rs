@@ -124,6 +124,22 @@ async fn every_readme_grpcurl_command_works_against_a_running_cluster() {
         },
     )
     .await;
+    // Cluster counters arrive with each server's heartbeat (once a second).
+    eventually(
+        Duration::from_secs(5),
+        "both logins in the cluster stats",
+        || async {
+            let (_, out) =
+                support::grpcurl(&["-plaintext", &relay_addr, "switchboard.v1.Admin/GetStats"]);
+            serde_json::from_str::<serde_json::Value>(&out).is_ok_and(|v| {
+                v["cluster"]["logins"]
+                    .as_str()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n >= 2)
+            })
+        },
+    )
+    .await;
 
     let commands = readme_commands();
     assert!(commands.len() >= 9, "{commands:?}");
