@@ -13,7 +13,7 @@
 //! - `admin`: the operator API, served by every node;
 //! - `outcome`: what a routing status means to a chat's sender;
 //! - `grpc` (serving), `link` (the shape of a link), `tls`, [`auth`]
-//!   (login tokens), `metrics`, `names` (the name alphabet), `clock`,
+//!   (login tokens), `metrics`, `names` (the name alphabet), `clock`, `sync`,
 //!   [`shutdown`], [`telemetry`].
 //!
 //! Above them: [`cluster`] (the one-command local cluster) and [`cli`]
@@ -38,6 +38,7 @@ mod grpc;
 mod link;
 mod metrics;
 mod outcome;
+mod sync;
 mod tls;
 
 /// Generated protobuf types and gRPC stubs (`proto/switchboard/v1`).

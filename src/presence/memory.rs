@@ -4,7 +4,7 @@
 //! tests. It follows exactly the rules of the Redis store; one mutex makes
 //! every operation atomic, as one Lua script does in Redis.
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;

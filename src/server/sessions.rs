@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
-use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 use crate::protocol::KickReason;
