@@ -2,19 +2,32 @@
 //! lines out, JSON (or raw) lines in, and assertions on what comes back.
 //! Every read has a deadline (`STEP` unless given). Must stay a plain
 //! client: no retries, no hidden waits for routing (see `cluster`).
+//!
+//! `Client::split` gives the two halves to two tasks (a flooding writer
+//! and a reader counting what comes back).
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::STEP;
 
 /// A protocol client over plain TCP.
 pub struct Client {
+    rx: ClientRx,
+    tx: ClientTx,
+}
+
+/// The reading half of a client.
+pub struct ClientRx {
     reader: BufReader<OwnedReadHalf>,
+}
+
+/// The writing half of a client.
+pub struct ClientTx {
     writer: OwnedWriteHalf,
 }
 
@@ -24,47 +37,59 @@ impl Client {
             .await
             .expect("connect timeout")
             .expect("connect");
+        Self::from_stream(stream)
+    }
+
+    /// A client whose kernel receive buffer is only `bytes` (as the kernel
+    /// allows): a client that stops reading then pushes back at once.
+    pub async fn connect_with_receive_buffer(port: u16, bytes: u32) -> Client {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = tokio::time::timeout(STEP, socket.connect(addr))
+            .await
+            .expect("connect timeout")
+            .expect("connect");
+        Self::from_stream(stream)
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
         let (r, w) = stream.into_split();
         Client {
-            reader: BufReader::new(r),
-            writer: w,
+            rx: ClientRx {
+                reader: BufReader::new(r),
+            },
+            tx: ClientTx { writer: w },
         }
     }
 
+    pub fn split(self) -> (ClientRx, ClientTx) {
+        (self.rx, self.tx)
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).await.expect("write");
+        self.tx.send_raw(bytes).await;
     }
 
     pub async fn send(&mut self, v: Value) {
-        let mut line = serde_json::to_vec(&v).unwrap();
-        line.extend_from_slice(b"\r\n");
-        self.send_raw(&line).await;
+        self.tx.send(v).await;
     }
 
     /// The next line as JSON; panics after `STEP`.
     pub async fn recv(&mut self) -> Value {
-        self.try_recv(STEP)
-            .await
-            .expect("expected a line, got EOF or timeout")
+        self.rx.recv().await
     }
 
     /// The next line, or None on EOF or after `limit`.
     pub async fn try_recv(&mut self, limit: Duration) -> Option<Value> {
-        let mut line = String::new();
-        match tokio::time::timeout(limit, self.reader.read_line(&mut line)).await {
-            Ok(Ok(0)) | Err(_) => None,
-            Ok(Ok(_)) => Some(
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")),
-            ),
-            Ok(Err(e)) => panic!("read error: {e}"),
-        }
+        self.rx.try_recv(limit).await
     }
 
     /// True once the server has closed the connection (EOF or reset).
     pub async fn closed(&mut self) -> bool {
         let mut line = String::new();
         matches!(
-            tokio::time::timeout(STEP, self.reader.read_line(&mut line)).await,
+            tokio::time::timeout(STEP, self.rx.reader.read_line(&mut line)).await,
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
@@ -98,12 +123,50 @@ impl Client {
     /// The next raw line (without its `\n`), or None on EOF or after
     /// `limit`: for replies that must be checked byte for byte.
     pub async fn try_recv_raw(&mut self, limit: Duration) -> Option<String> {
+        self.rx.try_recv_raw(limit).await
+    }
+
+    /// Closes the sending side (`shutdown(SHUT_WR)`): end of input.
+    pub async fn finish(&mut self) {
+        self.tx.finish().await;
+    }
+}
+
+impl ClientRx {
+    /// The next line as JSON; panics after `STEP`.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(STEP)
+            .await
+            .expect("expected a line, got EOF or timeout")
+    }
+
+    /// The next line, or None on EOF or after `limit`.
+    pub async fn try_recv(&mut self, limit: Duration) -> Option<Value> {
+        let line = self.try_recv_raw(limit).await?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
+    }
+
+    /// The next raw line (without its `\n`), or None on EOF or after `limit`.
+    pub async fn try_recv_raw(&mut self, limit: Duration) -> Option<String> {
         let mut line = String::new();
         match tokio::time::timeout(limit, self.reader.read_line(&mut line)).await {
             Ok(Ok(0)) | Err(_) => None,
             Ok(Ok(_)) => Some(line.trim_end_matches('\n').to_owned()),
-            Ok(Err(e)) => panic!("read error: {e}"),
+            // A reset after the server closed: the end, as EOF is.
+            Ok(Err(_)) => None,
         }
+    }
+}
+
+impl ClientTx {
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        let mut line = serde_json::to_vec(&v).unwrap();
+        line.extend_from_slice(b"\r\n");
+        self.send_raw(&line).await;
     }
 
     /// Closes the sending side (`shutdown(SHUT_WR)`): end of input.

@@ -8,7 +8,8 @@
 //! One file per thing it starts: `process` (a child process and its log),
 //! `redis` (redis-server), `cluster` (relay, message servers, a linked
 //! cluster), `client` (the protocol client), `tools` (grpcurl, metrics
-//! scrapes, /proc, the `switchboard-load` binary). This file re-exports
+//! scrapes, /proc, the `switchboard-load` binary), `traffic` (a flooding
+//! client and the outcomes it got back). This file re-exports
 //! them all (tests name everything `support::X`) and owns the shared
 //! waiting helpers; it must not start anything itself.
 #![allow(dead_code)]
@@ -18,6 +19,7 @@ mod cluster;
 mod process;
 mod redis;
 mod tools;
+mod traffic;
 
 use std::future::Future;
 use std::net::TcpListener as StdListener;
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 // Each test binary uses a subset: unused re-exports are expected, as
 // unused items are (`dead_code` above).
 #[allow(unused_imports)]
-pub use self::client::Client;
+pub use self::client::{Client, ClientRx, ClientTx};
 #[allow(unused_imports)]
 pub use self::cluster::{
     AttachedServer, ClientPort, Cluster, Relay, Server, ServerOpts, wait_routable,
@@ -37,6 +39,8 @@ pub use self::process::Proc;
 pub use self::redis::{Redis, redis_args};
 #[allow(unused_imports)]
 pub use self::tools::{grpcurl, load_binary, rss_kib, sample, scrape};
+#[allow(unused_imports)]
+pub use self::traffic::{Outcomes, flood};
 
 pub const STEP: Duration = Duration::from_secs(5);
 
