@@ -44,6 +44,7 @@ pub async fn run(
             metrics_listener: None,
             health: opts.health,
             admin_token: None,
+            link_queue_bytes: opts.limits.link_queue_bytes,
         },
         store.clone(),
         shutdown.clone(),

@@ -1,14 +1,18 @@
 //! The shape of a link, shared by both of its ends: one long-lived
 //! bidirectional gRPC stream whose frames carry batches of envelopes, the
-//! HTTP/2 settings that keep it fast and notice a dead peer, and how the
-//! dialing side opens its channel. Names no tier.
+//! outbound queue that feeds it (bounded in bytes), the HTTP/2 settings
+//! that keep it fast and notice a dead peer, and how the dialing side
+//! opens its channel. Names no tier.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tonic::transport::{Channel, ClientTlsConfig};
 
-use crate::pb::{Batch, Envelope, envelope::Kind};
+use crate::pb::{Batch, Envelope, Forward, Outcome, envelope::Kind};
 
 /// HTTP/2 keepalive: a silently dead peer is noticed within seconds.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -43,28 +47,161 @@ pub async fn dial(url: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Ch
         .await?)
 }
 
-/// Turns a queue of envelopes into a stream of batches: each batch takes
+/// One envelope waiting in a link's outbound queue.
+struct Queued {
+    kind: Kind,
+    /// Its encoded size, counted against the queue's budget.
+    bytes: usize,
+    /// The sender's in-flight slot, held until the envelope has left the
+    /// queue (and, by the sender, until its outcome): a chat that timed
+    /// out while queued still holds its memory, so it still holds a slot.
+    _slot: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+/// The sending side of a link's outbound queue. Forwards are refused once
+/// the queue holds its budget of bytes (the caller answers `unavailable`),
+/// so a slow but alive peer cannot grow this process without limit.
+/// Outcomes are always queued: they are small, and there are never more
+/// of them than forwards in flight the other way.
+#[derive(Clone)]
+pub struct LinkSender {
+    tx: mpsc::UnboundedSender<Queued>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+/// The receiving side: turned into the stream of batches by `batches`.
+pub struct LinkReceiver {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A link's outbound queue holding at most `budget` bytes of forwards.
+pub fn queue(budget: usize) -> (LinkSender, LinkReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sender = LinkSender {
+        tx,
+        queued: queued.clone(),
+        budget,
+    };
+    (sender, LinkReceiver { rx, queued })
+}
+
+/// Why a forward was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue holds its budget of bytes.
+    Full,
+    /// The link is gone.
+    Closed,
+}
+
+impl LinkSender {
+    /// Queues a forward, holding `slot` until it has left the queue.
+    pub fn try_forward(
+        &self,
+        forward: Forward,
+        slot: Option<Arc<OwnedSemaphorePermit>>,
+    ) -> Result<(), Refused> {
+        let bytes = forward.encoded_len();
+        if self.queued.load(Ordering::Relaxed) + bytes > self.budget {
+            return Err(Refused::Full);
+        }
+        match self.push(Kind::Forward(forward), bytes, slot) {
+            true => Ok(()),
+            false => Err(Refused::Closed),
+        }
+    }
+
+    /// Queues an outcome; false if the link is gone.
+    pub fn send_outcome(&self, outcome: Outcome) -> bool {
+        let bytes = outcome.encoded_len();
+        self.push(Kind::Outcome(outcome), bytes, None)
+    }
+
+    fn push(&self, kind: Kind, bytes: usize, slot: Option<Arc<OwnedSemaphorePermit>>) -> bool {
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        let queued = Queued {
+            kind,
+            bytes,
+            _slot: slot,
+        };
+        if self.tx.send(queued).is_err() {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// Turns a link's queue into a stream of batches: each batch takes
 /// whatever is queued when the stream is polled (up to 512 envelopes or
 /// 1 MiB), so a busy link sends few large frames and an idle one sends
-/// each envelope at once.
-pub fn batches(rx: mpsc::UnboundedReceiver<Kind>) -> impl futures::Stream<Item = Batch> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        use prost::Message;
-        let first = Envelope {
-            kind: Some(rx.recv().await?),
-        };
-        let mut bytes = first.encoded_len();
-        let mut envelopes = vec![first];
-        while envelopes.len() < MAX_ENVELOPES && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(kind) => {
-                    let envelope = Envelope { kind: Some(kind) };
-                    bytes += envelope.encoded_len();
-                    envelopes.push(envelope);
-                }
-                Err(_) => break,
+/// each envelope at once. An envelope leaves the queue's budget (and frees
+/// its slot) as it goes into a batch.
+pub fn batches(receiver: LinkReceiver) -> impl futures::Stream<Item = Batch> {
+    futures::stream::unfold(receiver, |mut r| async move {
+        let first = r.rx.recv().await?;
+        let mut bytes = 0;
+        let mut envelopes = Vec::new();
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            r.queued.fetch_sub(q.bytes, Ordering::Relaxed);
+            bytes += q.bytes;
+            envelopes.push(Envelope { kind: Some(q.kind) });
+            if envelopes.len() < MAX_ENVELOPES && bytes < MAX_BATCH_BYTES {
+                next = r.rx.try_recv().ok();
             }
         }
-        Some((Batch { envelopes }, rx))
+        Some((Batch { envelopes }, r))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tokio::sync::Semaphore;
+
+    fn forward(content: &str) -> Forward {
+        Forward {
+            message: Some(crate::pb::ChatMessage {
+                content: content.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn forwards_beyond_the_budget_are_refused_until_batches_drain() {
+        let (tx, rx) = queue(250);
+        let big = "x".repeat(100);
+        assert_eq!(tx.try_forward(forward(&big), None), Ok(()));
+        assert_eq!(tx.try_forward(forward(&big), None), Ok(()));
+        assert_eq!(tx.try_forward(forward(&big), None), Err(Refused::Full));
+        assert!(tx.send_outcome(Outcome::default()), "outcomes always queue");
+        let mut batches = Box::pin(batches(rx));
+        let batch = batches.next().await.unwrap();
+        assert_eq!(batch.envelopes.len(), 3);
+        assert_eq!(tx.try_forward(forward(&big), None), Ok(()), "drained");
+        drop(batches);
+        assert_eq!(tx.try_forward(forward(&big), None), Err(Refused::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_held_until_the_envelope_leaves_the_queue() {
+        let slots = Arc::new(Semaphore::new(1));
+        let (tx, rx) = queue(1 << 20);
+        let slot = Arc::new(slots.clone().try_acquire_owned().unwrap());
+        assert_eq!(tx.try_forward(forward("hi"), Some(slot.clone())), Ok(()));
+        // The sender gives up its share (say, the chat timed out) ...
+        drop(slot);
+        assert_eq!(slots.available_permits(), 0, "still queued: slot held");
+        // ... and the slot comes back once the envelope is sent on.
+        let mut batches = Box::pin(batches(rx));
+        batches.next().await.unwrap();
+        assert_eq!(slots.available_permits(), 1);
+    }
 }

@@ -188,6 +188,27 @@ pub struct LimitFlags {
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = positive)]
     pub outbound_queue: u64,
 
+    /// Bytes queued per connection (messages not yet written to it) before
+    /// senders get recipient_busy [default: 1 MiB].
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES", default_value_t = 1 << 20, value_parser = positive)]
+    pub outbound_queue_bytes: u64,
+
+    /// Bytes queued for all connections of this server together before
+    /// senders get recipient_busy: a few clients that stop reading cannot
+    /// take the server's memory [default: 64 MiB].
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_TOTAL_BYTES", default_value_t = 64 << 20, value_parser = positive)]
+    pub outbound_total_bytes: u64,
+
+    /// Kernel send buffer of each client socket (SO_SNDBUF). Small keeps
+    /// a slow reader's backlog in the server's queue, where the byte
+    /// budget applies and replies are not stuck behind megabytes; 0 leaves
+    /// the kernel's autotuning [default: 64 KiB].
+    #[arg(long, env = "SWITCHBOARD_CLIENT_SEND_BUFFER_BYTES", default_value_t = 64 << 10)]
+    pub client_send_buffer_bytes: u64,
+
+    #[command(flatten)]
+    pub link: LinkFlags,
+
     /// Cross-server chats one connection may have awaiting their outcome;
     /// beyond it, the server stops reading that connection until outcomes
     /// arrive (backpressure, never loss).
@@ -251,6 +272,10 @@ impl From<LimitFlags> for crate::server::Limits {
             max_line_bytes: f.max_line_bytes as usize,
             login_timeout: millis(f.login_timeout_ms),
             outbound_queue: f.outbound_queue as usize,
+            outbound_queue_bytes: f.outbound_queue_bytes as usize,
+            outbound_total_bytes: f.outbound_total_bytes as usize,
+            client_send_buffer_bytes: Some(f.client_send_buffer_bytes as usize).filter(|n| *n > 0),
+            link_queue_bytes: f.link.link_queue_bytes as usize,
             max_inflight: f.max_inflight as usize,
             forward_timeout: millis(f.forward_timeout_ms),
             write_timeout: millis(f.write_timeout_ms),
@@ -261,6 +286,16 @@ impl From<LimitFlags> for crate::server::Limits {
             accept_rate_per_ip: NonZeroU32::new(f.accept_rate_per_ip),
         }
     }
+}
+
+/// The links between servers and relays.
+#[derive(Debug, Clone, Args)]
+pub struct LinkFlags {
+    /// Bytes of forwarded chats a link's outbound queue may hold; beyond
+    /// them a cross-server chat gets unavailable, so a slow but alive peer
+    /// cannot grow this process [default: 32 MiB].
+    #[arg(long, env = "SWITCHBOARD_LINK_QUEUE_BYTES", default_value_t = 32 << 20, value_parser = positive)]
+    pub link_queue_bytes: u64,
 }
 
 /// How the relay decides that a server is dead.

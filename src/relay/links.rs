@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::sync::Mutex;
-use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
-use crate::pb::{self, envelope::Kind};
+use crate::link::LinkSender;
+use crate::pb;
 use crate::shutdown::CancellationToken;
 
 /// One server's stream, as the relay sees it.
@@ -20,7 +20,7 @@ pub struct Link {
     pub incarnation: String,
     pub grpc_addr: String,
     pub linked_at_ms: i64,
-    tx: mpsc::UnboundedSender<Kind>,
+    tx: LinkSender,
     /// message id -> origin server, for messages sent down this link;
     /// None once the link is closed, so nothing can slip in after the
     /// final drain.
@@ -31,7 +31,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(hello: pb::Hello, tx: mpsc::UnboundedSender<Kind>) -> Self {
+    pub fn new(hello: pb::Hello, tx: LinkSender) -> Self {
         Self {
             server_id: hello.server_id,
             incarnation: hello.incarnation,
@@ -44,14 +44,15 @@ impl Link {
     }
 
     /// Sends a forward down this link, remembering it until its outcome.
-    /// False if the link is closing (the caller answers `unavailable`).
+    /// False if the link is closing or its queue is full (the caller
+    /// answers `unavailable`).
     pub fn forward(&self, id: &str, forward: pb::Forward) -> bool {
         let mut in_flight = self.in_flight.lock();
         let Some(map) = in_flight.as_mut() else {
             return false;
         };
         map.insert(id.to_owned(), forward.origin_server.clone());
-        if self.tx.send(Kind::Forward(forward)).is_err() {
+        if self.tx.try_forward(forward, None).is_err() {
             map.remove(id);
             return false;
         }
@@ -60,7 +61,7 @@ impl Link {
 
     /// Sends an outcome to this link's server (the origin of a message).
     pub fn send_outcome(&self, outcome: pb::Outcome) -> bool {
-        self.tx.send(Kind::Outcome(outcome)).is_ok()
+        self.tx.send_outcome(outcome)
     }
 
     /// The outcome of `id` came back through this link.

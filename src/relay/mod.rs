@@ -54,7 +54,7 @@ pub async fn run(
     health.set(true).await;
 
     let links_stop = CancellationToken::new();
-    let service = RelayService::new(router.clone(), links_stop.clone());
+    let service = RelayService::new(router.clone(), links_stop.clone(), opts.link_queue_bytes);
     let grpc_stop = CancellationToken::new();
     let addr = opts.grpc.listener.local_addr()?;
     let board = Arc::new(watcher::HealthBoard::default());

@@ -18,6 +18,9 @@ pub struct Options {
     pub health: HealthWatch,
     /// Bearer token of the Admin API, if it is protected.
     pub admin_token: Option<String>,
+    /// Bytes of forwards each link's outbound queue may hold; beyond them
+    /// a forward is answered unavailable.
+    pub link_queue_bytes: usize,
 }
 
 /// How the relay decides that a server is dead (flags of the same names).

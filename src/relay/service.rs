@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::links::Link;
 use super::router::Router;
-use crate::link::batches;
+use crate::link::{batches, queue};
 use crate::names::is_valid_name;
 use crate::pb::envelope::Kind;
 use crate::pb::relay_server::Relay;
@@ -28,11 +27,17 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RelayService {
     router: Arc<Router>,
     shutdown: CancellationToken,
+    /// Bytes of forwards each link's outbound queue may hold.
+    queue_bytes: usize,
 }
 
 impl RelayService {
-    pub fn new(router: Arc<Router>, shutdown: CancellationToken) -> Self {
-        Self { router, shutdown }
+    pub fn new(router: Arc<Router>, shutdown: CancellationToken, queue_bytes: usize) -> Self {
+        Self {
+            router,
+            shutdown,
+            queue_bytes,
+        }
     }
 }
 
@@ -63,7 +68,7 @@ impl Relay for RelayService {
                 "hello needs a valid server_id and an incarnation",
             ));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = queue(self.queue_bytes);
         let link = Arc::new(Link::new(hello, tx));
         if let Some(old) = self.router.links.insert(link.clone()) {
             let failed = self.router.fail_link(&old);

@@ -11,6 +11,7 @@ use super::admission::Admission;
 use super::delivery::deliver_local;
 use super::forwards::{Forwards, Waiter};
 use super::identity::Identity;
+use super::outbox::Receipt;
 use super::sessions::Sessions;
 use crate::admin::{AdminNode, ServerView};
 use crate::metrics::Metrics;
@@ -22,6 +23,8 @@ pub struct ServerNode {
     pub forwards: Arc<Forwards>,
     pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
+    /// How long an operator message waits for its outcome.
+    pub forward_timeout: std::time::Duration,
 }
 
 #[tonic::async_trait]
@@ -44,15 +47,24 @@ impl AdminNode for ServerNode {
     }
 
     async fn send_as_operator(&self, message: pb::ChatMessage) -> Status {
-        let status = deliver_local(&self.sessions, &message);
-        if status == Status::NotHere {
-            let (tx, rx) = oneshot::channel();
-            self.forwards.forward(message, Waiter::Operator(tx));
-            // The expiry sweep guarantees an answer within the timeout.
-            return rx.await.unwrap_or(Status::Unavailable);
+        let (tx, rx) = oneshot::channel();
+        match deliver_local(&self.sessions, &message, move || Receipt::operator(tx)) {
+            // Settled once written or dropped; a recipient that reads
+            // slowly may keep the call waiting up to the forward timeout.
+            Ok(()) => tokio::time::timeout(self.forward_timeout, rx)
+                .await
+                .map_or(Status::Unavailable, |r| r.unwrap_or(Status::Unavailable)),
+            Err(Status::NotHere) => {
+                let (tx, rx) = oneshot::channel();
+                self.forwards.forward(message, Waiter::Operator(tx));
+                // The expiry sweep guarantees an answer within the timeout.
+                rx.await.unwrap_or(Status::Unavailable)
+            }
+            Err(status) => {
+                self.metrics.outcome(status);
+                status
+            }
         }
-        self.metrics.outcome(status);
-        status
     }
 
     fn new_message_id(&self) -> String {

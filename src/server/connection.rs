@@ -1,33 +1,39 @@
 //! One task per client connection, owning the socket.
 //!
-//! It reads request lines and hands them to `Requests`, and writes
-//! everything the client is sent: replies, chat messages from its bounded
-//! queue, and control lines. Writes are batched: everything ready is
-//! appended to one buffer and written once, so a busy client gets few
-//! large writes. If the client stops reading, writes block, the queue
+//! It reads request lines and hands them to `Requests`, and writes (through
+//! `Output`) everything the client is sent: replies, messages from its
+//! bounded queue, and control lines. Reading and writing are served
+//! fairly: a flood of messages to a client cannot keep its own requests
+//! unread. Writes are batched: everything ready (up to a batch) goes out
+//! in one write. If the client stops reading, writes block, its queue
 //! fills and senders get `recipient_busy`; after the write timeout the
-//! connection is closed. Memory per connection stays bounded.
+//! connection is closed. When its session ends, whatever is still queued
+//! for it is settled `offline`. Memory per connection stays bounded.
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use super::admission::Slots;
+use super::control::Control;
+use super::outbox::{Outbound, Share};
+use super::output::{Output, WriteFailed};
 use super::requests::{Context, Flow, Requests};
-use super::sessions::Control;
+use crate::pb::Status;
 use crate::protocol::reply::{code_line, error_line};
 use crate::protocol::{ErrorCode, Frame, KickReason, LineCodec, ProtocolError};
 use crate::shutdown::CancellationToken;
 
-/// Messages and control lines drained per write, so one flood cannot
-/// starve reading this client's own requests.
+/// Requests, messages and control lines taken per step, so that neither
+/// side starves the other.
 const MAX_BATCH: usize = 256;
+/// A write stops growing past this many bytes: a reply never waits behind
+/// megabytes of messages.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Initial read buffer per connection: it grows with the lines a client
 /// sends, and most connections sit idle (the default 8 KiB would dominate
@@ -38,9 +44,10 @@ struct Conn {
     ctx: Arc<Context>,
     requests: Requests,
     reader: FramedRead<OwnedReadHalf, LineCodec>,
-    write: OwnedWriteHalf,
-    /// Lines waiting to be written.
-    out: BytesMut,
+    output: Output,
+    messages: mpsc::Receiver<Outbound>,
+    control: mpsc::UnboundedReceiver<Control>,
+    share: Share,
     /// Set when the connection must close after the next write.
     closing: bool,
     /// The client half-closed: answer what is in flight, then close.
@@ -48,53 +55,76 @@ struct Conn {
 }
 
 pub async fn run(ctx: Arc<Context>, stream: TcpStream, _slots: Slots, shutdown: CancellationToken) {
-    let (read, write) = stream.into_split();
-    let codec = LineCodec::new(ctx.limits.max_line_bytes);
-    let (messages_tx, mut messages_rx) = mpsc::channel(ctx.limits.outbound_queue);
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-    let mut conn = Conn {
-        requests: Requests::new(ctx.clone(), messages_tx, control_tx),
-        reader: FramedRead::with_capacity(read, codec, READ_BUFFER),
-        write,
-        out: BytesMut::new(),
-        closing: false,
-        input_done: false,
-        ctx,
-    };
+    let mut conn = Conn::new(ctx, stream);
     conn.ctx.metrics.connections.inc();
     let login_deadline = tokio::time::sleep(conn.ctx.limits.login_timeout);
     tokio::pin!(login_deadline);
     let mut ever_logged_in = false;
 
     while !conn.closing {
+        // The client's own requests come before its messages, and every
+        // step also gathers messages (`gather`): so each step serves both,
+        // and a flood to this client cannot keep its requests unread (an
+        // unbiased select would pick the one branch only now and then).
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => conn.kick(KickReason::ServerShutdown),
-            Some(control) = control_rx.recv() => conn.apply_control(control),
-            Some(line) = messages_rx.recv() => conn.out.extend_from_slice(&line),
+            Some(control) = conn.control.recv() => conn.apply_control(control),
             frame = conn.reader.next(), if !conn.input_done => {
                 if !conn.read_batch(frame).await {
                     break;
                 }
                 ever_logged_in |= conn.requests.logged_in();
             }
+            Some(message) = conn.messages.recv() => conn.output.message(message),
             _ = &mut login_deadline, if !ever_logged_in => conn.login_timeout(),
         }
-        conn.drain_ready(&mut control_rx, &mut messages_rx);
-        let finished = conn.input_done && conn.requests.awaiting_outcomes() == 0;
-        if !conn.flush().await || finished {
+        conn.gather();
+        if let Err(why) = conn.output.flush().await {
+            if why == WriteFailed::TimedOut {
+                tracing::info!(server = %conn.ctx.me.id, "client stopped reading; closing after write timeout");
+            }
+            break;
+        }
+        if conn.input_done && conn.requests.awaiting_outcomes() == 0 {
             break;
         }
     }
-    let _ = conn.write.shutdown().await;
-    conn.requests.end(shutdown.is_cancelled()).await;
-    conn.ctx.metrics.connections.dec();
+    conn.finish(shutdown.is_cancelled()).await;
 }
 
 impl Conn {
+    fn new(ctx: Arc<Context>, stream: TcpStream) -> Self {
+        let (read, write) = stream.into_split();
+        let codec = LineCodec::new(ctx.limits.max_line_bytes);
+        let (messages_tx, messages) = mpsc::channel(ctx.limits.outbound_queue);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let share = Share {
+            budget: ctx.budget.clone(),
+            queue: Arc::default(),
+        };
+        let output = Output::new(
+            write,
+            share.clone(),
+            ctx.metrics.clone(),
+            ctx.limits.write_timeout,
+        );
+        Self {
+            requests: Requests::new(ctx.clone(), messages_tx, share.queue.clone(), control_tx),
+            reader: FramedRead::with_capacity(read, codec, READ_BUFFER),
+            output,
+            messages,
+            control,
+            share,
+            closing: false,
+            input_done: false,
+            ctx,
+        }
+    }
+
     fn kick(&mut self, reason: KickReason) {
         let line = self.requests.kick(reason);
-        self.out.extend_from_slice(&line);
+        self.output.line(&line);
         self.closing = true;
     }
 
@@ -102,11 +132,11 @@ impl Conn {
         match control {
             Control::Outcome(line) => {
                 self.requests.outcome_arrived();
-                self.out.extend_from_slice(&line);
+                self.output.line(&line);
             }
             Control::Kick { session, reason } => {
                 if let Some(line) = self.requests.kick_session(session, reason) {
-                    self.out.extend_from_slice(&line);
+                    self.output.line(&line);
                     self.closing = true;
                 }
             }
@@ -115,7 +145,7 @@ impl Conn {
 
     fn login_timeout(&mut self) {
         let error = ProtocolError::new(ErrorCode::NotLoggedIn, "login timeout; closing");
-        self.out.extend_from_slice(&error_line(&error, &None));
+        self.output.line(&error_line(&error, &None));
         self.closing = true;
     }
 
@@ -127,7 +157,7 @@ impl Conn {
             return false;
         }
         for _ in 0..MAX_BATCH {
-            if self.input_done || self.closing {
+            if self.input_done || self.closing || self.output.len() >= MAX_BATCH_BYTES {
                 break;
             }
             let Some(frame) = self.reader.next().now_or_never() else {
@@ -145,13 +175,13 @@ impl Conn {
     async fn on_frame(&mut self, frame: Option<std::io::Result<Frame>>) -> bool {
         match frame {
             Some(Ok(Frame::Line(line))) => {
-                if self.requests.handle(&line, &mut self.out).await == Flow::Close {
-                    self.closing = true;
+                match self.requests.handle(&line, self.output.replies()).await {
+                    Flow::Continue => {}
+                    Flow::SessionEnded => self.drop_queued(),
+                    Flow::Close => self.closing = true,
                 }
             }
-            Some(Ok(Frame::TooLong)) => self
-                .out
-                .extend_from_slice(&code_line(ErrorCode::LineTooLong, &None)),
+            Some(Ok(Frame::TooLong)) => self.output.line(&code_line(ErrorCode::LineTooLong, &None)),
             Some(Err(_)) => return false,
             None => self.input_done = true,
         }
@@ -159,41 +189,46 @@ impl Conn {
     }
 
     /// Appends whatever else is ready, up to a batch.
-    fn drain_ready(
-        &mut self,
-        control_rx: &mut mpsc::UnboundedReceiver<Control>,
-        messages_rx: &mut mpsc::Receiver<Bytes>,
-    ) {
+    fn gather(&mut self) {
         for _ in 0..MAX_BATCH {
             if self.closing {
                 return;
             }
-            if let Ok(control) = control_rx.try_recv() {
+            if let Ok(control) = self.control.try_recv() {
                 self.apply_control(control);
-            } else if let Ok(line) = messages_rx.try_recv() {
-                self.out.extend_from_slice(&line);
+            } else if self.output.len() >= MAX_BATCH_BYTES {
+                return;
+            } else if let Ok(message) = self.messages.try_recv() {
+                self.output.message(message);
             } else {
                 return;
             }
         }
     }
 
-    /// Writes the buffer; false if the client is gone or stopped reading.
-    async fn flush(&mut self) -> bool {
-        if self.out.is_empty() {
-            return true;
+    /// The session ended: messages still queued for it are offline.
+    fn drop_queued(&mut self) {
+        while let Ok(message) = self.messages.try_recv() {
+            self.share.release(message.line.len());
+            message.receipt.settle(Status::Offline, &self.ctx.metrics);
         }
-        let timeout = self.ctx.limits.write_timeout;
-        match tokio::time::timeout(timeout, self.write.write_all(&self.out)).await {
-            Ok(Ok(())) => {
-                self.out.clear();
-                true
-            }
-            Ok(Err(_)) => false,
-            Err(_) => {
-                tracing::info!(server = %self.ctx.me.id, "client stopped reading; closing after write timeout");
-                false
-            }
+    }
+
+    /// Ends the connection: no more messages can be queued (the queue is
+    /// closed before the session leaves the table), what was not written
+    /// is offline, the session and its presence entry go.
+    async fn finish(mut self, shutting_down: bool) {
+        self.messages.close();
+        self.requests.end(shutting_down).await;
+        self.drop_queued();
+        self.output.close().await;
+        // Every message released its bytes when settled; a remainder would
+        // be a bug, and must not shrink the server's budget for good.
+        let left = self.share.queue.get();
+        if left > 0 {
+            tracing::error!(server = %self.ctx.me.id, left, "queued bytes left at close");
+            self.share.release(left);
         }
+        self.ctx.metrics.connections.dec();
     }
 }

@@ -1,24 +1,30 @@
-//! Delivery on this server: handing a message to a local session, the
-//! `message` line its recipient reads, and the sender's reply line for an
-//! outcome. Every path that delivers (a local chat, a forward from the
-//! relay, an operator's message) goes through here, so they agree.
-//! Owns no state and never touches the network.
+//! Delivery on this server: handing a message to a local session and the
+//! `message` line its recipient reads. Every path that delivers (a local
+//! chat, a forward from the relay, an operator's message) goes through
+//! here, so they agree. Owns no state and never touches the network.
 
 use bytes::Bytes;
 
-use super::sessions::{Delivery, Sessions};
-use crate::outcome::ClientOutcome;
+use super::outbox::Receipt;
+use super::sessions::{Sessions, Undelivered};
 use crate::pb::{ChatMessage, Status};
-use crate::protocol::reply::{Event, Ref, code_line};
+use crate::protocol::reply::Event;
 
-/// Queues `message` for its recipient if the recipient is on this server.
-/// `NotHere` means no local session has the name.
-pub fn deliver_local(sessions: &Sessions, message: &ChatMessage) -> Status {
-    match sessions.deliver(&message.to, || message_line(message)) {
-        Delivery::Delivered => Status::Delivered,
-        Delivery::Busy => Status::Busy,
-        Delivery::NotHere => Status::NotHere,
-    }
+/// Queues `message` for its recipient if the recipient is on this server;
+/// the receipt `receipt` makes learns the outcome once the message is
+/// written or dropped. A refusal (`BUSY`, or `NOT_HERE`: no local session
+/// has the name) is for the caller to answer or route elsewhere.
+pub fn deliver_local(
+    sessions: &Sessions,
+    message: &ChatMessage,
+    receipt: impl FnOnce() -> Receipt,
+) -> Result<(), Status> {
+    sessions
+        .deliver(&message.to, || message_line(message), receipt)
+        .map_err(|why| match why {
+            Undelivered::Busy => Status::Busy,
+            Undelivered::NotHere => Status::NotHere,
+        })
 }
 
 /// The `message` event line a recipient receives.
@@ -31,17 +37,4 @@ pub fn message_line(m: &ChatMessage) -> Bytes {
         ts: m.ts_ms,
     }
     .to_line()
-}
-
-/// The sender's reply for the outcome of its chat `id`.
-pub fn outcome_line(id: &str, reference: &Ref, status: Status) -> Bytes {
-    match ClientOutcome::of(status) {
-        ClientOutcome::Delivered => Event::Ack {
-            id,
-            reference,
-            status: "delivered",
-        }
-        .to_line(),
-        ClientOutcome::Failed(code) => code_line(code, reference),
-    }
 }

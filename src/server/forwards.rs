@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use crate::sync::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use super::delivery::outcome_line;
-use super::sessions::Control;
+use super::control::Control;
+use super::outbox::outcome_line;
+use crate::link::LinkSender;
 use crate::metrics::Metrics;
-use crate::pb::{self, Status, envelope::Kind};
+use crate::pb::{self, Status};
 use crate::protocol::reply::Ref;
 use crate::shutdown::CancellationToken;
 
@@ -30,8 +31,9 @@ pub enum Waiter {
     Client {
         control: mpsc::UnboundedSender<Control>,
         reference: Ref,
-        /// The sender's in-flight slot, freed with the entry.
-        permit: OwnedSemaphorePermit,
+        /// The sender's in-flight slot, freed with the entry and once the
+        /// envelope has left the link's queue.
+        slot: Arc<OwnedSemaphorePermit>,
     },
     /// An operator's message (Admin API).
     Operator(oneshot::Sender<Status>),
@@ -49,7 +51,7 @@ pub struct Forwards {
     timeout: Duration,
     pending: Mutex<HashMap<String, Entry>>,
     /// The current link's outbound queue, if a link is up.
-    link: Mutex<Option<mpsc::UnboundedSender<Kind>>>,
+    link: Mutex<Option<LinkSender>>,
     /// When the current link came up (unix ms); 0 while down.
     linked_since_ms: AtomicI64,
     metrics: Arc<Metrics>,
@@ -68,9 +70,13 @@ impl Forwards {
     }
 
     /// Hands a message to the relay; `waiter` receives its outcome (or
-    /// `unavailable` at once if there is no link).
+    /// `unavailable` at once if there is no link, or its queue is full).
     pub fn forward(&self, message: pb::ChatMessage, waiter: Waiter) {
         let id = message.id.clone();
+        let slot = match &waiter {
+            Waiter::Client { slot, .. } => Some(slot.clone()),
+            Waiter::Operator(_) => None,
+        };
         let now = Instant::now();
         let entry = Entry {
             waiter,
@@ -83,11 +89,8 @@ impl Forwards {
             origin_server: self.origin.clone(),
             rerouted: false,
         };
-        let sent = self
-            .link
-            .lock()
-            .as_ref()
-            .is_some_and(|tx| tx.send(Kind::Forward(forward)).is_ok());
+        let link = self.link.lock().clone();
+        let sent = link.is_some_and(|link| link.try_forward(forward, slot).is_ok());
         if !sent {
             self.resolve(&id, Status::Unavailable);
         }
@@ -102,7 +105,7 @@ impl Forwards {
     }
 
     /// A link is up: forwards leave through `tx` from now on.
-    pub fn link_up(&self, tx: mpsc::UnboundedSender<Kind>) {
+    pub fn link_up(&self, tx: LinkSender) {
         *self.link.lock() = Some(tx);
         self.linked_since_ms
             .store(crate::clock::now_ms(), Ordering::Relaxed);
@@ -156,12 +159,9 @@ impl Forwards {
         // The sender may have gone meanwhile: nobody left to tell.
         match entry.waiter {
             Waiter::Client {
-                control,
-                reference,
-                permit,
+                control, reference, ..
             } => {
                 let _ = control.send(Control::Outcome(outcome_line(id, &reference, status)));
-                drop(permit);
             }
             Waiter::Operator(tx) => {
                 let _ = tx.send(status);

@@ -39,7 +39,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        tune(&stream, ctx.limits.client_send_buffer_bytes);
         match admission.admit(peer.ip()) {
             Ok(slots) => {
                 connections.spawn(connection::run(
@@ -55,6 +55,16 @@ pub async fn accept_loop(
                 connections.spawn(refuse(stream, error_line(&err, &None)));
             }
         }
+    }
+}
+
+/// No Nagle delay for small replies; and a bounded kernel send buffer, so
+/// that what a client has not read yet stays in the server's own queue,
+/// where its budget applies and its replies can still go first.
+fn tune(stream: &TcpStream, send_buffer: Option<usize>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(bytes) = send_buffer {
+        let _ = socket2::SockRef::from(stream).set_send_buffer_size(bytes);
     }
 }
 

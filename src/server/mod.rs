@@ -17,6 +17,7 @@
 mod admin_node;
 mod admission;
 mod connection;
+mod control;
 mod delivery;
 mod forwards;
 mod identity;
@@ -24,6 +25,8 @@ mod kicks;
 mod listener;
 mod membership;
 mod options;
+mod outbox;
+mod output;
 mod relay_link;
 mod requests;
 mod roster;
@@ -54,12 +57,17 @@ struct Parts {
     roster: Arc<roster::Roster>,
     forwards: Arc<forwards::Forwards>,
     admission: Arc<admission::Admission>,
+    budget: Arc<outbox::Budget>,
 }
 
 impl Parts {
     fn new(id: String, limits: &Limits, store: Arc<dyn PresenceStore>) -> Self {
         let me = Arc::new(identity::Identity::new(id));
         let metrics = Metrics::new();
+        let budget = Arc::new(outbox::Budget::new(
+            limits.outbound_queue_bytes,
+            limits.outbound_total_bytes,
+        ));
         Self {
             roster: Arc::new(roster::Roster::new(store.clone(), me.clone())),
             forwards: Arc::new(forwards::Forwards::new(
@@ -68,7 +76,8 @@ impl Parts {
                 metrics.clone(),
             )),
             admission: Arc::new(admission::Admission::new(limits)),
-            sessions: Arc::default(),
+            sessions: Arc::new(sessions::Sessions::new(budget.clone())),
+            budget,
             store,
             me,
             metrics,
@@ -94,7 +103,8 @@ pub async fn run(
         &opts.advertise_client,
     )
     .await?;
-    let grpc = Grpc::start(&parts, opts.grpc, opts.admin_token).await;
+    let forward_timeout = opts.limits.forward_timeout;
+    let grpc = Grpc::start(&parts, opts.grpc, opts.admin_token, forward_timeout).await;
     let background = shutdown.child_token();
     let tasks = TaskTracker::new();
     if let Some(listener) = opts.metrics_listener {
@@ -108,7 +118,16 @@ pub async fn run(
         grpc_addr: opts.advertise_grpc,
         client_addr: opts.advertise_client,
     };
-    spawn_forwarding(&tasks, &parts, opts.relay, hello, &background);
+    let link = relay_link::RelayLink {
+        relay: opts.relay,
+        queue_bytes: opts.limits.link_queue_bytes,
+        hello,
+        sessions: parts.sessions.clone(),
+        forwards: parts.forwards.clone(),
+    };
+    tasks.spawn(link.run(background.clone()));
+    let expiry = forwards::expire_loop(parts.forwards.clone(), background.clone());
+    tasks.spawn(expiry);
     tracing::info!(server = %parts.me.id, incarnation = %parts.me.incarnation, "message server started");
 
     let drain_timeout = opts.limits.drain_timeout;
@@ -118,6 +137,7 @@ pub async fn run(
         forwards: parts.forwards.clone(),
         roster: parts.roster.clone(),
         limits: opts.limits,
+        budget: parts.budget.clone(),
         auth: opts.auth,
         metrics: parts.metrics.clone(),
     });
@@ -159,7 +179,12 @@ struct Grpc {
 }
 
 impl Grpc {
-    async fn start(parts: &Parts, serving: grpc::Serving, admin_token: Option<String>) -> Self {
+    async fn start(
+        parts: &Parts,
+        serving: grpc::Serving,
+        admin_token: Option<String>,
+        forward_timeout: Duration,
+    ) -> Self {
         let (health, health_service) = grpc::Health::new(vec![]);
         health.set(true).await;
         let node = admin_node::ServerNode {
@@ -168,6 +193,7 @@ impl Grpc {
             forwards: parts.forwards.clone(),
             admission: parts.admission.clone(),
             metrics: parts.metrics.clone(),
+            forward_timeout,
         };
         let admin = AdminService::serve(Arc::new(node), parts.store.clone(), admin_token);
         let stop = CancellationToken::new();
@@ -208,22 +234,4 @@ fn spawn_membership(
         roster: parts.roster.clone(),
     };
     tasks.spawn(kick_notices.run(kick_stream, stop.clone()));
-}
-
-/// The link to the relay and the forward-expiry sweep.
-fn spawn_forwarding(
-    tasks: &TaskTracker,
-    parts: &Parts,
-    relay: RelayEndpoint,
-    hello: pb::Hello,
-    stop: &CancellationToken,
-) {
-    let link = relay_link::RelayLink {
-        relay,
-        hello,
-        sessions: parts.sessions.clone(),
-        forwards: parts.forwards.clone(),
-    };
-    tasks.spawn(link.run(stop.clone()));
-    tasks.spawn(forwards::expire_loop(parts.forwards.clone(), stop.clone()));
 }

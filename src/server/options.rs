@@ -45,6 +45,16 @@ pub struct Limits {
     pub login_timeout: Duration,
     /// Messages queued per connection before senders get recipient_busy.
     pub outbound_queue: usize,
+    /// Bytes queued per connection before senders get recipient_busy.
+    pub outbound_queue_bytes: usize,
+    /// Bytes queued for all connections together, likewise.
+    pub outbound_total_bytes: usize,
+    /// The kernel send buffer of each client socket; None: the kernel's
+    /// default (autotuned, up to megabytes).
+    pub client_send_buffer_bytes: Option<usize>,
+    /// Bytes of forwards the relay link's outbound queue may hold; beyond
+    /// them a cross-server chat gets unavailable.
+    pub link_queue_bytes: usize,
     /// Cross-server chats one connection may have awaiting their outcome.
     pub max_inflight: usize,
     pub forward_timeout: Duration,

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
 
 use super::delivery::deliver_local;
 use super::forwards::Forwards;
 use super::options::RelayEndpoint;
+use super::outbox::Receipt;
 use super::sessions::Sessions;
-use crate::link::{MAX_LINK_FRAME, batches, dial};
+use crate::link::{LinkSender, MAX_LINK_FRAME, batches, dial, queue};
 use crate::pb::envelope::Kind;
 use crate::pb::relay_client::RelayClient;
 use crate::pb::{self, Status, server_frame};
@@ -28,6 +28,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// things envelopes reach: local sessions and waiting forwards.
 pub struct RelayLink {
     pub relay: RelayEndpoint,
+    /// Bytes of forwards the link's outbound queue may hold.
+    pub queue_bytes: usize,
     pub hello: pb::Hello,
     pub sessions: Arc<Sessions>,
     pub forwards: Arc<Forwards>,
@@ -68,7 +70,7 @@ impl RelayLink {
     /// One life of the link. Ok(()) if it was established and later ended.
     async fn link_once(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let channel = dial(&self.relay.url, self.relay.tls.as_ref()).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = queue(self.queue_bytes);
         let first = pb::ServerFrame {
             kind: Some(server_frame::Kind::Hello(self.hello.clone())),
         };
@@ -104,10 +106,12 @@ impl RelayLink {
         Ok(())
     }
 
-    fn on_envelope(&self, tx: &mpsc::UnboundedSender<Kind>, kind: Option<Kind>) {
+    fn on_envelope(&self, tx: &LinkSender, kind: Option<Kind>) {
         match kind {
             Some(Kind::Forward(forward)) => {
-                let _ = tx.send(Kind::Outcome(self.deliver(forward)));
+                if let Some(refused) = self.deliver(tx, forward) {
+                    tx.send_outcome(refused);
+                }
             }
             Some(Kind::Outcome(outcome)) => {
                 let status = Status::try_from(outcome.status).unwrap_or(Status::Unavailable);
@@ -117,18 +121,31 @@ impl RelayLink {
         }
     }
 
-    /// Delivers a message forwarded by the relay to a local session; a
-    /// NOT_HERE outcome carries the message back for re-routing.
-    fn deliver(&self, forward: pb::Forward) -> pb::Outcome {
+    /// Queues a message forwarded by the relay for a local session: its
+    /// outcome goes back on the link once it is written (or dropped).
+    /// Returns the outcome of a refusal at once; a NOT_HERE outcome
+    /// carries the message back for re-routing.
+    fn deliver(&self, tx: &LinkSender, forward: pb::Forward) -> Option<pb::Outcome> {
         let Some(message) = &forward.message else {
-            return outcome(String::new(), forward.origin_server, Status::Unavailable);
+            return Some(outcome(
+                String::new(),
+                forward.origin_server,
+                Status::Unavailable,
+            ));
         };
-        let status = deliver_local(&self.sessions, message);
+        let receipt = || {
+            Receipt::remote(
+                tx.clone(),
+                message.id.clone(),
+                forward.origin_server.clone(),
+            )
+        };
+        let status = deliver_local(&self.sessions, message, receipt).err()?;
         let mut result = outcome(message.id.clone(), forward.origin_server.clone(), status);
         if status == Status::NotHere {
             result.returned = Some(forward);
         }
-        result
+        Some(result)
     }
 }
 

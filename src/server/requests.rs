@@ -13,12 +13,14 @@ use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::delivery::{deliver_local, outcome_line};
+use super::control::Control;
+use super::delivery::deliver_local;
 use super::forwards::{Forwards, Waiter};
 use super::identity::Identity;
 use super::options::{Limits, RateLimit};
+use super::outbox::{Budget, Outbound, QueueBytes, Receipt, outcome_line};
 use super::roster::Roster;
-use super::sessions::{Control, Displaced, SessionHandle, Sessions};
+use super::sessions::{Displaced, SessionHandle, Sessions};
 use crate::auth::Authenticator;
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
@@ -35,6 +37,8 @@ pub struct Context {
     pub forwards: Arc<Forwards>,
     pub roster: Arc<Roster>,
     pub limits: Limits,
+    /// The byte budgets of queued output (shared with `sessions`).
+    pub budget: Arc<Budget>,
     pub auth: Option<Authenticator>,
     pub metrics: Arc<Metrics>,
 }
@@ -43,6 +47,8 @@ pub struct Context {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// The session ended (logout); the connection stays open.
+    SessionEnded,
     /// Close after writing what is buffered (the session was displaced).
     Close,
 }
@@ -63,15 +69,26 @@ pub struct Requests {
     ctx: Arc<Context>,
     session: Option<Session>,
     /// This connection's queues, handed to the session table at login.
-    messages: mpsc::Sender<Bytes>,
+    messages: mpsc::Sender<Outbound>,
+    queue: Arc<QueueBytes>,
     control: mpsc::UnboundedSender<Control>,
     /// Slots for cross-server chats awaiting their outcome.
     inflight: Arc<Semaphore>,
-    /// Cross-server chats whose outcome line has not arrived yet; a client
-    /// that half-closes still gets them before the connection ends.
+    /// Chats whose outcome line has not arrived yet (queued for a local
+    /// recipient, or forwarded); a client that half-closes still gets them
+    /// before the connection ends.
     awaiting_outcomes: usize,
     /// The request budget (None: unlimited).
     limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// Appends a request's answer (or its error) to the output.
+fn append(out: &mut BytesMut, answer: Answer, reference: &Ref) {
+    match answer {
+        Ok(Some(line)) => out.extend_from_slice(&line),
+        Ok(None) => {}
+        Err(e) => out.extend_from_slice(&error_line(&e, reference)),
+    }
 }
 
 /// A presence store failure, as the client sees it.
@@ -93,10 +110,12 @@ fn request_limiter(limit: Option<RateLimit>) -> Option<DefaultDirectRateLimiter>
 impl Requests {
     pub fn new(
         ctx: Arc<Context>,
-        messages: mpsc::Sender<Bytes>,
+        messages: mpsc::Sender<Outbound>,
+        queue: Arc<QueueBytes>,
         control: mpsc::UnboundedSender<Control>,
     ) -> Self {
         Self {
+            queue,
             inflight: Arc::new(Semaphore::new(ctx.limits.max_inflight)),
             limiter: request_limiter(ctx.limits.rate_limit),
             ctx,
@@ -115,7 +134,7 @@ impl Requests {
         self.awaiting_outcomes
     }
 
-    /// A forwarded chat's outcome line arrived for this connection.
+    /// The outcome line of one of this connection's chats arrived.
     pub fn outcome_arrived(&mut self) {
         self.awaiting_outcomes = self.awaiting_outcomes.saturating_sub(1);
     }
@@ -138,13 +157,18 @@ impl Requests {
             )),
             Ok(Request::Chat(chat)) => self.chat(chat, &reference).await,
             Ok(Request::Who { name }) => self.who(&name, &reference).await,
-            Ok(Request::Logout) => self.logout(&reference).await,
+            Ok(Request::Logout) => {
+                let answer = self.logout(&reference).await;
+                let ended = answer.is_ok();
+                append(out, answer, &reference);
+                return if ended {
+                    Flow::SessionEnded
+                } else {
+                    Flow::Continue
+                };
+            }
         };
-        match answer {
-            Ok(Some(line)) => out.extend_from_slice(&line),
-            Ok(None) => {}
-            Err(e) => out.extend_from_slice(&error_line(&e, &reference)),
-        }
+        append(out, answer, &reference);
         Flow::Continue
     }
 
@@ -200,6 +224,7 @@ impl Requests {
             id: session.id,
             since_ms: session.since_ms,
             messages: self.messages.clone(),
+            queue: self.queue.clone(),
             control: self.control.clone(),
         };
         let line = Event::Login {
@@ -258,14 +283,25 @@ impl Requests {
             content: chat.content,
             ts_ms: now_ms(),
         };
-        let status = deliver_local(&ctx.sessions, &message);
-        if status == Status::NotHere {
-            ctx.metrics.messages_forwarded.inc();
-            return self.forward(message, reference).await;
+        let receipt =
+            || Receipt::local(self.control.clone(), message.id.clone(), reference.clone());
+        match deliver_local(&ctx.sessions, &message, receipt) {
+            Ok(()) => {
+                // The outcome comes once the message is written (or not).
+                ctx.metrics.messages_local.inc();
+                self.awaiting_outcomes += 1;
+                Ok(None)
+            }
+            Err(Status::NotHere) => {
+                ctx.metrics.messages_forwarded.inc();
+                self.forward(message, reference).await
+            }
+            Err(status) => {
+                ctx.metrics.messages_local.inc();
+                ctx.metrics.outcome(status);
+                Ok(Some(outcome_line(&message.id, reference, status)))
+            }
         }
-        ctx.metrics.messages_local.inc();
-        ctx.metrics.outcome(status);
-        Ok(Some(outcome_line(&message.id, reference, status)))
     }
 
     /// Hands a chat to the relay; its outcome arrives later as a control
@@ -277,7 +313,7 @@ impl Requests {
         let waiter = Waiter::Client {
             control: self.control.clone(),
             reference: reference.clone(),
-            permit,
+            slot: Arc::new(permit),
         };
         self.ctx.forwards.forward(message, waiter);
         self.awaiting_outcomes += 1;

@@ -1,29 +1,30 @@
 //! The sessions logged in on this server: name -> the connection's queues.
 //!
-//! This table is the authority on local delivery: a message is delivered
+//! This table is the authority on local delivery: a message is queued
 //! here or not at all. It also enforces newest-wins locally, and keeps
 //! short-lived tombstones for sessions kicked before they finished
 //! installing (a kick notice can overtake the login that it displaces).
 //! It never talks to the presence store.
+//!
+//! Invariants:
+//! - a name maps to at most one session; installing a newer one kicks the
+//!   older (the store already ordered the logins);
+//! - a message is queued only within both byte budgets (`outbox::Budget`),
+//!   reserved under this table's lock, so reservations never race;
+//! - a refused message never had a receipt (it is made only once the
+//!   message is queued), so its caller answers the sender, exactly once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::control::Control;
+use super::outbox::{Budget, Outbound, QueueBytes, Receipt};
 use crate::protocol::KickReason;
-
-/// Messages to a connection besides chat messages: never refused, and
-/// bounded by construction (one reply per in-flight chat, one kick).
-#[derive(Debug)]
-pub enum Control {
-    /// A forwarded chat's outcome line, for its sender.
-    Outcome(Bytes),
-    /// Close session `session` with a `kicked` event.
-    Kick { session: u64, reason: KickReason },
-}
+use crate::sync::{Mutex, MutexGuard};
 
 /// How a connection is reached from the rest of the server.
 #[derive(Debug, Clone)]
@@ -31,8 +32,9 @@ pub struct SessionHandle {
     /// The session id: unique per login within this server incarnation.
     pub id: u64,
     pub since_ms: i64,
-    /// Bounded: a full queue means `recipient_busy`.
-    pub messages: mpsc::Sender<Bytes>,
+    /// Bounded in messages; `queue` counts its bytes.
+    pub messages: mpsc::Sender<Outbound>,
+    pub queue: Arc<QueueBytes>,
     pub control: mpsc::UnboundedSender<Control>,
 }
 
@@ -46,10 +48,12 @@ impl SessionHandle {
     }
 }
 
+/// Why a message was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Delivered,
+pub enum Undelivered {
+    /// The recipient's queue (or the server's budget) is full.
     Busy,
+    /// No session of that name here.
     NotHere,
 }
 
@@ -58,20 +62,58 @@ pub enum Delivery {
 pub struct Displaced(pub KickReason);
 
 const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
-const TOMBSTONE_PRUNE_AT: usize = 4096;
+/// Beyond this many, the oldest tombstones go first: memory stays bounded
+/// under any churn of kicks.
+const TOMBSTONES_MAX: usize = 100_000;
+
+/// Kicks that arrived before their session installed, oldest first.
+#[derive(Default)]
+struct Tombstones {
+    by_session: HashMap<u64, KickReason>,
+    order: VecDeque<(Instant, u64)>,
+}
+
+impl Tombstones {
+    fn insert(&mut self, session: u64, reason: KickReason, now: Instant) {
+        // Pruning from the old end costs O(1) per kick, however many
+        // tombstones are fresh.
+        while let Some(&(at, old)) = self.order.front() {
+            if now.duration_since(at) < TOMBSTONE_TTL && self.order.len() < TOMBSTONES_MAX {
+                break;
+            }
+            self.order.pop_front();
+            self.by_session.remove(&old);
+        }
+        self.by_session.insert(session, reason);
+        self.order.push_back((now, session));
+    }
+
+    /// Session ids are never reused, so a taken tombstone's `order` entry
+    /// can wait for pruning.
+    fn take(&mut self, session: u64) -> Option<KickReason> {
+        self.by_session.remove(&session)
+    }
+}
 
 #[derive(Default)]
 struct Inner {
     by_name: HashMap<String, SessionHandle>,
-    tombstones: HashMap<u64, (Instant, KickReason)>,
+    tombstones: Tombstones,
 }
 
-#[derive(Default)]
 pub struct Sessions {
     inner: Mutex<Inner>,
+    budget: Arc<Budget>,
 }
 
 impl Sessions {
+    pub fn new(budget: Arc<Budget>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            budget,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock()
     }
@@ -80,7 +122,7 @@ impl Sessions {
     /// held the name (it is older: the store already ordered the logins).
     pub fn install(&self, name: &str, handle: SessionHandle) -> Result<(), Displaced> {
         let mut inner = self.lock();
-        if let Some((_, reason)) = inner.tombstones.remove(&handle.id) {
+        if let Some(reason) = inner.tombstones.take(handle.id) {
             return Err(Displaced(reason));
         }
         if let Some(old) = inner.by_name.insert(name.to_owned(), handle) {
@@ -98,15 +140,7 @@ impl Sessions {
                     h.kick(reason);
                 }
             }
-            _ => {
-                let now = Instant::now();
-                if inner.tombstones.len() >= TOMBSTONE_PRUNE_AT {
-                    inner
-                        .tombstones
-                        .retain(|_, (t, _)| now.duration_since(*t) < TOMBSTONE_TTL);
-                }
-                inner.tombstones.insert(session, (now, reason));
-            }
+            _ => inner.tombstones.insert(session, reason, Instant::now()),
         }
     }
 
@@ -132,17 +166,35 @@ impl Sessions {
         self.lock().by_name.contains_key(name)
     }
 
-    /// Queues a message for `name`; `render` runs only if `name` is here.
-    pub fn deliver(&self, name: &str, render: impl FnOnce() -> Bytes) -> Delivery {
+    /// Queues a message for `name`. `render` and `receipt` run only if
+    /// `name` is here and within its budgets; on a refusal the caller
+    /// answers the sender itself.
+    pub fn deliver(
+        &self,
+        name: &str,
+        render: impl FnOnce() -> Bytes,
+        receipt: impl FnOnce() -> Receipt,
+    ) -> Result<(), Undelivered> {
         let inner = self.lock();
         let Some(h) = inner.by_name.get(name) else {
-            return Delivery::NotHere;
+            return Err(Undelivered::NotHere);
         };
-        match h.messages.try_send(render()) {
-            Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Busy,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::NotHere,
+        let line = render();
+        let bytes = line.len();
+        if !self.budget.try_reserve(&h.queue, bytes) {
+            return Err(Undelivered::Busy);
         }
+        let (refused, outbound) = match h.messages.try_send(Outbound {
+            line,
+            receipt: receipt(),
+        }) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(o)) => (Undelivered::Busy, o),
+            Err(mpsc::error::TrySendError::Closed(o)) => (Undelivered::NotHere, o),
+        };
+        self.budget.release(&h.queue, bytes);
+        outbound.receipt.forget();
+        Err(refused)
     }
 
     /// (name, session, since) of every local session.
@@ -158,13 +210,19 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb::Status;
+    use tokio::sync::oneshot;
+
+    fn sessions(per_queue: usize) -> Sessions {
+        Sessions::new(Arc::new(Budget::new(per_queue, usize::MAX)))
+    }
 
     fn handle(
         session: u64,
         queue: usize,
     ) -> (
         SessionHandle,
-        mpsc::Receiver<Bytes>,
+        mpsc::Receiver<Outbound>,
         mpsc::UnboundedReceiver<Control>,
     ) {
         let (tx, rx) = mpsc::channel(queue);
@@ -174,6 +232,7 @@ mod tests {
                 id: session,
                 since_ms: 0,
                 messages: tx,
+                queue: Arc::default(),
                 control: ctx,
             },
             rx,
@@ -181,9 +240,14 @@ mod tests {
         )
     }
 
+    fn receipt() -> (Receipt, oneshot::Receiver<Status>) {
+        let (tx, rx) = oneshot::channel();
+        (Receipt::operator(tx), rx)
+    }
+
     #[test]
     fn newer_local_login_kicks_older() {
-        let s = Sessions::default();
+        let s = sessions(1000);
         let (h1, _r1, mut c1) = handle(1, 4);
         let (h2, _r2, _c2) = handle(2, 4);
         s.install("alice", h1).unwrap();
@@ -201,7 +265,7 @@ mod tests {
 
     #[test]
     fn kick_before_install_leaves_a_tombstone() {
-        let s = Sessions::default();
+        let s = sessions(1000);
         s.kick("alice", 5, KickReason::Admin);
         let (h, _r, _c) = handle(5, 4);
         assert!(matches!(
@@ -212,18 +276,45 @@ mod tests {
     }
 
     #[test]
+    fn tombstones_stay_bounded_and_keep_the_newest() {
+        let mut t = Tombstones::default();
+        let now = Instant::now();
+        for session in 0..(TOMBSTONES_MAX as u64 + 10) {
+            t.insert(session, KickReason::Admin, now);
+        }
+        assert_eq!(t.by_session.len(), TOMBSTONES_MAX);
+        assert_eq!(t.take(0), None, "the oldest went first");
+        assert_eq!(t.take(TOMBSTONES_MAX as u64 + 9), Some(KickReason::Admin));
+        t.insert(1 << 40, KickReason::Admin, now + TOMBSTONE_TTL);
+        assert_eq!(t.by_session.len(), 1, "expired ones are pruned");
+    }
+
+    #[test]
     fn full_queue_is_busy_and_absent_is_not_here() {
-        let s = Sessions::default();
+        let s = sessions(1000);
         let (h, _r, _c) = handle(1, 1);
         s.install("bob", h).unwrap();
-        assert_eq!(
-            s.deliver("bob", || Bytes::from_static(b"1")),
-            Delivery::Delivered
+        let (r1, _) = receipt();
+        assert!(s.deliver("bob", || Bytes::from_static(b"1"), || r1).is_ok());
+        let (r2, mut rx2) = receipt();
+        let refused = s.deliver("bob", || Bytes::from_static(b"2"), || r2);
+        assert_eq!(refused, Err(Undelivered::Busy));
+        assert!(rx2.try_recv().is_err(), "a refused message is not settled");
+        let refused = s.deliver("carol", || unreachable!(), || unreachable!());
+        assert_eq!(refused, Err(Undelivered::NotHere));
+    }
+
+    #[test]
+    fn the_byte_budget_refuses() {
+        let s = sessions(10);
+        let (h, _r, _c) = handle(1, 100);
+        s.install("bob", h).unwrap();
+        let (r1, _) = receipt();
+        assert!(
+            s.deliver("bob", || Bytes::from_static(b"12345678"), || r1)
+                .is_ok()
         );
-        assert_eq!(
-            s.deliver("bob", || Bytes::from_static(b"2")),
-            Delivery::Busy
-        );
-        assert_eq!(s.deliver("carol", || unreachable!()), Delivery::NotHere);
+        let refused = s.deliver("bob", || Bytes::from_static(b"123"), || unreachable!());
+        assert_eq!(refused, Err(Undelivered::Busy));
     }
 }

@@ -1,0 +1,15 @@
+//! What a connection is told besides the messages queued for it: the
+//! outcome lines of its own chats, and kicks. Never refused, and bounded
+//! by construction (one outcome per chat awaiting one, one kick).
+
+use bytes::Bytes;
+
+use crate::protocol::KickReason;
+
+#[derive(Debug)]
+pub enum Control {
+    /// The outcome line of one of this connection's chats.
+    Outcome(Bytes),
+    /// Close session `session` with a `kicked` event.
+    Kick { session: u64, reason: KickReason },
+}
