@@ -26,6 +26,9 @@ pub struct Options {
     pub limits: server::Limits,
     pub health: relay::HealthWatch,
     pub auth: Option<Authenticator>,
+    /// The relay's link token, shared by the in-process servers only: no
+    /// other process can link to this relay as one of them.
+    pub link_token: String,
     /// What holds presence, for the banner ("Redis", "embedded ...").
     pub presence: &'static str,
 }
@@ -44,6 +47,7 @@ pub async fn run(
             metrics_listener: None,
             health: opts.health,
             admin_token: None,
+            link_token: Some(opts.link_token.clone()),
         },
         store.clone(),
         shutdown.clone(),
@@ -67,6 +71,7 @@ pub async fn run(
             relay: server::RelayEndpoint {
                 url: format!("http://{relay_addr}"),
                 tls: None,
+                link_token: Some(opts.link_token.clone()),
             },
             limits: opts.limits.clone(),
             metrics_listener: None,

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Client, Redis, Relay, Server, ServerOpts, eventually, free_port, grpcurl};
+use support::{Client, Pki, Redis, Relay, Server, ServerOpts, eventually, free_port, grpcurl};
 use switchboard::auth::Authenticator;
 
 const SECRET: &str = "test-secret-0123456789abcdef";
@@ -179,57 +179,6 @@ async fn admitted(port: u16) -> Client {
         }
         assert!(std::time::Instant::now() < deadline, "never admitted");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A CA and certificates for 127.0.0.1 / localhost, written as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        for name in ["node", "operator"] {
-            let key = KeyPair::generate().unwrap();
-            let params =
-                CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        }
-        // A CA nobody trusts, for a client with the wrong certificate.
-        let rogue_key = KeyPair::generate().unwrap();
-        let rogue = CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .self_signed(&rogue_key)
-            .unwrap();
-        std::fs::write(dir.path().join("rogue.pem"), rogue.pem()).unwrap();
-        std::fs::write(dir.path().join("rogue.key"), rogue_key.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.path().join(file).display().to_string()
-    }
-
-    fn node_flags(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.path("node.pem"),
-            "--tls-key".into(),
-            self.path("node.key"),
-            "--tls-ca".into(),
-            self.path("ca.pem"),
-            "--tls-client-auth".into(),
-        ]
     }
 }
 

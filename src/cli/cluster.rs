@@ -82,6 +82,7 @@ impl ClusterArgs {
             relay_listener: bind(at(self.relay_port)).await?,
             servers,
             auth: build::authenticator(&self.auth)?,
+            link_token: build::random_link_token(),
             limits: self.limits.into(),
             health: self.health.into(),
             presence,

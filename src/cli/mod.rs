@@ -141,6 +141,27 @@ pub struct AdminFlags {
     pub admin_token_file: Option<PathBuf>,
 }
 
+/// The shared secret that lets a message server link to the relay.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LinkFlags {
+    /// Token a message server must present to link to the relay
+    /// (`authorization: Bearer TOKEN` on Relay.Link; at least 16 printable
+    /// ASCII bytes). The relay refuses links without it; servers send it.
+    /// Without one the relay accepts any link.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LINK_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "link_token_file"
+    )]
+    pub link_token: Option<String>,
+
+    /// File holding the link token (e.g. a mounted Kubernetes Secret).
+    /// Surrounding whitespace is ignored.
+    #[arg(long, env = "SWITCHBOARD_LINK_TOKEN_FILE")]
+    pub link_token_file: Option<PathBuf>,
+}
+
 /// Where the login-token secret comes from.
 #[derive(Debug, Clone, Default, Args)]
 pub struct AuthFlags {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use super::build::{self, bind_opt};
-use super::{GrpcFlags, HealthFlags, LogFlags, RedisFlags};
+use super::{GrpcFlags, HealthFlags, LinkFlags, LogFlags, RedisFlags};
 use crate::presence::PresenceStore;
 use crate::relay::Options;
 
@@ -22,6 +22,9 @@ pub struct RelayArgs {
 
     #[command(flatten)]
     pub grpc: GrpcFlags,
+
+    #[command(flatten)]
+    pub link: LinkFlags,
 
     /// Serve Prometheus metrics at GET /metrics on this address
     /// (e.g. 0.0.0.0:9090) [default: off].
@@ -44,6 +47,7 @@ impl RelayArgs {
             client_tls: build::client_tls(&self.grpc)?,
             metrics_listener: bind_opt(self.metrics_listen).await?,
             admin_token: build::admin_token(&self.grpc.admin)?,
+            link_token: build::link_token(&self.link)?,
             health: self.health.into(),
         };
         Ok((options, store))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use super::build::{self, bind, bind_opt, dialable};
-use super::{AuthFlags, GrpcFlags, LimitFlags, LogFlags, RedisFlags, server_id};
+use super::{AuthFlags, GrpcFlags, LimitFlags, LinkFlags, LogFlags, RedisFlags, server_id};
 use crate::presence::PresenceStore;
 use crate::server::{Options, RelayEndpoint};
 
@@ -53,6 +53,9 @@ pub struct ServerArgs {
     pub grpc: GrpcFlags,
 
     #[command(flatten)]
+    pub link: LinkFlags,
+
+    #[command(flatten)]
     pub auth: AuthFlags,
 
     /// Serve Prometheus metrics at GET /metrics on this address
@@ -83,6 +86,7 @@ impl ServerArgs {
             relay: RelayEndpoint {
                 url: self.relay,
                 tls: build::client_tls(&self.grpc)?,
+                link_token: build::link_token(&self.link)?,
             },
             metrics_listener: bind_opt(self.metrics_listen).await?,
             auth: build::authenticator(&self.auth)?,

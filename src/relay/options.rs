@@ -18,6 +18,8 @@ pub struct Options {
     pub health: HealthWatch,
     /// Bearer token of the Admin API, if it is protected.
     pub admin_token: Option<String>,
+    /// Bearer token a server must present to link; None: any link.
+    pub link_token: Option<String>,
 }
 
 /// How the relay decides that a server is dead (flags of the same names).

@@ -35,6 +35,8 @@ pub struct Options {
 pub struct RelayEndpoint {
     pub url: String,
     pub tls: Option<ClientTlsConfig>,
+    /// Sent as `authorization: Bearer <token>` when linking.
+    pub link_token: Option<String>,
 }
 
 /// Limits and timings of a message server (flags of the same names).

@@ -15,6 +15,7 @@ use super::delivery::deliver_local;
 use super::forwards::Forwards;
 use super::options::RelayEndpoint;
 use super::sessions::Sessions;
+use crate::grpc::Bearer;
 use crate::link::{MAX_LINK_FRAME, batches, dial};
 use crate::pb::envelope::Kind;
 use crate::pb::relay_client::RelayClient;
@@ -75,11 +76,15 @@ impl RelayLink {
         let rest = batches(rx).map(|b| pb::ServerFrame {
             kind: Some(server_frame::Kind::Batch(b)),
         });
-        let outbound = futures::stream::once(async { first }).chain(rest);
+        let mut request = tonic::Request::new(futures::stream::once(async { first }).chain(rest));
+        if let Some(token) = &self.relay.link_token {
+            Bearer::attach(&mut request, token)?;
+        }
         let mut inbound = RelayClient::new(channel)
             .max_decoding_message_size(MAX_LINK_FRAME)
-            .link(outbound)
-            .await?
+            .link(request)
+            .await
+            .map_err(refusal)?
             .into_inner();
         self.forwards.link_up(tx.clone());
         tracing::info!(server = %self.hello.server_id, relay = %self.relay.url, "relay link up");
@@ -130,6 +135,16 @@ impl RelayLink {
         }
         result
     }
+}
+
+/// Names the likely cause when the relay refuses the link itself.
+fn refusal(status: tonic::Status) -> anyhow::Error {
+    let why = match status.code() {
+        tonic::Code::Unauthenticated => "the relay refused the link token (--link-token)",
+        tonic::Code::PermissionDenied => "the relay refused this server's certificate identity",
+        _ => return status.into(),
+    };
+    anyhow::anyhow!("{why}: {}", status.message())
 }
 
 fn outcome(message_id: String, origin_server: String, status: Status) -> pb::Outcome {

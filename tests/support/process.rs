@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::{free_port, poll_until};
 
-fn log_dir() -> PathBuf {
+/// Where the logs of test processes go (the target's tmp dir).
+pub(super) fn log_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
     std::fs::create_dir_all(&dir).unwrap();
     dir
