@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Client, Pki, Redis, Relay, Server, ServerOpts, eventually, free_port, grpcurl};
+use support::{
+    Client, Pki, Redis, Relay, STEP, Server, ServerOpts, eventually, free_port, grpcurl,
+};
 use switchboard::auth::Authenticator;
 
 const SECRET: &str = "test-secret-0123456789abcdef";
@@ -198,6 +200,12 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     };
     let a = Server::start_with("a", &relay_url, &redis, opts.clone()).await;
     let b = Server::start_with("b", &relay_url, &redis, opts).await;
+    // A server with a certificate of another CA (trusting the right one).
+    let rogue_opts = ServerOpts {
+        extra: pki.flags("rogue"),
+        ..Default::default()
+    };
+    let rogue = Server::start_with("rogue", &relay_url, &redis, rogue_opts).await;
     support::wait_routable(&a, &b).await;
     let mut alice = a.client().await;
     let mut bob = b.client().await;
@@ -205,6 +213,10 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     bob.login("bob").await;
     assert_eq!(alice.chat("bob", "over mTLS").await["event"], "ack");
     assert_eq!(bob.expect_event("message").await["content"], "over mTLS");
+    eventually(STEP, "the foreign certificate's link to fail", || {
+        std::future::ready(rogue.proc.logs().contains("cannot reach the relay"))
+    })
+    .await;
 
     let addr = format!("127.0.0.1:{relay_port}");
     let ca = pki.path("ca.pem");
@@ -237,6 +249,19 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     assert!(!ok, "a foreign certificate must be refused: {out}");
     let (ok, out) = grpcurl(&["-plaintext", &addr, "list"]);
     assert!(!ok, "plaintext must be refused: {out}");
+    let operator = [
+        "-cacert",
+        &ca,
+        "-cert",
+        &pki.path("operator.pem"),
+        "-key",
+        &pki.path("operator.key"),
+    ];
+    assert_eq!(
+        linked(&operator, &addr),
+        ["a", "b"],
+        "the foreign certificate linked"
+    );
     // The plaintext health port answers health only (for kubelet probes).
     let health = format!("127.0.0.1:{health_port}");
     let (ok, out) = grpcurl(&[
@@ -250,6 +275,97 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     ]);
     assert!(ok && out.contains("SERVING"), "{out}");
     drop(relay);
+}
+
+/// The servers as the node at `addr` lists them (Admin ListServers),
+/// `args` being grpcurl's connection flags.
+fn servers(args: &[&str], addr: &str) -> Vec<serde_json::Value> {
+    let mut args = args.to_vec();
+    args.extend([addr, "switchboard.v1.Admin/ListServers"]);
+    let (ok, out) = grpcurl(&args);
+    assert!(ok, "{out}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    list["servers"].as_array().cloned().unwrap_or_default()
+}
+
+/// The ids of the servers linked to the relay at `addr`.
+fn linked(args: &[&str], addr: &str) -> Vec<String> {
+    servers(args, addr)
+        .iter()
+        .filter(|s| s["linked"] == true)
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `--tls-server-name`, as the chart uses it: every node shares one
+/// certificate issued for the relay's Service name only, and dials peers
+/// by IP, verifying that name instead. A server without the flag verifies
+/// the IP, and cannot link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_name_verifies_a_certificate_issued_for_a_name_only() {
+    const NAME: &str = "sb-switchboard-relay";
+    let pki = Pki::new();
+    pki.issue("named", &[NAME], &[]);
+    let flags = |with_name: bool| {
+        let mut flags = pki.flags("named");
+        if with_name {
+            flags.extend(["--tls-server-name".into(), NAME.into()]);
+        }
+        ServerOpts {
+            extra: flags,
+            ..Default::default()
+        }
+    };
+    let redis = Redis::start().await;
+    let port = free_port();
+    let _relay = Relay::start_with(&redis, port, flags(true).extra).await;
+    let url = format!("https://127.0.0.1:{port}");
+    let a = Server::start_with("a", &url, &redis, flags(true)).await;
+    let b = Server::start_with("b", &url, &redis, flags(true)).await;
+    let unnamed = Server::start_with("unnamed", &url, &redis, flags(false)).await;
+    support::wait_routable(&a, &b).await;
+    eventually(STEP, "the server without the name to fail", || {
+        std::future::ready(
+            unnamed
+                .proc
+                .logs()
+                .contains("certificate not valid for name"),
+        )
+    })
+    .await;
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("named.pem"),
+        pki.path("named.key"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let operator = [
+        "-cacert",
+        &ca,
+        "-cert",
+        &cert,
+        "-key",
+        &key,
+        "-servername",
+        NAME,
+    ];
+    assert_eq!(linked(&operator, &addr), ["a", "b"]);
+    // The relay's health checks dial the servers by IP too, verifying the name.
+    let a_health = format!("127.0.0.1:{}", a.grpc_port);
+    let (ok, out) = grpcurl(&[
+        "-cacert", &ca, "-cert", &cert, "-key", &key, &a_health, "list",
+    ]);
+    assert!(
+        !ok,
+        "the server's certificate is not valid for its IP: {out}"
+    );
+    eventually(STEP, "the relay's health check of a", || {
+        let a = servers(&operator, &addr)
+            .into_iter()
+            .find(|s| s["id"] == "a");
+        std::future::ready(a.is_some_and(|a| a["health"] == "SERVING"))
+    })
+    .await;
 }
 
 /// grpc.health.v1's proto, for calling the health-only port (which has no
@@ -299,6 +415,141 @@ async fn admin_api_requires_the_bearer_token_when_configured() {
     // Health and reflection stay open for probes and discovery.
     let (ok, out) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
     assert!(ok && out.contains("SERVING"), "{out}");
+}
+
+/// grpcurl on a plaintext Admin API at `addr`, with an optional header.
+fn admin_call(addr: &str, header: Option<&str>, method: &str, body: &str) -> (bool, String) {
+    let method = format!("switchboard.v1.Admin/{method}");
+    let mut args = vec!["-plaintext", "-d", body];
+    if let Some(h) = header {
+        args.extend(["-H", h]);
+    }
+    args.extend([addr, method.as_str()]);
+    grpcurl(&args)
+}
+
+/// The Admin token guards a message server's port as it guards the
+/// relay's, the calls that act (KickUser, SendMessage) included: refused
+/// calls do nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_server_ports_and_the_calls_that_act() {
+    const TOKEN: &str = "admin-token-0123456789";
+    let redis = Redis::start().await;
+    let relay = Relay::start(&redis).await;
+    let opts = ServerOpts {
+        extra: vec!["--admin-token".into(), TOKEN.into()],
+        ..Default::default()
+    };
+    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    let mut alice = s.client().await;
+    alice.login("alice").await;
+    let addr = format!("127.0.0.1:{}", s.grpc_port);
+    let calls = [
+        ("SendMessage", r#"{"to":"alice","content":"refused"}"#),
+        ("KickUser", r#"{"name":"alice"}"#),
+        ("ListServers", "{}"),
+    ];
+    for header in [None, Some("authorization: Bearer wrong-token-000000")] {
+        for (method, body) in calls {
+            let (ok, out) = admin_call(&addr, header, method, body);
+            assert!(
+                !ok && out.contains("Unauthenticated"),
+                "{method} {header:?}: {out}"
+            );
+        }
+    }
+    // Nothing happened: alice is still online, and the first message she
+    // gets is the one sent with the token.
+    assert_eq!(redis.user_server("alice").await.as_deref(), Some("s"));
+    let good = format!("authorization: Bearer {TOKEN}");
+    let send = r#"{"to":"alice","content":"allowed","operator":"ops"}"#;
+    let (ok, out) = admin_call(&addr, Some(&good), "SendMessage", send);
+    assert!(ok && out.contains("delivered"), "{out}");
+    let m = alice.expect_event("message").await;
+    assert_eq!(
+        (&m["content"], &m["from"]),
+        (&json!("allowed"), &json!("operator:ops"))
+    );
+    let (ok, out) = admin_call(&addr, Some(&good), "KickUser", r#"{"name":"alice"}"#);
+    assert!(ok && out.contains(r#""kicked": true"#), "{out}");
+    assert_eq!(alice.expect_event("kicked").await["reason"], "admin");
+}
+
+/// The Helm chart's way of passing secrets: `SWITCHBOARD_*_FILE`
+/// variables naming mounted files (here with the trailing newline a
+/// Secret often has). Login tokens, the Admin token on relay and servers
+/// and the link token all come from files; a server with another link
+/// token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_named_by_the_environment_as_the_chart_mounts_them() {
+    const ADMIN: &str = "admin-token-from-a-file-0123";
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        path.display().to_string()
+    };
+    let admin = file("admin", ADMIN);
+    let link = file("link", "link-token-from-a-file-0123");
+    let other_link = file("other-link", "another-link-token-456789");
+    let auth = file("auth", SECRET);
+    let redis = Redis::start().await;
+    let port = free_port();
+    let relay_env = [
+        ("SWITCHBOARD_ADMIN_TOKEN_FILE", admin.as_str()),
+        ("SWITCHBOARD_LINK_TOKEN_FILE", link.as_str()),
+    ];
+    let relay = Relay::start_env(&redis, port, Vec::new(), &relay_env).await;
+    let server_env = |link: &str| ServerOpts {
+        env: [
+            ("SWITCHBOARD_AUTH_SECRET_FILE", auth.as_str()),
+            ("SWITCHBOARD_ADMIN_TOKEN_FILE", admin.as_str()),
+            ("SWITCHBOARD_LINK_TOKEN_FILE", link),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec(),
+        ..Default::default()
+    };
+    let a = Server::start_with("a", &relay.url(), &redis, server_env(&link)).await;
+    let b = Server::start_with("b", &relay.url(), &redis, server_env(&link)).await;
+    let other = Server::start_with("other", &relay.url(), &redis, server_env(&other_link)).await;
+
+    let mut alice = a.client().await;
+    let mut bob = b.client().await;
+    for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        c.send(json!({"cmd":"login","name":name,"token":token_from_cli(name)}))
+            .await;
+        assert_eq!(c.expect_event("login").await["name"], name);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alice.chat("bob", "via file secrets").await["event"] != "ack" {
+        assert!(std::time::Instant::now() < deadline, "a and b never linked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        bob.expect_event("message").await["content"],
+        "via file secrets"
+    );
+    eventually(STEP, "the other link token to be refused", || {
+        std::future::ready(
+            other
+                .proc
+                .logs()
+                .contains("the relay refused the link token"),
+        )
+    })
+    .await;
+
+    let good = format!("authorization: Bearer {ADMIN}");
+    for grpc in [port, a.grpc_port] {
+        let addr = format!("127.0.0.1:{grpc}");
+        let (ok, out) = admin_call(&addr, None, "ListServers", "{}");
+        assert!(!ok && out.contains("Unauthenticated"), "{out}");
+        let (ok, out) = admin_call(&addr, Some(&good), "ListServers", "{}");
+        assert!(ok, "{out}");
+    }
+    let header = ["-plaintext", "-H", good.as_str()];
+    assert_eq!(linked(&header, &format!("127.0.0.1:{port}")), ["a", "b"]);
 }
 
 fn run_relay_briefly(redis_url: &str) -> (bool, String) {

@@ -50,9 +50,9 @@ impl RelayLink {
                 }
                 Err(e) => {
                     if was_up {
-                        tracing::warn!(server = %id, relay = %self.relay.url, error = %e, "cannot reach the relay; retrying with backoff");
+                        tracing::warn!(server = %id, relay = %self.relay.url, error = %format_args!("{e:#}"), "cannot reach the relay; retrying with backoff");
                     } else {
-                        tracing::debug!(server = %id, error = %e, "relay still unreachable");
+                        tracing::debug!(server = %id, error = %format_args!("{e:#}"), "relay still unreachable");
                     }
                     was_up = false;
                 }
