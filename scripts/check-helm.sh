@@ -13,7 +13,9 @@
 #      login-token secret (servers), Admin and link tokens (relay + servers),
 #      TLS with its plaintext health port for the probes, Redis CA, rate
 #      limits; every /etc/switchboard/... path in the env is a read-only
-#      mounted Secret key; NetworkPolicies (on unless turned off): the gRPC
+#      mounted Secret key (or, with tls.perPodCertificates, the servers'
+#      csi-driver volume with their server identity); NetworkPolicies (on
+#      unless turned off): the gRPC
 #      ports and Redis reachable only from the release's own pods;
 #   3b. NOTES.txt rendered (helm install --dry-run=client, offline) for the
 #      defaults, tls.yaml and auth-off.yaml: token / Admin / TLS instructions;
@@ -154,7 +156,9 @@ EXISTING = {"auth-existing-secrets": {"auth": ("switchboard-login", "hs256-secre
                                       "admin": ("switchboard-admin-token", "bearer"),
                                       "link": ("switchboard-link-token", "link")}}
 NETPOL_OFF = {"networkpolicy-off"}
-TLS_ON = {"tls": "switchboard-tls"}
+TLS_ON = {"tls": "switchboard-tls", "tls-per-pod": "switchboard-tls"}
+# Servers' certificates from cert-manager's csi-driver: (issuer, kind).
+PER_POD = {"tls-per-pod": ("switchboard-ca", "ClusterIssuer")}
 REDIS_CA = {"external-redis": ("switchboard-redis-ca", "ca.pem")}
 
 def check_security(name, w, d, c, ds, health_port):
@@ -187,6 +191,25 @@ def check_security(name, w, d, c, ds, health_port):
             errors.append(w + ": %s comes from %s/%s, want %s/%s"
                           % (var, vs["secretName"], items[fname], secret, key))
 
+    def per_pod_tls():
+        """Server TLS files from a csi-driver volume: own key, the verified
+        name, and the server identity (the pod name is the server id)."""
+        issuer, kind = PER_POD[name]
+        for f in ("tls.crt", "tls.key", "ca.crt"):
+            if env.get("SWITCHBOARD_TLS_" + {"tls.crt": "CERT", "tls.key": "KEY", "ca.crt": "CA"}[f]) != "/etc/switchboard/tls/" + f:
+                errors.append(w + ": TLS env does not name /etc/switchboard/tls/" + f)
+        m = mounts.get("/etc/switchboard/tls", {})
+        csi = volumes.get(m.get("name"), {}).get("csi", {})
+        attrs = csi.get("volumeAttributes", {})
+        want = {"csi.cert-manager.io/issuer-name": issuer, "csi.cert-manager.io/issuer-kind": kind,
+                "csi.cert-manager.io/issuer-group": "cert-manager.io",
+                "csi.cert-manager.io/dns-names": RELAY_SVC,
+                "csi.cert-manager.io/uri-sans":
+                    "spiffe://cluster.local/ns/${POD_NAMESPACE}/switchboard-server/${POD_NAME}"}
+        if m.get("readOnly") is not True or csi.get("driver") != "csi.cert-manager.io" \
+                or csi.get("readOnly") is not True or attrs != want:
+            errors.append(w + ": per-pod TLS volume is not csi.cert-manager.io with %s: %s" % (want, csi))
+
     def absent(*names):
         for n in names:
             if n in env:
@@ -212,9 +235,12 @@ def check_security(name, w, d, c, ds, health_port):
     relay_url = env.get("SWITCHBOARD_RELAY", "")
     if name in TLS_ON:
         sec = TLS_ON[name]
-        for var, f in (("SWITCHBOARD_TLS_CERT", "tls.crt"), ("SWITCHBOARD_TLS_KEY", "tls.key"),
-                       ("SWITCHBOARD_TLS_CA", "ca.crt")):
-            secret_file(var, "/etc/switchboard/tls/" + f, sec, f)
+        if server and name in PER_POD:
+            per_pod_tls()
+        else:
+            for var, f in (("SWITCHBOARD_TLS_CERT", "tls.crt"), ("SWITCHBOARD_TLS_KEY", "tls.key"),
+                           ("SWITCHBOARD_TLS_CA", "ca.crt")):
+                secret_file(var, "/etc/switchboard/tls/" + f, sec, f)
         if env.get("SWITCHBOARD_TLS_CLIENT_AUTH") != "true":
             errors.append(w + ": SWITCHBOARD_TLS_CLIENT_AUTH is not \"true\"")
         if env.get("SWITCHBOARD_TLS_SERVER_NAME") != RELAY_SVC:
@@ -236,9 +262,11 @@ def check_security(name, w, d, c, ds, health_port):
         secret_file("SWITCHBOARD_REDIS_CA", "/etc/switchboard/redis-ca/ca.crt", *REDIS_CA[name])
     else:
         absent("SWITCHBOARD_REDIS_CA")
-    # Every /etc/switchboard path in the env is a mounted Secret key.
+    # Every /etc/switchboard path in the env is a mounted Secret key (but
+    # per-pod certificates, checked above).
+    per_pod = server and name in PER_POD
     for var, val in env.items():
-        if (val or "").startswith("/etc/switchboard/"):
+        if (val or "").startswith("/etc/switchboard/") and not (per_pod and val.startswith("/etc/switchboard/tls/")):
             secret_file(var, val)
     # Rate limits: servers only, defaults as values.yaml.
     limits = ("SWITCHBOARD_RATE_LIMIT_PER_SEC", "SWITCHBOARD_RATE_LIMIT_BURST",
@@ -312,7 +340,7 @@ def check_network_policies(name, ds):
                 errors.append("%s: NetworkPolicy %s opens %s to everyone" % (name, pname, sorted(ports)))
 
 sets = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(tmp, "*.yaml")))
-for want in ["defaults", "auth-off", "tls"] + sorted(EXISTING) + sorted(REDIS_CA) + sorted(NETPOL_OFF):
+for want in ["defaults", "auth-off", "tls"] + sorted(EXISTING) + sorted(REDIS_CA) + sorted(NETPOL_OFF) + sorted(PER_POD):
     if want not in sets:
         errors.append("no rendered set %s (helm/tests/%s.yaml missing?)" % (want, want))
 for name in sets:
@@ -476,5 +504,7 @@ expect_fail "caSecret needs a rediss://" --set redis.enabled=false \
     --set redis.external.url=redis://h:6379 --set redis.external.caSecret=ca
 # Behind the schema (which rejects it first, see bad/tls-no-secret.yaml).
 expect_fail "tls.existingSecret is required" --skip-schema-validation --set tls.enabled=true
+expect_fail "tls.perPodCertificates needs tls.enabled=true" --set tls.perPodCertificates.enabled=true \
+    --set tls.perPodCertificates.issuerName=ca
 
 log "all checks passed in $((SECONDS - start)) s"

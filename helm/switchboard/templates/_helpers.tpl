@@ -374,7 +374,9 @@ link token, TLS, plaintext health port, Redis CA.
       - key: {{ $v.link.auth.secretKey }}
         path: token
 {{- end }}
-{{- if $v.tls.enabled }}
+{{- if and .server $v.tls.perPodCertificates.enabled }}
+{{- include "switchboard.perPodTlsVolume" .ctx }}
+{{- else if $v.tls.enabled }}
 - name: tls
   secret:
     secretName: {{ include "switchboard.tls.secretName" .ctx }}
@@ -396,6 +398,30 @@ link token, TLS, plaintext health port, Redis CA.
       - key: {{ $v.redis.external.caKey }}
         path: ca.crt
 {{- end }}
+{{- end }}
+
+{{/*
+The message servers' TLS volume with tls.perPodCertificates: cert-manager's
+csi-driver issues each pod its own certificate (tls.crt, tls.key, ca.crt, the
+same files as the Secret's), for the name every node verifies, with the
+pod's server identity as URI SAN (csi-driver fills in ${POD_NAME} and
+${POD_NAMESPACE}; the pod name is the server id).
+*/}}
+{{- define "switchboard.perPodTlsVolume" -}}
+{{- $p := .Values.tls.perPodCertificates }}
+{{- if not .Values.tls.enabled }}
+{{- fail "tls.perPodCertificates needs tls.enabled=true (the relay serves with tls.existingSecret)" }}
+{{- end }}
+- name: tls
+  csi:
+    driver: csi.cert-manager.io
+    readOnly: true
+    volumeAttributes:
+      csi.cert-manager.io/issuer-name: {{ required "tls.perPodCertificates.issuerName is required" $p.issuerName | quote }}
+      csi.cert-manager.io/issuer-kind: {{ $p.issuerKind | quote }}
+      csi.cert-manager.io/issuer-group: {{ $p.issuerGroup | quote }}
+      csi.cert-manager.io/dns-names: {{ include "switchboard.tls.serverName" . | quote }}
+      csi.cert-manager.io/uri-sans: {{ printf "spiffe://%s/ns/${POD_NAMESPACE}/switchboard-server/${POD_NAME}" $p.trustDomain | quote }}
 {{- end }}
 
 {{/*
