@@ -205,7 +205,8 @@ def check_security(name, w, d, c, ds, health_port):
                 "csi.cert-manager.io/issuer-group": "cert-manager.io",
                 "csi.cert-manager.io/dns-names": RELAY_SVC,
                 "csi.cert-manager.io/uri-sans":
-                    "spiffe://cluster.local/ns/${POD_NAMESPACE}/switchboard-server/${POD_NAME}"}
+                    "spiffe://cluster.local/ns/${POD_NAMESPACE}/switchboard-server/${POD_NAME}",
+                "csi.cert-manager.io/key-usages": "server auth,client auth,digital signature"}
         if m.get("readOnly") is not True or csi.get("driver") != "csi.cert-manager.io" \
                 or csi.get("readOnly") is not True or attrs != want:
             errors.append(w + ": per-pod TLS volume is not csi.cert-manager.io with %s: %s" % (want, csi))

@@ -422,6 +422,8 @@ ${POD_NAMESPACE}; the pod name is the server id).
       csi.cert-manager.io/issuer-group: {{ $p.issuerGroup | quote }}
       csi.cert-manager.io/dns-names: {{ include "switchboard.tls.serverName" . | quote }}
       csi.cert-manager.io/uri-sans: {{ printf "spiffe://%s/ns/${POD_NAMESPACE}/switchboard-server/${POD_NAME}" $p.trustDomain | quote }}
+      {{- /* Every node is server and client (mutual TLS). */}}
+      csi.cert-manager.io/key-usages: "server auth,client auth,digital signature"
 {{- end }}
 
 {{/*
