@@ -28,15 +28,22 @@ fn token_from_cli(name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
+/// Redis, a relay and one message server `s` started with `flags` (keep
+/// all three alive: dropping one stops its process).
+async fn single(flags: &[&str]) -> (Redis, Relay, Server) {
     let redis = Redis::start().await;
     let relay = Relay::start(&redis).await;
     let opts = ServerOpts {
-        extra: vec!["--auth-secret".into(), SECRET.into()],
+        extra: flags.iter().map(|f| f.to_string()).collect(),
         ..Default::default()
     };
     let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    (redis, relay, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
+    let (redis, _relay, s) = single(&["--auth-secret", SECRET]).await;
     let mut c = s.client().await;
 
     let forged = Authenticator::new(b"some-other-secret-of-length").issue("alice", 60);
@@ -80,15 +87,8 @@ async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_rate_limit_is_reached_and_recovers_without_harming_others() {
-    let redis = Redis::start().await;
-    let relay = Relay::start(&redis).await;
-    let opts = ServerOpts {
-        extra: ["--rate-limit-per-sec", "10", "--rate-limit-burst", "5"]
-            .map(String::from)
-            .to_vec(),
-        ..Default::default()
-    };
-    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    let (_redis, _relay, s) =
+        single(&["--rate-limit-per-sec", "10", "--rate-limit-burst", "5"]).await;
     let mut flooder = s.client().await;
     let mut calm = s.client().await;
     let mut burst = Vec::new();
@@ -133,13 +133,7 @@ async fn request_rate_limit_is_reached_and_recovers_without_harming_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_address_are_bounded() {
-    let redis = Redis::start().await;
-    let relay = Relay::start(&redis).await;
-    let opts = ServerOpts {
-        extra: vec!["--max-connections-per-ip".into(), "2".into()],
-        ..Default::default()
-    };
-    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    let (_redis, _relay, s) = single(&["--max-connections-per-ip", "2"]).await;
     // The readiness probe's connection may still hold a slot for a moment.
     let first = admitted(s.port).await;
     let second = admitted(s.port).await;
@@ -213,24 +207,17 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     bob.login("bob").await;
     assert_eq!(alice.chat("bob", "over mTLS").await["event"], "ack");
     assert_eq!(bob.expect_event("message").await["content"], "over mTLS");
-    eventually(STEP, "the foreign certificate's link to fail", || {
-        std::future::ready(rogue.proc.logs().contains("cannot reach the relay"))
-    })
-    .await;
+    rogue.proc.wait_log("cannot reach the relay").await;
 
     let addr = format!("127.0.0.1:{relay_port}");
-    let ca = pki.path("ca.pem");
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("operator.pem"),
+        pki.path("operator.key"),
+    );
+    let operator = ["-cacert", &ca, "-cert", &cert, "-key", &key];
     // With the right client certificate an operator gets in.
-    let (ok, out) = grpcurl(&[
-        "-cacert",
-        &ca,
-        "-cert",
-        &pki.path("operator.pem"),
-        "-key",
-        &pki.path("operator.key"),
-        &addr,
-        "list",
-    ]);
+    let (ok, out) = grpcurl(&[&operator[..], &[&addr, "list"]].concat());
     assert!(ok && out.contains("switchboard.v1.Admin"), "{out}");
     // Without a certificate, with a certificate of another CA, or in
     // plaintext: refused.
@@ -249,14 +236,6 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     assert!(!ok, "a foreign certificate must be refused: {out}");
     let (ok, out) = grpcurl(&["-plaintext", &addr, "list"]);
     assert!(!ok, "plaintext must be refused: {out}");
-    let operator = [
-        "-cacert",
-        &ca,
-        "-cert",
-        &pki.path("operator.pem"),
-        "-key",
-        &pki.path("operator.key"),
-    ];
     assert_eq!(
         linked(&operator, &addr),
         ["a", "b"],
@@ -324,15 +303,10 @@ async fn tls_server_name_verifies_a_certificate_issued_for_a_name_only() {
     let b = Server::start_with("b", &url, &redis, flags(true)).await;
     let unnamed = Server::start_with("unnamed", &url, &redis, flags(false)).await;
     support::wait_routable(&a, &b).await;
-    eventually(STEP, "the server without the name to fail", || {
-        std::future::ready(
-            unnamed
-                .proc
-                .logs()
-                .contains("certificate not valid for name"),
-        )
-    })
-    .await;
+    unnamed
+        .proc
+        .wait_log("certificate not valid for name")
+        .await;
     let (ca, cert, key) = (
         pki.path("ca.pem"),
         pki.path("named.pem"),
@@ -434,13 +408,7 @@ fn admin_call(addr: &str, header: Option<&str>, method: &str, body: &str) -> (bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_guards_server_ports_and_the_calls_that_act() {
     const TOKEN: &str = "admin-token-0123456789";
-    let redis = Redis::start().await;
-    let relay = Relay::start(&redis).await;
-    let opts = ServerOpts {
-        extra: vec!["--admin-token".into(), TOKEN.into()],
-        ..Default::default()
-    };
-    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    let (redis, _relay, s) = single(&["--admin-token", TOKEN]).await;
     let mut alice = s.client().await;
     alice.login("alice").await;
     let addr = format!("127.0.0.1:{}", s.grpc_port);
@@ -530,15 +498,10 @@ async fn secret_files_named_by_the_environment_as_the_chart_mounts_them() {
         bob.expect_event("message").await["content"],
         "via file secrets"
     );
-    eventually(STEP, "the other link token to be refused", || {
-        std::future::ready(
-            other
-                .proc
-                .logs()
-                .contains("the relay refused the link token"),
-        )
-    })
-    .await;
+    other
+        .proc
+        .wait_log("the relay refused the link token")
+        .await;
 
     let good = format!("authorization: Bearer {ADMIN}");
     for grpc in [port, a.grpc_port] {

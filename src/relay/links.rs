@@ -32,7 +32,7 @@ pub struct Link {
 
 /// What the relay remembers of a message it sent down a link: the outcome
 /// is routed by this record, never by what the link says back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct InFlight {
     pub origin: String,
     pub rerouted: bool,

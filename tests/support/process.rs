@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, poll_until};
+use super::{STEP, free_port, poll_until};
 
 /// Where the logs of test processes go (the target's tmp dir).
 pub(super) fn log_dir() -> PathBuf {
@@ -77,6 +77,19 @@ impl Proc {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to `STEP`) until the log contains `text`, e.g. the
+    /// error a process logs when it is refused; fails with the log.
+    pub async fn wait_log(&self, text: &str) {
+        let logged = || std::future::ready(self.logs().contains(text));
+        if let Err(why) = poll_until(STEP, logged, || None).await {
+            panic!(
+                "{why} waiting for {text:?} in the log of {}:\n{}",
+                self.name,
+                self.logs()
+            );
+        }
     }
 
     pub fn kill9(&mut self) {
