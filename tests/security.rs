@@ -1,6 +1,9 @@
 //! Security with real processes: login tokens, rate limits, per-address
-//! limits, TLS and mutual TLS between relay and servers, the Admin bearer
-//! token, and Redis with a password.
+//! limits, TLS and mutual TLS between relay and servers (a foreign
+//! certificate, `--tls-server-name`), the Admin bearer token on relay and
+//! server ports, secrets read from files named by the environment (as the
+//! Helm chart passes them), and Redis with a password. Who may link to the
+//! relay is in `link_security.rs`.
 mod support;
 
 use std::path::PathBuf;
