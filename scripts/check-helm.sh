@@ -10,9 +10,13 @@
 #      otherwise pass with a mere WARN);
 #   3. a few chart invariants (security context, gRPC probes, env order,
 #      command paths that the Dockerfile provides) and the security wiring:
-#      login-token secret (servers), Admin token (relay + servers), TLS with
-#      its plaintext health port for the probes, Redis CA, rate limits; every
-#      /etc/switchboard/... path in the env is a read-only mounted Secret key;
+#      login-token secret (servers), Admin and link tokens (relay + servers),
+#      TLS with its plaintext health port for the probes, Redis CA, rate
+#      limits; every /etc/switchboard/... path in the env is a read-only
+#      mounted Secret key (or, with tls.perPodCertificates, the servers'
+#      csi-driver volume with their server identity); NetworkPolicies (on
+#      unless turned off): the gRPC
+#      ports and Redis reachable only from the release's own pods;
 #   3b. NOTES.txt rendered (helm install --dry-run=client, offline) for the
 #      defaults, tls.yaml and auth-off.yaml: token / Admin / TLS instructions;
 #   4. every helm/tests/bad/*.yaml must be REJECTED by values.schema.json, by
@@ -149,8 +153,12 @@ RELAY_SVC = "sb-switchboard-relay"
 # Values files (helm/tests/*.yaml) that change the defaults of the security wiring.
 AUTH_OFF = {"auth-off"}
 EXISTING = {"auth-existing-secrets": {"auth": ("switchboard-login", "hs256-secret"),
-                                      "admin": ("switchboard-admin-token", "bearer")}}
-TLS_ON = {"tls": "switchboard-tls"}
+                                      "admin": ("switchboard-admin-token", "bearer"),
+                                      "link": ("switchboard-link-token", "link")}}
+NETPOL_OFF = {"networkpolicy-off"}
+TLS_ON = {"tls": "switchboard-tls", "tls-per-pod": "switchboard-tls"}
+# Servers' certificates from cert-manager's csi-driver: (issuer, kind).
+PER_POD = {"tls-per-pod": ("switchboard-ca", "ClusterIssuer")}
 REDIS_CA = {"external-redis": ("switchboard-redis-ca", "ca.pem")}
 
 def check_security(name, w, d, c, ds, health_port):
@@ -183,6 +191,26 @@ def check_security(name, w, d, c, ds, health_port):
             errors.append(w + ": %s comes from %s/%s, want %s/%s"
                           % (var, vs["secretName"], items[fname], secret, key))
 
+    def per_pod_tls():
+        """Server TLS files from a csi-driver volume: own key, the verified
+        name, and the server identity (the pod name is the server id)."""
+        issuer, kind = PER_POD[name]
+        for f in ("tls.crt", "tls.key", "ca.crt"):
+            if env.get("SWITCHBOARD_TLS_" + {"tls.crt": "CERT", "tls.key": "KEY", "ca.crt": "CA"}[f]) != "/etc/switchboard/tls/" + f:
+                errors.append(w + ": TLS env does not name /etc/switchboard/tls/" + f)
+        m = mounts.get("/etc/switchboard/tls", {})
+        csi = volumes.get(m.get("name"), {}).get("csi", {})
+        attrs = csi.get("volumeAttributes", {})
+        want = {"csi.cert-manager.io/issuer-name": issuer, "csi.cert-manager.io/issuer-kind": kind,
+                "csi.cert-manager.io/issuer-group": "cert-manager.io",
+                "csi.cert-manager.io/dns-names": RELAY_SVC,
+                "csi.cert-manager.io/uri-sans":
+                    "spiffe://cluster.local/ns/${POD_NAMESPACE}/switchboard-server/${POD_NAME}",
+                "csi.cert-manager.io/key-usages": "server auth,client auth,digital signature"}
+        if m.get("readOnly") is not True or csi.get("driver") != "csi.cert-manager.io" \
+                or csi.get("readOnly") is not True or attrs != want:
+            errors.append(w + ": per-pod TLS volume is not csi.cert-manager.io with %s: %s" % (want, csi))
+
     def absent(*names):
         for n in names:
             if n in env:
@@ -194,21 +222,26 @@ def check_security(name, w, d, c, ds, health_port):
         secret_file("SWITCHBOARD_AUTH_SECRET_FILE", "/etc/switchboard/auth/secret", sec, key)
     else:
         absent("SWITCHBOARD_AUTH_SECRET_FILE", "SWITCHBOARD_AUTH_SECRET")
-    # Admin API bearer token: relay and servers.
-    if name not in AUTH_OFF:
-        sec, key = EXISTING.get(name, {}).get("admin", ("sb-switchboard-admin", "token"))
-        secret_file("SWITCHBOARD_ADMIN_TOKEN_FILE", "/etc/switchboard/admin/token", sec, key)
-    else:
-        absent("SWITCHBOARD_ADMIN_TOKEN_FILE", "SWITCHBOARD_ADMIN_TOKEN")
+    # Bearer tokens of the gRPC plane, relay and servers: Admin API, link.
+    for what in ("admin", "link"):
+        var = "SWITCHBOARD_%s_TOKEN" % what.upper()
+        if name not in AUTH_OFF:
+            sec, key = EXISTING.get(name, {}).get(what, ("sb-switchboard-" + what, "token"))
+            secret_file(var + "_FILE", "/etc/switchboard/%s/token" % what, sec, key)
+        else:
+            absent(var + "_FILE", var)
     # TLS on the gRPC plane.
     tls_env = ("SWITCHBOARD_TLS_CERT", "SWITCHBOARD_TLS_KEY", "SWITCHBOARD_TLS_CA",
                "SWITCHBOARD_TLS_CLIENT_AUTH", "SWITCHBOARD_TLS_SERVER_NAME", "SWITCHBOARD_HEALTH_LISTEN")
     relay_url = env.get("SWITCHBOARD_RELAY", "")
     if name in TLS_ON:
         sec = TLS_ON[name]
-        for var, f in (("SWITCHBOARD_TLS_CERT", "tls.crt"), ("SWITCHBOARD_TLS_KEY", "tls.key"),
-                       ("SWITCHBOARD_TLS_CA", "ca.crt")):
-            secret_file(var, "/etc/switchboard/tls/" + f, sec, f)
+        if server and name in PER_POD:
+            per_pod_tls()
+        else:
+            for var, f in (("SWITCHBOARD_TLS_CERT", "tls.crt"), ("SWITCHBOARD_TLS_KEY", "tls.key"),
+                           ("SWITCHBOARD_TLS_CA", "ca.crt")):
+                secret_file(var, "/etc/switchboard/tls/" + f, sec, f)
         if env.get("SWITCHBOARD_TLS_CLIENT_AUTH") != "true":
             errors.append(w + ": SWITCHBOARD_TLS_CLIENT_AUTH is not \"true\"")
         if env.get("SWITCHBOARD_TLS_SERVER_NAME") != RELAY_SVC:
@@ -230,9 +263,11 @@ def check_security(name, w, d, c, ds, health_port):
         secret_file("SWITCHBOARD_REDIS_CA", "/etc/switchboard/redis-ca/ca.crt", *REDIS_CA[name])
     else:
         absent("SWITCHBOARD_REDIS_CA")
-    # Every /etc/switchboard path in the env is a mounted Secret key.
+    # Every /etc/switchboard path in the env is a mounted Secret key (but
+    # per-pod certificates, checked above).
+    per_pod = server and name in PER_POD
     for var, val in env.items():
-        if (val or "").startswith("/etc/switchboard/"):
+        if (val or "").startswith("/etc/switchboard/") and not (per_pod and val.startswith("/etc/switchboard/tls/")):
             secret_file(var, val)
     # Rate limits: servers only, defaults as values.yaml.
     limits = ("SWITCHBOARD_RATE_LIMIT_PER_SEC", "SWITCHBOARD_RATE_LIMIT_BURST",
@@ -246,10 +281,10 @@ def check_security(name, w, d, c, ds, health_port):
         absent(*limits)
 
 def check_secrets(name, ds):
-    """The chart generates <fullname>-auth/-admin unless disabled or existing."""
+    """The chart generates <fullname>-auth/-admin/-link unless disabled or existing."""
     got = {s["metadata"]["name"]: s for s in ds if s["kind"] == "Secret"}
     want = {} if name in AUTH_OFF or name in EXISTING else \
-        {"sb-switchboard-auth": "secret", "sb-switchboard-admin": "token"}
+        {"sb-switchboard-auth": "secret", "sb-switchboard-admin": "token", "sb-switchboard-link": "token"}
     if sorted(got) != sorted(want):
         errors.append("%s: rendered Secrets %s, want %s" % (name, sorted(got), sorted(want)))
     for sname, key in want.items():
@@ -270,8 +305,43 @@ def check_secrets(name, ds):
                     errors.append("%s: Service %s grpc appProtocol %r does not match TLS"
                                   % (name, d["metadata"]["name"], p.get("appProtocol")))
 
+def check_network_policies(name, ds):
+    """On unless turned off: the relay's gRPC port only from servers, the
+    servers' gRPC port only from the relay, the bundled Redis only from
+    both; only client and metrics ports may be open to every peer."""
+    pols = {d["metadata"]["name"]: d for d in ds if d["kind"] == "NetworkPolicy"}
+    bundled = any(d["metadata"]["name"] == "sb-switchboard-redis" for d in ds if d["kind"] == "Deployment")
+    want = set() if name in NETPOL_OFF else \
+        {"sb-switchboard-relay", "sb-switchboard-server"} | ({"sb-switchboard-redis"} if bundled else set())
+    if set(pols) != want:
+        errors.append("%s: NetworkPolicies %s, want %s" % (name, sorted(pols), sorted(want)))
+    def sources(pol, port):
+        """The peers allowed to `port` (None: every peer)."""
+        peers = []
+        for rule in pol["spec"].get("ingress", []):
+            if any(p.get("port") == port for p in rule.get("ports", [])):
+                if "from" not in rule:
+                    return None
+                peers += [p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+                          for p in rule["from"]]
+        return sorted(peers, key=str)
+    only = {"sb-switchboard-relay": (9600, ["server"]), "sb-switchboard-server": (9601, ["relay"]),
+            "sb-switchboard-redis": (6379, ["relay", "server"])}
+    open_ports = {9501, 9090}
+    for pname, pol in pols.items():
+        if pol["spec"].get("policyTypes") != ["Ingress"]:
+            errors.append("%s: NetworkPolicy %s is not ingress-only" % (name, pname))
+        port, peers = only[pname]
+        if sources(pol, port) != peers:
+            errors.append("%s: NetworkPolicy %s lets %s reach port %d, want %s"
+                          % (name, pname, sources(pol, port) or "everyone", port, peers))
+        for rule in pol["spec"].get("ingress", []):
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if "from" not in rule and not ports <= open_ports:
+                errors.append("%s: NetworkPolicy %s opens %s to everyone" % (name, pname, sorted(ports)))
+
 sets = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(tmp, "*.yaml")))
-for want in ["defaults", "auth-off", "tls"] + sorted(EXISTING) + sorted(REDIS_CA):
+for want in ["defaults", "auth-off", "tls"] + sorted(EXISTING) + sorted(REDIS_CA) + sorted(NETPOL_OFF) + sorted(PER_POD):
     if want not in sets:
         errors.append("no rendered set %s (helm/tests/%s.yaml missing?)" % (want, want))
 for name in sets:
@@ -346,8 +416,7 @@ for name in sets:
             errors.append("hpa: StatefulSet still sets replicas (fights the HPA)")
         if not any(d["kind"] == "HorizontalPodAutoscaler" for d in ds):
             errors.append("hpa: no HorizontalPodAutoscaler rendered")
-    if name == "networkpolicy" and sum(d["kind"] == "NetworkPolicy" for d in ds) != 3:
-        errors.append("networkpolicy: expected 3 NetworkPolicies (relay, server, redis)")
+    check_network_policies(name, ds)
 
 # The image must provide the binaries the chart runs (and switchboard-token,
 # which NOTES.txt tells operators to exec), and copy only binaries that exist.
@@ -356,15 +425,17 @@ with open("Dockerfile") as f:
 for b in ("switchboard-relay", "switchboard-server", "switchboard-token"):
     if "target/release/" + b not in dockerfile or "/usr/local/bin/" not in dockerfile:
         errors.append("Dockerfile does not install %s into /usr/local/bin" % b)
+# Binaries of the workspace: src/bin/*.rs, and the load generator's package.
+OTHER_PACKAGES = {"switchboard-load": "tools/load/src/main.rs"}
 for b in re.findall(r"target/release/([\w-]+)", dockerfile):
-    if not os.path.exists("src/bin/%s.rs" % b):
-        errors.append("Dockerfile copies target/release/%s but there is no src/bin/%s.rs" % (b, b))
+    if not os.path.exists(OTHER_PACKAGES.get(b, "src/bin/%s.rs" % b)):
+        errors.append("Dockerfile copies target/release/%s but the workspace builds no such binary" % b)
 
 for e in errors:
     print("check-helm: FAIL: " + e, file=sys.stderr)
 sys.exit(1 if errors else 0)
 PY
-log "ServiceMonitor subset schema + chart invariants (incl. auth/admin/TLS/Redis CA/rate limits) ok"
+log "ServiceMonitor subset schema + chart invariants (incl. auth/admin/link/TLS/Redis CA/rate limits/NetworkPolicies) ok"
 
 # ---------------------------------------------------------------- 3b. NOTES.txt
 notes() { # name [values file]: NOTES.txt as `helm install` prints it (offline)
@@ -384,6 +455,8 @@ has defaults "Admin token" "-H \"authorization: Bearer \$(kubectl -n $NAMESPACE 
 has defaults "plaintext grpcurl" "grpcurl -plaintext 127.0.0.1:9600 list"
 has tls "TLS grpcurl" "grpcurl -cacert ca.crt -cert tls.crt -key tls.key -servername sb-switchboard-relay 127.0.0.1:9600 list"
 has tls "CA from the TLS Secret" "get secret switchboard-tls -o jsonpath='{.data.ca\.crt}'"
+has defaults "link token and NetworkPolicies" "link token ON, NetworkPolicies ON"
+has auth-off "no link token" "link token OFF (any link accepted)"
 hasnt auth-off "no token when auth is off" "switchboard-token"
 hasnt auth-off "no Admin token when off" "authorization: Bearer"
 log "NOTES.txt ok (defaults, tls, auth-off)"
@@ -432,5 +505,7 @@ expect_fail "caSecret needs a rediss://" --set redis.enabled=false \
     --set redis.external.url=redis://h:6379 --set redis.external.caSecret=ca
 # Behind the schema (which rejects it first, see bad/tls-no-secret.yaml).
 expect_fail "tls.existingSecret is required" --skip-schema-validation --set tls.enabled=true
+expect_fail "tls.perPodCertificates needs tls.enabled=true" --set tls.perPodCertificates.enabled=true \
+    --set tls.perPodCertificates.issuerName=ca
 
 log "all checks passed in $((SECONDS - start)) s"

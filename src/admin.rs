@@ -14,7 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status as GrpcStatus};
 
 use crate::clock::now_ms;
-use crate::grpc::constant_time_eq;
+use crate::grpc::Bearer;
 use crate::metrics::Metrics;
 use crate::names::is_valid_name;
 use crate::outcome::{ClientOutcome, OUTCOME_CODES};
@@ -59,27 +59,12 @@ impl<N: AdminNode> AdminService<N> {
         store: Arc<dyn PresenceStore>,
         token: Option<String>,
     ) -> InterceptedService<AdminServer<Self>, impl Interceptor + Clone> {
-        AdminServer::with_interceptor(Self { node, store }, bearer_check(token))
-    }
-}
-
-/// Checks `authorization: Bearer <token>` on Admin calls.
-fn bearer_check(token: Option<String>) -> impl Interceptor + Clone {
-    move |request: Request<()>| {
-        let Some(expected) = &token else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(request),
-            _ => Err(GrpcStatus::unauthenticated(
-                "the Admin API needs the header 'authorization: Bearer <admin token>'",
-            )),
-        }
+        let bearer = Bearer::new(
+            token,
+            "the Admin API needs the header 'authorization: Bearer <admin token>'",
+        );
+        let check = move |request: Request<()>| bearer.check(&request).map(|()| request);
+        AdminServer::with_interceptor(Self { node, store }, check)
     }
 }
 

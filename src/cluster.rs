@@ -26,6 +26,11 @@ pub struct Options {
     pub limits: server::Limits,
     pub health: relay::HealthWatch,
     pub auth: Option<Authenticator>,
+    /// The relay's link token, shared by the in-process servers only: no
+    /// other process can link to this relay as one of them.
+    pub link_token: String,
+    /// Bytes of forwards each link's outbound queue may hold.
+    pub link_queue_bytes: usize,
     /// What holds presence, for the banner ("Redis", "embedded ...").
     pub presence: &'static str,
 }
@@ -44,7 +49,8 @@ pub async fn run(
             metrics_listener: None,
             health: opts.health,
             admin_token: None,
-            link_queue_bytes: opts.limits.link_queue_bytes,
+            link_queue_bytes: opts.link_queue_bytes,
+            link_token: Some(opts.link_token.clone()),
         },
         store.clone(),
         shutdown.clone(),
@@ -65,9 +71,11 @@ pub async fn run(
             grpc: Serving::plain(grpc_listener),
             advertise_client: client_addr.to_string(),
             advertise_grpc: grpc_addr.to_string(),
+            link_queue_bytes: opts.link_queue_bytes,
             relay: server::RelayEndpoint {
                 url: format!("http://{relay_addr}"),
                 tls: None,
+                link_token: Some(opts.link_token.clone()),
             },
             limits: opts.limits.clone(),
             metrics_listener: None,

@@ -1,7 +1,9 @@
 //! Serving gRPC, for any node: a node's own services plus what every gRPC
 //! port serves, grpc.health.v1 and server reflection (v1 and v1alpha, so
 //! that grpcurl 1.8 works too), with the HTTP/2 settings of long-lived
-//! links and an optional plaintext health-only port for kubelet probes.
+//! links and an optional plaintext health-only port for kubelet probes;
+//! and bearer tokens on calls (`Bearer`: the check a service applies, the
+//! header a caller sends), one mechanism for the Admin and link tokens.
 //!
 //! This module names no tier: a node hands in its services as `Services`.
 
@@ -11,9 +13,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
+use tonic::metadata::MetadataValue;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::{Server, ServerTlsConfig};
+use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 use tonic_health::server::HealthReporter;
@@ -173,7 +177,53 @@ fn incoming(
     })
 }
 
+const AUTHORIZATION: &str = "authorization";
+const BEARER: &str = "Bearer ";
+
+/// A bearer token a service requires (`authorization: Bearer <token>`);
+/// without one the service is open.
+#[derive(Clone)]
+pub struct Bearer {
+    expected: Option<std::sync::Arc<str>>,
+    /// The UNAUTHENTICATED message: tells the caller what to send.
+    refusal: &'static str,
+}
+
+impl Bearer {
+    pub fn new(token: Option<String>, refusal: &'static str) -> Self {
+        Self {
+            expected: token.map(Into::into),
+            refusal,
+        }
+    }
+
+    /// Ok if the call carries the token (or none is required).
+    pub fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(());
+        };
+        let given = request
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix(BEARER));
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+            _ => Err(Status::unauthenticated(self.refusal)),
+        }
+    }
+
+    /// Adds `authorization: Bearer <token>` to an outgoing call.
+    pub fn attach<T>(request: &mut Request<T>, token: &str) -> anyhow::Result<()> {
+        let value: MetadataValue<_> = format!("{BEARER}{token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("a bearer token must be printable ASCII"))?;
+        request.metadata_mut().insert(AUTHORIZATION, value);
+        Ok(())
+    }
+}
+
 /// Compares without an early exit, so timing does not reveal a secret.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -35,6 +35,14 @@ pub struct Metrics {
     pub relay_links: IntGauge,
     pub routed_forwards: IntCounter,
     pub routed_outcomes: IntCounter,
+    /// Envelopes the relay refused to route (see `Router::on_forward_from`
+    /// and `Router::on_outcome`).
+    pub dropped_forwards: IntCounter,
+    pub dropped_outcomes: IntCounter,
+    /// Links the relay refused: no or a wrong link token; a hello that
+    /// does not match its certificate's server identity.
+    pub refused_token: IntCounter,
+    pub refused_identity: IntCounter,
     pub health_check_failures: IntCounter,
     pub purges: IntCounter,
     pub purged_entries: IntCounter,
@@ -95,6 +103,20 @@ impl Metrics {
             "kind",
             ["forward", "outcome"],
         );
+        let dropped = family(
+            &r,
+            "switchboard_relay_dropped_total",
+            "Envelopes the relay dropped: forwards whose id is not their server's, outcomes for messages not in flight on their link",
+            "kind",
+            ["forward", "outcome"],
+        );
+        let refused = family(
+            &r,
+            "switchboard_relay_links_refused_total",
+            "Links the relay refused: no or a wrong link token, a hello that does not match the certificate's server identity",
+            "reason",
+            ["link_token", "identity"],
+        );
         Arc::new(Self {
             connections: gauge(&r, "switchboard_connections", "Open client connections"),
             logins: counter(&r, "switchboard_logins_total", "Successful logins"),
@@ -121,6 +143,10 @@ impl Metrics {
             ),
             routed_forwards: routed[0].clone(),
             routed_outcomes: routed[1].clone(),
+            dropped_forwards: dropped[0].clone(),
+            dropped_outcomes: dropped[1].clone(),
+            refused_token: refused[0].clone(),
+            refused_identity: refused[1].clone(),
             health_check_failures: counter(
                 &r,
                 "switchboard_health_check_failures_total",

@@ -9,6 +9,9 @@
 //! refuses clients without a certificate signed by that CA. Kubernetes'
 //! native gRPC probes cannot speak TLS, hence `--health-listen`, a
 //! plaintext port with the health service only.
+//!
+//! A peer certificate may also name the message server it belongs to
+//! (`server_ids`): the relay then lets it link as that server only.
 
 use std::path::{Path, PathBuf};
 
@@ -83,5 +86,65 @@ pub fn endpoint(target: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<E
     match tls {
         Some(tls) => Ok(endpoint.tls_config(tls.clone())?),
         None => Ok(endpoint),
+    }
+}
+
+/// What marks a server identity in a certificate: a URI SAN whose path
+/// ends in `/switchboard-server/<server id>`, e.g.
+/// `spiffe://cluster.local/ns/chat/switchboard-server/chat-switchboard-server-0`
+/// (cert-manager's csi-driver issues such per-pod certificates).
+pub const SERVER_IDENTITY: &str = "/switchboard-server/";
+
+/// The server ids that a peer's certificate (the leaf, first in `chain`)
+/// names; empty for a certificate without a server identity (an operator's,
+/// or one shared by every node). Err if the certificate cannot be read.
+pub fn server_ids(chain: &[impl AsRef<[u8]>]) -> anyhow::Result<Vec<String>> {
+    use x509_parser::extensions::GeneralName;
+    let Some(leaf) = chain.first() else {
+        return Ok(Vec::new());
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| anyhow::anyhow!("unreadable peer certificate: {e}"))?;
+    let names = cert
+        .subject_alternative_name()
+        .map_err(|e| anyhow::anyhow!("unreadable subject alternative names: {e}"))?;
+    let uris = names.into_iter().flat_map(|san| &san.value.general_names);
+    Ok(uris
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => uri.rsplit_once(SERVER_IDENTITY).map(|(_, id)| id),
+            _ => None,
+        })
+        .map(str::to_owned)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_with(sans: &[&str]) -> Vec<u8> {
+        use rcgen::{CertificateParams, KeyPair, SanType};
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        for uri in sans {
+            params
+                .subject_alt_names
+                .push(SanType::URI((*uri).try_into().unwrap()));
+        }
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn server_identity_is_the_uri_san_after_switchboard_server() {
+        let id = "spiffe://cluster.local/ns/chat/switchboard-server/chat-switchboard-server-0";
+        let other = "spiffe://cluster.local/ns/chat/sa/default";
+        assert_eq!(
+            server_ids(&[cert_with(&[other, id])]).unwrap(),
+            ["chat-switchboard-server-0"]
+        );
+        assert!(server_ids(&[cert_with(&[other])]).unwrap().is_empty());
+        assert!(server_ids(&[cert_with(&[])]).unwrap().is_empty());
+        assert!(server_ids(&Vec::<Vec<u8>>::new()).unwrap().is_empty());
+        assert!(server_ids(&[b"not a certificate".to_vec()]).is_err());
     }
 }

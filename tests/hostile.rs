@@ -136,6 +136,7 @@ async fn deeply_nested_json_is_bad_json_and_the_server_is_fine() {
     let s = Single::start(ServerOpts {
         max_connections: None,
         extra: vec!["--max-line-bytes".into(), "1048576".into()],
+        ..Default::default()
     })
     .await;
     let mut c = s.client().await;
@@ -260,6 +261,7 @@ async fn two_thousand_idle_connections_are_closed_by_the_login_timeout() {
     let s = Single::start(ServerOpts {
         max_connections: Some(2_050),
         extra: vec!["--login-timeout-ms".into(), "500".into()],
+        ..Default::default()
     })
     .await;
     // Logged in before the crowd arrives: its timer is stopped for good.

@@ -1,6 +1,9 @@
 //! Security with real processes: login tokens, rate limits, per-address
-//! limits, TLS and mutual TLS between relay and servers, the Admin bearer
-//! token, and Redis with a password.
+//! limits, TLS and mutual TLS between relay and servers (a foreign
+//! certificate, `--tls-server-name`), the Admin bearer token on relay and
+//! server ports, secrets read from files named by the environment (as the
+//! Helm chart passes them), and Redis with a password. Who may link to the
+//! relay is in `link_security.rs`.
 mod support;
 
 use std::path::PathBuf;
@@ -8,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Client, Redis, Relay, Server, ServerOpts, eventually, free_port, grpcurl};
+use support::{
+    Client, Pki, Redis, Relay, STEP, Server, ServerOpts, eventually, free_port, grpcurl,
+};
 use switchboard::auth::Authenticator;
 
 const SECRET: &str = "test-secret-0123456789abcdef";
@@ -26,15 +31,22 @@ fn token_from_cli(name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
+/// Redis, a relay and one message server `s` started with `flags` (keep
+/// all three alive: dropping one stops its process).
+async fn single(flags: &[&str]) -> (Redis, Relay, Server) {
     let redis = Redis::start().await;
     let relay = Relay::start(&redis).await;
     let opts = ServerOpts {
-        extra: vec!["--auth-secret".into(), SECRET.into()],
+        extra: flags.iter().map(|f| f.to_string()).collect(),
         ..Default::default()
     };
     let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    (redis, relay, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
+    let (redis, _relay, s) = single(&["--auth-secret", SECRET]).await;
     let mut c = s.client().await;
 
     let forged = Authenticator::new(b"some-other-secret-of-length").issue("alice", 60);
@@ -78,15 +90,8 @@ async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_rate_limit_is_reached_and_recovers_without_harming_others() {
-    let redis = Redis::start().await;
-    let relay = Relay::start(&redis).await;
-    let opts = ServerOpts {
-        extra: ["--rate-limit-per-sec", "10", "--rate-limit-burst", "5"]
-            .map(String::from)
-            .to_vec(),
-        ..Default::default()
-    };
-    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    let (_redis, _relay, s) =
+        single(&["--rate-limit-per-sec", "10", "--rate-limit-burst", "5"]).await;
     let mut flooder = s.client().await;
     let mut calm = s.client().await;
     let mut burst = Vec::new();
@@ -131,13 +136,7 @@ async fn request_rate_limit_is_reached_and_recovers_without_harming_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_address_are_bounded() {
-    let redis = Redis::start().await;
-    let relay = Relay::start(&redis).await;
-    let opts = ServerOpts {
-        extra: vec!["--max-connections-per-ip".into(), "2".into()],
-        ..Default::default()
-    };
-    let s = Server::start_with("s", &relay.url(), &redis, opts).await;
+    let (_redis, _relay, s) = single(&["--max-connections-per-ip", "2"]).await;
     // The readiness probe's connection may still hold a slot for a moment.
     let first = admitted(s.port).await;
     let second = admitted(s.port).await;
@@ -182,57 +181,6 @@ async fn admitted(port: u16) -> Client {
     }
 }
 
-/// A CA and certificates for 127.0.0.1 / localhost, written as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        for name in ["node", "operator"] {
-            let key = KeyPair::generate().unwrap();
-            let params =
-                CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        }
-        // A CA nobody trusts, for a client with the wrong certificate.
-        let rogue_key = KeyPair::generate().unwrap();
-        let rogue = CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .self_signed(&rogue_key)
-            .unwrap();
-        std::fs::write(dir.path().join("rogue.pem"), rogue.pem()).unwrap();
-        std::fs::write(dir.path().join("rogue.key"), rogue_key.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.path().join(file).display().to_string()
-    }
-
-    fn node_flags(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.path("node.pem"),
-            "--tls-key".into(),
-            self.path("node.key"),
-            "--tls-ca".into(),
-            self.path("ca.pem"),
-            "--tls-client-auth".into(),
-        ]
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     let pki = Pki::new();
@@ -249,6 +197,12 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     };
     let a = Server::start_with("a", &relay_url, &redis, opts.clone()).await;
     let b = Server::start_with("b", &relay_url, &redis, opts).await;
+    // A server with a certificate of another CA (trusting the right one).
+    let rogue_opts = ServerOpts {
+        extra: pki.flags("rogue"),
+        ..Default::default()
+    };
+    let rogue = Server::start_with("rogue", &relay_url, &redis, rogue_opts).await;
     support::wait_routable(&a, &b).await;
     let mut alice = a.client().await;
     let mut bob = b.client().await;
@@ -256,20 +210,17 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     bob.login("bob").await;
     assert_eq!(alice.chat("bob", "over mTLS").await["event"], "ack");
     assert_eq!(bob.expect_event("message").await["content"], "over mTLS");
+    rogue.proc.wait_log("cannot reach the relay").await;
 
     let addr = format!("127.0.0.1:{relay_port}");
-    let ca = pki.path("ca.pem");
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("operator.pem"),
+        pki.path("operator.key"),
+    );
+    let operator = ["-cacert", &ca, "-cert", &cert, "-key", &key];
     // With the right client certificate an operator gets in.
-    let (ok, out) = grpcurl(&[
-        "-cacert",
-        &ca,
-        "-cert",
-        &pki.path("operator.pem"),
-        "-key",
-        &pki.path("operator.key"),
-        &addr,
-        "list",
-    ]);
+    let (ok, out) = grpcurl(&[&operator[..], &[&addr, "list"]].concat());
     assert!(ok && out.contains("switchboard.v1.Admin"), "{out}");
     // Without a certificate, with a certificate of another CA, or in
     // plaintext: refused.
@@ -288,6 +239,11 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     assert!(!ok, "a foreign certificate must be refused: {out}");
     let (ok, out) = grpcurl(&["-plaintext", &addr, "list"]);
     assert!(!ok, "plaintext must be refused: {out}");
+    assert_eq!(
+        linked(&operator, &addr),
+        ["a", "b"],
+        "the foreign certificate linked"
+    );
     // The plaintext health port answers health only (for kubelet probes).
     let health = format!("127.0.0.1:{health_port}");
     let (ok, out) = grpcurl(&[
@@ -301,6 +257,92 @@ async fn mutual_tls_links_servers_and_relay_and_refuses_strangers() {
     ]);
     assert!(ok && out.contains("SERVING"), "{out}");
     drop(relay);
+}
+
+/// The servers as the node at `addr` lists them (Admin ListServers),
+/// `args` being grpcurl's connection flags.
+fn servers(args: &[&str], addr: &str) -> Vec<serde_json::Value> {
+    let mut args = args.to_vec();
+    args.extend([addr, "switchboard.v1.Admin/ListServers"]);
+    let (ok, out) = grpcurl(&args);
+    assert!(ok, "{out}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    list["servers"].as_array().cloned().unwrap_or_default()
+}
+
+/// The ids of the servers linked to the relay at `addr`.
+fn linked(args: &[&str], addr: &str) -> Vec<String> {
+    servers(args, addr)
+        .iter()
+        .filter(|s| s["linked"] == true)
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `--tls-server-name`, as the chart uses it: every node shares one
+/// certificate issued for the relay's Service name only, and dials peers
+/// by IP, verifying that name instead. A server without the flag verifies
+/// the IP, and cannot link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_name_verifies_a_certificate_issued_for_a_name_only() {
+    const NAME: &str = "sb-switchboard-relay";
+    let pki = Pki::new();
+    pki.issue("named", &[NAME], &[]);
+    let flags = |with_name: bool| {
+        let mut flags = pki.flags("named");
+        if with_name {
+            flags.extend(["--tls-server-name".into(), NAME.into()]);
+        }
+        ServerOpts {
+            extra: flags,
+            ..Default::default()
+        }
+    };
+    let redis = Redis::start().await;
+    let port = free_port();
+    let _relay = Relay::start_with(&redis, port, flags(true).extra).await;
+    let url = format!("https://127.0.0.1:{port}");
+    let a = Server::start_with("a", &url, &redis, flags(true)).await;
+    let b = Server::start_with("b", &url, &redis, flags(true)).await;
+    let unnamed = Server::start_with("unnamed", &url, &redis, flags(false)).await;
+    support::wait_routable(&a, &b).await;
+    unnamed
+        .proc
+        .wait_log("certificate not valid for name")
+        .await;
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("named.pem"),
+        pki.path("named.key"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let operator = [
+        "-cacert",
+        &ca,
+        "-cert",
+        &cert,
+        "-key",
+        &key,
+        "-servername",
+        NAME,
+    ];
+    assert_eq!(linked(&operator, &addr), ["a", "b"]);
+    // The relay's health checks dial the servers by IP too, verifying the name.
+    let a_health = format!("127.0.0.1:{}", a.grpc_port);
+    let (ok, out) = grpcurl(&[
+        "-cacert", &ca, "-cert", &cert, "-key", &key, &a_health, "list",
+    ]);
+    assert!(
+        !ok,
+        "the server's certificate is not valid for its IP: {out}"
+    );
+    eventually(STEP, "the relay's health check of a", || {
+        let a = servers(&operator, &addr)
+            .into_iter()
+            .find(|s| s["id"] == "a");
+        std::future::ready(a.is_some_and(|a| a["health"] == "SERVING"))
+    })
+    .await;
 }
 
 /// grpc.health.v1's proto, for calling the health-only port (which has no
@@ -350,6 +392,130 @@ async fn admin_api_requires_the_bearer_token_when_configured() {
     // Health and reflection stay open for probes and discovery.
     let (ok, out) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
     assert!(ok && out.contains("SERVING"), "{out}");
+}
+
+/// grpcurl on a plaintext Admin API at `addr`, with an optional header.
+fn admin_call(addr: &str, header: Option<&str>, method: &str, body: &str) -> (bool, String) {
+    let method = format!("switchboard.v1.Admin/{method}");
+    let mut args = vec!["-plaintext", "-d", body];
+    if let Some(h) = header {
+        args.extend(["-H", h]);
+    }
+    args.extend([addr, method.as_str()]);
+    grpcurl(&args)
+}
+
+/// The Admin token guards a message server's port as it guards the
+/// relay's, the calls that act (KickUser, SendMessage) included: refused
+/// calls do nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_server_ports_and_the_calls_that_act() {
+    const TOKEN: &str = "admin-token-0123456789";
+    let (redis, _relay, s) = single(&["--admin-token", TOKEN]).await;
+    let mut alice = s.client().await;
+    alice.login("alice").await;
+    let addr = format!("127.0.0.1:{}", s.grpc_port);
+    let calls = [
+        ("SendMessage", r#"{"to":"alice","content":"refused"}"#),
+        ("KickUser", r#"{"name":"alice"}"#),
+        ("ListServers", "{}"),
+    ];
+    for header in [None, Some("authorization: Bearer wrong-token-000000")] {
+        for (method, body) in calls {
+            let (ok, out) = admin_call(&addr, header, method, body);
+            assert!(
+                !ok && out.contains("Unauthenticated"),
+                "{method} {header:?}: {out}"
+            );
+        }
+    }
+    // Nothing happened: alice is still online, and the first message she
+    // gets is the one sent with the token.
+    assert_eq!(redis.user_server("alice").await.as_deref(), Some("s"));
+    let good = format!("authorization: Bearer {TOKEN}");
+    let send = r#"{"to":"alice","content":"allowed","operator":"ops"}"#;
+    let (ok, out) = admin_call(&addr, Some(&good), "SendMessage", send);
+    assert!(ok && out.contains("delivered"), "{out}");
+    let m = alice.expect_event("message").await;
+    assert_eq!(
+        (&m["content"], &m["from"]),
+        (&json!("allowed"), &json!("operator:ops"))
+    );
+    let (ok, out) = admin_call(&addr, Some(&good), "KickUser", r#"{"name":"alice"}"#);
+    assert!(ok && out.contains(r#""kicked": true"#), "{out}");
+    assert_eq!(alice.expect_event("kicked").await["reason"], "admin");
+}
+
+/// The Helm chart's way of passing secrets: `SWITCHBOARD_*_FILE`
+/// variables naming mounted files (here with the trailing newline a
+/// Secret often has). Login tokens, the Admin token on relay and servers
+/// and the link token all come from files; a server with another link
+/// token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_named_by_the_environment_as_the_chart_mounts_them() {
+    const ADMIN: &str = "admin-token-from-a-file-0123";
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        path.display().to_string()
+    };
+    let admin = file("admin", ADMIN);
+    let link = file("link", "link-token-from-a-file-0123");
+    let other_link = file("other-link", "another-link-token-456789");
+    let auth = file("auth", SECRET);
+    let redis = Redis::start().await;
+    let port = free_port();
+    let relay_env = [
+        ("SWITCHBOARD_ADMIN_TOKEN_FILE", admin.as_str()),
+        ("SWITCHBOARD_LINK_TOKEN_FILE", link.as_str()),
+    ];
+    let relay = Relay::start_env(&redis, port, Vec::new(), &relay_env).await;
+    let server_env = |link: &str| ServerOpts {
+        env: [
+            ("SWITCHBOARD_AUTH_SECRET_FILE", auth.as_str()),
+            ("SWITCHBOARD_ADMIN_TOKEN_FILE", admin.as_str()),
+            ("SWITCHBOARD_LINK_TOKEN_FILE", link),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec(),
+        ..Default::default()
+    };
+    let a = Server::start_with("a", &relay.url(), &redis, server_env(&link)).await;
+    let b = Server::start_with("b", &relay.url(), &redis, server_env(&link)).await;
+    let other = Server::start_with("other", &relay.url(), &redis, server_env(&other_link)).await;
+
+    let mut alice = a.client().await;
+    let mut bob = b.client().await;
+    for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        c.send(json!({"cmd":"login","name":name,"token":token_from_cli(name)}))
+            .await;
+        assert_eq!(c.expect_event("login").await["name"], name);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alice.chat("bob", "via file secrets").await["event"] != "ack" {
+        assert!(std::time::Instant::now() < deadline, "a and b never linked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        bob.expect_event("message").await["content"],
+        "via file secrets"
+    );
+    other
+        .proc
+        .wait_log("the relay refused the link token")
+        .await;
+
+    let good = format!("authorization: Bearer {ADMIN}");
+    for grpc in [port, a.grpc_port] {
+        let addr = format!("127.0.0.1:{grpc}");
+        let (ok, out) = admin_call(&addr, None, "ListServers", "{}");
+        assert!(!ok && out.contains("Unauthenticated"), "{out}");
+        let (ok, out) = admin_call(&addr, Some(&good), "ListServers", "{}");
+        assert!(ok, "{out}");
+    }
+    let header = ["-plaintext", "-H", good.as_str()];
+    assert_eq!(linked(&header, &format!("127.0.0.1:{port}")), ["a", "b"]);
 }
 
 fn run_relay_briefly(redis_url: &str) -> (bool, String) {

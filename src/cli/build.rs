@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::{AdminFlags, AuthFlags, GrpcFlags, RedisFlags};
+use super::{AdminFlags, AuthFlags, GrpcFlags, LinkTokenFlags, RedisFlags};
 use crate::auth::Authenticator;
 use crate::grpc::Serving;
 use crate::presence::{PresenceStore, RedisStore};
@@ -79,11 +79,26 @@ pub fn client_tls(flags: &GrpcFlags) -> anyhow::Result<Option<tonic::transport::
 }
 
 pub fn admin_token(flags: &AdminFlags) -> anyhow::Result<Option<String>> {
-    secret(
+    bearer_token(
         flags.admin_token.as_deref(),
         flags.admin_token_file.as_deref(),
         "admin token",
     )
+}
+
+pub fn link_token(flags: &LinkTokenFlags) -> anyhow::Result<Option<String>> {
+    bearer_token(
+        flags.link_token.as_deref(),
+        flags.link_token_file.as_deref(),
+        "link token",
+    )
+}
+
+/// A fresh random link token, for the local cluster's in-process nodes
+/// (never shown: nothing outside the process needs it).
+pub fn random_link_token() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 48)
 }
 
 pub fn authenticator(flags: &AuthFlags) -> anyhow::Result<Option<Authenticator>> {
@@ -93,6 +108,23 @@ pub fn authenticator(flags: &AuthFlags) -> anyhow::Result<Option<Authenticator>>
         "auth secret",
     )?;
     Ok(secret.map(|s| Authenticator::new(s.as_bytes())))
+}
+
+/// A `secret` sent as `authorization: Bearer <token>`: it must fit in a
+/// gRPC header, hence printable ASCII without spaces.
+fn bearer_token(
+    value: Option<&str>,
+    file: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    let token = secret(value, file, what)?;
+    if let Some(token) = &token {
+        anyhow::ensure!(
+            token.bytes().all(|b| b.is_ascii_graphic()),
+            "the {what} must be printable ASCII without spaces (it travels in a gRPC header)"
+        );
+    }
+    Ok(token)
 }
 
 /// A secret given inline or in a file (trimmed); at least 16 bytes.
@@ -117,6 +149,20 @@ mod tests {
         assert_eq!(redact("redis://:s3cret@h:6379"), "redis://***@h:6379");
         assert_eq!(redact("rediss://u:p@h:1/0"), "rediss://***@h:1/0");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn bearer_tokens_fit_in_a_header() {
+        let ok = "0123456789abcdef-XYZ";
+        assert_eq!(
+            bearer_token(Some(ok), None, "t").unwrap().as_deref(),
+            Some(ok)
+        );
+        for bad in ["0123456789 abcdef", "0123456789abcdéf", "short"] {
+            assert!(bearer_token(Some(bad), None, "t").is_err(), "{bad:?}");
+        }
+        assert_eq!(random_link_token().len(), 48);
+        assert_ne!(random_link_token(), random_link_token());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use super::build::{self, bind};
-use super::{AuthFlags, HealthFlags, LimitFlags, LogFlags};
+use super::{AuthFlags, HealthFlags, LimitFlags, LinkQueueFlags, LogFlags};
 use crate::cluster::Options;
 use crate::presence::{MemoryStore, PresenceStore, RedisStore};
 
@@ -48,6 +48,9 @@ pub struct ClusterArgs {
     pub limits: LimitFlags,
 
     #[command(flatten)]
+    pub link_queue: LinkQueueFlags,
+
+    #[command(flatten)]
     pub health: HealthFlags,
 
     #[command(flatten)]
@@ -82,6 +85,8 @@ impl ClusterArgs {
             relay_listener: bind(at(self.relay_port)).await?,
             servers,
             auth: build::authenticator(&self.auth)?,
+            link_token: build::random_link_token(),
+            link_queue_bytes: self.link_queue.link_queue_bytes as usize,
             limits: self.limits.into(),
             health: self.health.into(),
             presence,

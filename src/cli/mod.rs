@@ -141,6 +141,27 @@ pub struct AdminFlags {
     pub admin_token_file: Option<PathBuf>,
 }
 
+/// The shared secret that lets a message server link to the relay.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LinkTokenFlags {
+    /// Token a message server must present to link to the relay
+    /// (`authorization: Bearer TOKEN` on Relay.Link; at least 16 printable
+    /// ASCII bytes). The relay refuses links without it; servers send it.
+    /// Without one the relay accepts any link.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LINK_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "link_token_file"
+    )]
+    pub link_token: Option<String>,
+
+    /// File holding the link token (e.g. a mounted Kubernetes Secret).
+    /// Surrounding whitespace is ignored.
+    #[arg(long, env = "SWITCHBOARD_LINK_TOKEN_FILE")]
+    pub link_token_file: Option<PathBuf>,
+}
+
 /// Where the login-token secret comes from.
 #[derive(Debug, Clone, Default, Args)]
 pub struct AuthFlags {
@@ -205,9 +226,6 @@ pub struct LimitFlags {
     /// the kernel's autotuning [default: 64 KiB].
     #[arg(long, env = "SWITCHBOARD_CLIENT_SEND_BUFFER_BYTES", default_value_t = 64 << 10)]
     pub client_send_buffer_bytes: u64,
-
-    #[command(flatten)]
-    pub link: LinkFlags,
 
     /// Cross-server chats one connection may have awaiting their outcome;
     /// beyond it, the server stops reading that connection until outcomes
@@ -275,7 +293,6 @@ impl From<LimitFlags> for crate::server::Limits {
             outbound_queue_bytes: f.outbound_queue_bytes as usize,
             outbound_total_bytes: f.outbound_total_bytes as usize,
             client_send_buffer_bytes: Some(f.client_send_buffer_bytes as usize).filter(|n| *n > 0),
-            link_queue_bytes: f.link.link_queue_bytes as usize,
             max_inflight: f.max_inflight as usize,
             forward_timeout: millis(f.forward_timeout_ms),
             write_timeout: millis(f.write_timeout_ms),
@@ -288,9 +305,9 @@ impl From<LimitFlags> for crate::server::Limits {
     }
 }
 
-/// The links between servers and relays.
+/// How much a link may queue.
 #[derive(Debug, Clone, Args)]
-pub struct LinkFlags {
+pub struct LinkQueueFlags {
     /// Bytes of forwarded chats a link's outbound queue may hold; beyond
     /// them a cross-server chat gets unavailable, so a slow but alive peer
     /// cannot grow this process [default: 32 MiB].

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use super::build::{self, bind_opt};
-use super::{GrpcFlags, HealthFlags, LinkFlags, LogFlags, RedisFlags};
+use super::{GrpcFlags, HealthFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, RedisFlags};
 use crate::presence::PresenceStore;
 use crate::relay::Options;
 
@@ -23,6 +23,9 @@ pub struct RelayArgs {
     #[command(flatten)]
     pub grpc: GrpcFlags,
 
+    #[command(flatten)]
+    pub link: LinkTokenFlags,
+
     /// Serve Prometheus metrics at GET /metrics on this address
     /// (e.g. 0.0.0.0:9090) [default: off].
     #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
@@ -32,7 +35,7 @@ pub struct RelayArgs {
     pub health: HealthFlags,
 
     #[command(flatten)]
-    pub link: LinkFlags,
+    pub link_queue: LinkQueueFlags,
 
     #[command(flatten)]
     pub log: LogFlags,
@@ -47,8 +50,9 @@ impl RelayArgs {
             client_tls: build::client_tls(&self.grpc)?,
             metrics_listener: bind_opt(self.metrics_listen).await?,
             admin_token: build::admin_token(&self.grpc.admin)?,
+            link_token: build::link_token(&self.link)?,
             health: self.health.into(),
-            link_queue_bytes: self.link.link_queue_bytes as usize,
+            link_queue_bytes: self.link_queue.link_queue_bytes as usize,
         };
         Ok((options, store))
     }

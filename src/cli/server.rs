@@ -6,7 +6,10 @@ use std::sync::Arc;
 use clap::Parser;
 
 use super::build::{self, bind, bind_opt, dialable};
-use super::{AuthFlags, GrpcFlags, LimitFlags, LogFlags, RedisFlags, server_id};
+use super::{
+    AuthFlags, GrpcFlags, LimitFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, RedisFlags,
+    server_id,
+};
 use crate::presence::PresenceStore;
 use crate::server::{Options, RelayEndpoint};
 
@@ -53,6 +56,12 @@ pub struct ServerArgs {
     pub grpc: GrpcFlags,
 
     #[command(flatten)]
+    pub link: LinkTokenFlags,
+
+    #[command(flatten)]
+    pub link_queue: LinkQueueFlags,
+
+    #[command(flatten)]
     pub auth: AuthFlags,
 
     /// Serve Prometheus metrics at GET /metrics on this address
@@ -83,7 +92,9 @@ impl ServerArgs {
             relay: RelayEndpoint {
                 url: self.relay,
                 tls: build::client_tls(&self.grpc)?,
+                link_token: build::link_token(&self.link)?,
             },
+            link_queue_bytes: self.link_queue.link_queue_bytes as usize,
             metrics_listener: bind_opt(self.metrics_listen).await?,
             auth: build::authenticator(&self.auth)?,
             admin_token: build::admin_token(&self.grpc.admin)?,

@@ -21,13 +21,21 @@ pub struct Link {
     pub grpc_addr: String,
     pub linked_at_ms: i64,
     tx: LinkSender,
-    /// message id -> origin server, for messages sent down this link;
-    /// None once the link is closed, so nothing can slip in after the
-    /// final drain.
-    in_flight: Mutex<Option<HashMap<String, String>>>,
+    /// message id -> what the relay sent, for messages sent down this
+    /// link; None once the link is closed, so nothing can slip in after
+    /// the final drain.
+    in_flight: Mutex<Option<HashMap<String, InFlight>>>,
     /// Cancelled to end the stream from the relay's side (the server then
     /// relinks), e.g. when its server was declared dead or replaced.
     pub closed: CancellationToken,
+}
+
+/// What the relay remembers of a message it sent down a link: the outcome
+/// is routed by this record, never by what the link says back.
+#[derive(Debug)]
+pub struct InFlight {
+    pub origin: String,
+    pub rerouted: bool,
 }
 
 impl Link {
@@ -51,7 +59,11 @@ impl Link {
         let Some(map) = in_flight.as_mut() else {
             return false;
         };
-        map.insert(id.to_owned(), forward.origin_server.clone());
+        let sent = InFlight {
+            origin: forward.origin_server.clone(),
+            rerouted: forward.rerouted,
+        };
+        map.insert(id.to_owned(), sent);
         if self.tx.try_forward(forward, None).is_err() {
             map.remove(id);
             return false;
@@ -64,16 +76,16 @@ impl Link {
         self.tx.send_outcome(outcome)
     }
 
-    /// The outcome of `id` came back through this link.
-    pub fn settle(&self, id: &str) {
-        if let Some(map) = self.in_flight.lock().as_mut() {
-            map.remove(id);
-        }
+    /// The outcome of `id` came back through this link: what was sent, or
+    /// None if `id` was not in flight on this link (a stray or forged
+    /// outcome, which must not be passed on).
+    pub fn settle(&self, id: &str) -> Option<InFlight> {
+        self.in_flight.lock().as_mut()?.remove(id)
     }
 
-    /// Closes the link and returns what was still in flight on it:
-    /// (message id, origin server). Later forwards are refused.
-    pub fn close(&self) -> Vec<(String, String)> {
+    /// Closes the link and returns what was still in flight on it, by
+    /// message id. Later forwards are refused.
+    pub fn close(&self) -> Vec<(String, InFlight)> {
         self.closed.cancel();
         self.in_flight
             .lock()

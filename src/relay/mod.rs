@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use crate::admin::AdminService;
 use crate::grpc::{self, Services};
-use crate::link::MAX_LINK_FRAME;
 use crate::pb::relay_server::RelayServer;
 use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
@@ -54,7 +53,6 @@ pub async fn run(
     health.set(true).await;
 
     let links_stop = CancellationToken::new();
-    let service = RelayService::new(router.clone(), links_stop.clone(), opts.link_queue_bytes);
     let grpc_stop = CancellationToken::new();
     let addr = opts.grpc.listener.local_addr()?;
     let board = Arc::new(watcher::HealthBoard::default());
@@ -63,7 +61,12 @@ pub async fn run(
         store.clone(),
         opts.admin_token,
     );
-    let relay = RelayServer::new(service).max_decoding_message_size(MAX_LINK_FRAME);
+    let relay = RelayService::serve(
+        router.clone(),
+        links_stop.clone(),
+        opts.link_token,
+        opts.link_queue_bytes,
+    );
     let server = tokio::spawn(grpc::serve(
         opts.grpc,
         health_service,

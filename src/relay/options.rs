@@ -21,6 +21,8 @@ pub struct Options {
     /// Bytes of forwards each link's outbound queue may hold; beyond them
     /// a forward is answered unavailable.
     pub link_queue_bytes: usize,
+    /// Bearer token a server must present to link; None: any link.
+    pub link_token: Option<String>,
 }
 
 /// How the relay decides that a server is dead (flags of the same names).

@@ -96,26 +96,59 @@ impl Router {
         }
     }
 
-    /// A message arrived from its origin server.
-    pub fn on_forward(self: &Arc<Self>, forward: pb::Forward) {
+    /// A message arrived on `from`, its origin's link. The relay, not the
+    /// link, says who sent it: the origin is the link's server and nothing
+    /// has been re-routed yet. Its id must be one that server mints
+    /// (`<server id>.…`), so that no link can take over the in-flight
+    /// record (and so the outcome) of another server's message.
+    pub fn on_forward_from(self: &Arc<Self>, from: &Link, mut forward: pb::Forward) {
+        let own_id = forward.message.as_ref().is_some_and(|m| {
+            m.id.strip_prefix(from.server_id.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+        });
+        if !own_id {
+            self.metrics.dropped_forwards.inc();
+            tracing::debug!(server = %from.server_id, "forward without an id of its server: dropped");
+            return;
+        }
+        forward.origin_server = from.server_id.clone();
+        forward.rerouted = false;
+        self.on_forward(forward);
+    }
+
+    fn on_forward(self: &Arc<Self>, forward: pb::Forward) {
         self.metrics.routed_forwards.inc();
         self.route(forward, None);
     }
 
     /// An outcome arrived from the server `from` that received a message.
+    /// Only an outcome for a message in flight on that very link is passed
+    /// on, to the origin the relay recorded (whatever the outcome says),
+    /// so a link can neither answer for another server nor redirect.
     pub fn on_outcome(self: &Arc<Self>, from: &Link, mut outcome: pb::Outcome) {
+        let Some(sent) = from.settle(&outcome.message_id) else {
+            self.metrics.dropped_outcomes.inc();
+            tracing::debug!(server = %from.server_id, id = %outcome.message_id, "outcome for a message not in flight on its link: dropped");
+            return;
+        };
         self.metrics.routed_outcomes.inc();
-        from.settle(&outcome.message_id);
+        outcome.origin_server = sent.origin;
         if outcome.status() != Status::NotHere {
             self.send_outcome(outcome);
             return;
         }
-        let Some(mut forward) = outcome.returned.take() else {
+        let id = &outcome.message_id;
+        let returned = outcome
+            .returned
+            .take()
+            .filter(|f| f.message.as_ref().is_some_and(|m| &m.id == id));
+        let Some(mut forward) = returned else {
             outcome.status = Status::Offline as i32;
             self.send_outcome(outcome);
             return;
         };
-        if forward.rerouted {
+        forward.origin_server = outcome.origin_server;
+        if sent.rerouted {
             // Re-routed once already and still not there: offline, no loop.
             return self.dispatch(forward, Route::Done(Status::Offline));
         }
@@ -261,8 +294,8 @@ impl Router {
     pub fn fail_link(&self, link: &Link) -> usize {
         let in_flight = link.close();
         let n = in_flight.len();
-        for (id, origin) in in_flight {
-            self.answer(&origin, id, Status::Unavailable);
+        for (id, sent) in in_flight {
+            self.answer(&sent.origin, id, Status::Unavailable);
         }
         n
     }

@@ -1,23 +1,29 @@
 //! The `switchboard.v1.Relay` gRPC service: accepts server links.
 //!
-//! The handler reads the hello, registers the link, and returns the
-//! outbound half at once (so the server knows it is linked when its call
-//! returns). One reader task per link feeds the router; links are few and
-//! long-lived, so this is not per-message work.
+//! Who may link: with a link token, only calls that carry it reach the
+//! handler (`RelayService::serve`); a caller whose certificate names a
+//! server (`tls::server_ids`) may link as that server only. The handler
+//! then reads the hello, registers the link, and returns the outbound half
+//! at once (so the server knows it is linked when its call returns). One
+//! reader task per link feeds the router; links are few and long-lived,
+//! so this is not per-message work.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::links::Link;
 use super::router::Router;
-use crate::link::{batches, queue};
+use crate::grpc::Bearer;
+use crate::link::{MAX_LINK_FRAME, batches, queue};
 use crate::names::is_valid_name;
 use crate::pb::envelope::Kind;
-use crate::pb::relay_server::Relay;
+use crate::pb::relay_server::{Relay, RelayServer};
 use crate::pb::{RelayFrame, ServerFrame, server_frame};
 use crate::shutdown::CancellationToken;
 
@@ -32,13 +38,64 @@ pub struct RelayService {
 }
 
 impl RelayService {
-    pub fn new(router: Arc<Router>, shutdown: CancellationToken, queue_bytes: usize) -> Self {
-        Self {
+    /// The Relay service, behind a check of the link token when
+    /// `link_token` is set: a call without it is refused UNAUTHENTICATED
+    /// before its first frame is read.
+    pub fn serve(
+        router: Arc<Router>,
+        shutdown: CancellationToken,
+        link_token: Option<String>,
+        queue_bytes: usize,
+    ) -> InterceptedService<RelayServer<Self>, impl Interceptor + Clone> {
+        if link_token.is_none() {
+            tracing::warn!(
+                "no link token: anyone who reaches this gRPC port can link as any server (set --link-token or --link-token-file)"
+            );
+        }
+        let bearer = Bearer::new(
+            link_token,
+            "linking needs the header 'authorization: Bearer <link token>' (--link-token)",
+        );
+        let refused = router.metrics.refused_token.clone();
+        let check = move |request: Request<()>| match bearer.check(&request) {
+            Ok(()) => Ok(request),
+            Err(status) => {
+                refused.inc();
+                tracing::warn!(peer = ?request.remote_addr(), "link refused: no or a wrong link token");
+                Err(status)
+            }
+        };
+        let service = RelayServer::new(Self {
             router,
             shutdown,
             queue_bytes,
-        }
+        })
+        .max_decoding_message_size(MAX_LINK_FRAME);
+        InterceptedService::new(service, check)
     }
+
+    /// Refuses a hello for another server than the one the caller's
+    /// certificate names, if it names one.
+    fn check_identity(&self, vouched: &[String], server_id: &str) -> Result<(), Status> {
+        if vouched.is_empty() || vouched.iter().any(|id| id == server_id) {
+            return Ok(());
+        }
+        self.router.metrics.refused_identity.inc();
+        tracing::warn!(hello = %server_id, certificate = ?vouched, "link refused: its certificate names another server");
+        Err(Status::permission_denied(format!(
+            "this certificate identifies server {}; it cannot link as {server_id:?}",
+            vouched.join(", ")
+        )))
+    }
+}
+
+/// The server ids the caller's certificate names; empty without a client
+/// certificate or without a server identity in it.
+fn vouched_ids<T>(request: &Request<T>) -> Result<Vec<String>, Status> {
+    let Some(chain) = request.peer_certs() else {
+        return Ok(Vec::new());
+    };
+    crate::tls::server_ids(&chain).map_err(|e| Status::permission_denied(e.to_string()))
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<RelayFrame, Status>> + Send>>;
@@ -51,6 +108,7 @@ impl Relay for RelayService {
         &self,
         request: Request<Streaming<ServerFrame>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
+        let vouched = vouched_ids(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -68,6 +126,7 @@ impl Relay for RelayService {
                 "hello needs a valid server_id and an incarnation",
             ));
         }
+        self.check_identity(&vouched, &hello.server_id)?;
         let (tx, rx) = queue(self.queue_bytes);
         let link = Arc::new(Link::new(hello, tx));
         if let Some(old) = self.router.links.insert(link.clone()) {
@@ -119,7 +178,7 @@ async fn read_link(
         };
         for envelope in batch.envelopes {
             match envelope.kind {
-                Some(Kind::Forward(f)) => router.on_forward(f),
+                Some(Kind::Forward(f)) => router.on_forward_from(&link, f),
                 Some(Kind::Outcome(o)) => router.on_outcome(&link, o),
                 None => {}
             }

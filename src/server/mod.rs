@@ -120,7 +120,7 @@ pub async fn run(
     };
     let link = relay_link::RelayLink {
         relay: opts.relay,
-        queue_bytes: opts.limits.link_queue_bytes,
+        queue_bytes: opts.link_queue_bytes,
         hello,
         sessions: parts.sessions.clone(),
         forwards: parts.forwards.clone(),

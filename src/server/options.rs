@@ -21,6 +21,9 @@ pub struct Options {
     /// Where the relay reaches this server's gRPC port (health checks).
     pub advertise_grpc: String,
     pub relay: RelayEndpoint,
+    /// Bytes of forwards the relay link's outbound queue may hold; beyond
+    /// them a cross-server chat gets unavailable.
+    pub link_queue_bytes: usize,
     pub limits: Limits,
     /// Where to serve `GET /metrics`, if anywhere.
     pub metrics_listener: Option<TcpListener>,
@@ -35,6 +38,8 @@ pub struct Options {
 pub struct RelayEndpoint {
     pub url: String,
     pub tls: Option<ClientTlsConfig>,
+    /// Sent as `authorization: Bearer <token>` when linking.
+    pub link_token: Option<String>,
 }
 
 /// Limits and timings of a message server (flags of the same names).
@@ -52,9 +57,6 @@ pub struct Limits {
     /// The kernel send buffer of each client socket; None: the kernel's
     /// default (autotuned, up to megabytes).
     pub client_send_buffer_bytes: Option<usize>,
-    /// Bytes of forwards the relay link's outbound queue may hold; beyond
-    /// them a cross-server chat gets unavailable.
-    pub link_queue_bytes: usize,
     /// Cross-server chats one connection may have awaiting their outcome.
     pub max_inflight: usize,
     pub forward_timeout: Duration,

@@ -15,6 +15,7 @@ use super::forwards::Forwards;
 use super::options::RelayEndpoint;
 use super::outbox::Receipt;
 use super::sessions::Sessions;
+use crate::grpc::Bearer;
 use crate::link::{LinkSender, MAX_LINK_FRAME, batches, dial, queue};
 use crate::pb::envelope::Kind;
 use crate::pb::relay_client::RelayClient;
@@ -51,9 +52,9 @@ impl RelayLink {
                 }
                 Err(e) => {
                     if was_up {
-                        tracing::warn!(server = %id, relay = %self.relay.url, error = %e, "cannot reach the relay; retrying with backoff");
+                        tracing::warn!(server = %id, relay = %self.relay.url, error = %format_args!("{e:#}"), "cannot reach the relay; retrying with backoff");
                     } else {
-                        tracing::debug!(server = %id, error = %e, "relay still unreachable");
+                        tracing::debug!(server = %id, error = %format_args!("{e:#}"), "relay still unreachable");
                     }
                     was_up = false;
                 }
@@ -77,11 +78,15 @@ impl RelayLink {
         let rest = batches(rx).map(|b| pb::ServerFrame {
             kind: Some(server_frame::Kind::Batch(b)),
         });
-        let outbound = futures::stream::once(async { first }).chain(rest);
+        let mut request = tonic::Request::new(futures::stream::once(async { first }).chain(rest));
+        if let Some(token) = &self.relay.link_token {
+            Bearer::attach(&mut request, token)?;
+        }
         let mut inbound = RelayClient::new(channel)
             .max_decoding_message_size(MAX_LINK_FRAME)
-            .link(outbound)
-            .await?
+            .link(request)
+            .await
+            .map_err(refusal)?
             .into_inner();
         self.forwards.link_up(tx.clone());
         tracing::info!(server = %self.hello.server_id, relay = %self.relay.url, "relay link up");
@@ -147,6 +152,16 @@ impl RelayLink {
         }
         Some(result)
     }
+}
+
+/// Names the likely cause when the relay refuses the link itself.
+fn refusal(status: tonic::Status) -> anyhow::Error {
+    let why = match status.code() {
+        tonic::Code::Unauthenticated => "the relay refused the link token (--link-token)",
+        tonic::Code::PermissionDenied => "the relay refused this server's certificate identity",
+        _ => return status.into(),
+    };
+    anyhow::anyhow!("{why}: {}", status.message())
 }
 
 fn outcome(message_id: String, origin_server: String, status: Status) -> pb::Outcome {

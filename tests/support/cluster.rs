@@ -35,6 +35,17 @@ impl Relay {
 
     /// `extra` flags win over the defaults (1 s health checks, 3 failures).
     pub async fn start_with(redis: &Redis, port: u16, extra: Vec<String>) -> Relay {
+        Self::start_env(redis, port, extra, &[]).await
+    }
+
+    /// `start_with`, with environment variables (the flags' `SWITCHBOARD_*`
+    /// fallbacks, as the Helm chart sets them).
+    pub async fn start_env(
+        redis: &Redis,
+        port: u16,
+        extra: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> Relay {
         let mut args = vec![
             "--grpc-listen".into(),
             format!("127.0.0.1:{port}"),
@@ -47,7 +58,7 @@ impl Relay {
             }
         }
         args.extend(extra);
-        let mut proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, &[]);
+        let mut proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, env);
         let open = || port_open(port);
         proc.wait_ready(STEP, "relay gRPC port", open).await;
         Relay { proc, port }
@@ -65,11 +76,12 @@ pub struct Server {
     pub grpc_port: u16,
 }
 
-/// Extra flags for a message server.
+/// Extra flags (and environment variables) for a message server.
 #[derive(Clone, Default)]
 pub struct ServerOpts {
     pub max_connections: Option<u32>,
     pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -94,7 +106,12 @@ impl Server {
             opts.max_connections.unwrap_or(500).to_string(),
         ];
         args.extend(opts.extra);
-        let mut proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &[]);
+        let env: Vec<(&str, &str)> = opts
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &env);
         let open = || port_open(port);
         proc.wait_ready(STEP, "server client port", open).await;
         Server {

@@ -7,8 +7,9 @@
 //!
 //! One file per thing it starts: `process` (a child process and its log),
 //! `redis` (redis-server), `cluster` (relay, message servers, a linked
-//! cluster), `client` (the protocol client), `tools` (grpcurl, metrics
-//! scrapes, /proc, the `switchboard-load` binary), `traffic` (a flooding
+//! cluster), `client` (the protocol client), `tools` (grpcurl, a link
+//! held open with grpcurl, metrics scrapes, /proc, the `switchboard-load`
+//! binary), `pki` (certificates for TLS tests), `traffic` (a flooding
 //! client and the outcomes it got back). This file re-exports
 //! them all (tests name everything `support::X`) and owns the shared
 //! waiting helpers; it must not start anything itself.
@@ -16,6 +17,7 @@
 
 mod client;
 mod cluster;
+mod pki;
 mod process;
 mod redis;
 mod tools;
@@ -34,11 +36,13 @@ pub use self::cluster::{
     AttachedServer, ClientPort, Cluster, Relay, Server, ServerOpts, wait_routable,
 };
 #[allow(unused_imports)]
+pub use self::pki::Pki;
+#[allow(unused_imports)]
 pub use self::process::Proc;
 #[allow(unused_imports)]
 pub use self::redis::{Redis, redis_args};
 #[allow(unused_imports)]
-pub use self::tools::{grpcurl, load_binary, rss_kib, sample, scrape};
+pub use self::tools::{LinkCall, grpcurl, load_binary, rss_kib, sample, scrape};
 #[allow(unused_imports)]
 pub use self::traffic::{Outcomes, flood};
 

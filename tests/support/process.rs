@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, poll_until};
+use super::{STEP, free_port, poll_until};
 
-fn log_dir() -> PathBuf {
+/// Where the logs of test processes go (the target's tmp dir).
+pub(super) fn log_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -85,6 +86,19 @@ impl Proc {
             .status()
             .expect("kill");
         assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Waits (up to `STEP`) until the log contains `text`, e.g. the
+    /// error a process logs when it is refused; fails with the log.
+    pub async fn wait_log(&self, text: &str) {
+        let logged = || std::future::ready(self.logs().contains(text));
+        if let Err(why) = poll_until(STEP, logged, || None).await {
+            panic!(
+                "{why} waiting for {text:?} in the log of {}:\n{}",
+                self.name,
+                self.logs()
+            );
+        }
     }
 
     pub fn kill9(&mut self) {

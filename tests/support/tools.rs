@@ -1,16 +1,19 @@
-//! Tools around the processes of a test: grpcurl, Prometheus scrapes and
-//! their samples, resident memory from /proc, and the `switchboard-load`
-//! binary (another workspace package, built on first use). Must not start
-//! servers (see `cluster`).
+//! Tools around the processes of a test: grpcurl (one call, or a
+//! `Relay.Link` stream held open as a pretend server), Prometheus scrapes
+//! and their samples, resident memory from /proc, and the
+//! `switchboard-load` binary (another workspace package, built on first
+//! use). Must not start servers (see `cluster`).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::STEP;
+use super::process::log_dir;
 
 /// GET /metrics on 127.0.0.1:`port`: the Prometheus text.
 pub async fn scrape(port: u16) -> String {
@@ -58,6 +61,74 @@ pub fn grpcurl(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// A `switchboard.v1.Relay/Link` stream opened by the real grpcurl, as an
+/// impostor or a misbehaving server would: frames (JSON) go out as they
+/// are sent, the stream stays open until drop, and whatever grpcurl prints
+/// (frames from the relay, or the error that ended the call) is collected
+/// in a file. Killed and reaped on drop.
+pub struct LinkCall {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: PathBuf,
+}
+
+impl LinkCall {
+    /// Opens the stream to `addr` (plaintext) with extra `-H` headers.
+    pub fn open(addr: &str, headers: &[&str]) -> LinkCall {
+        let out = log_dir().join(format!("grpcurl-link-{}.log", super::free_port()));
+        let file = std::fs::File::create(&out).unwrap();
+        let mut cmd = Command::new("grpcurl");
+        cmd.args(["-plaintext", "-d", "@"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        let mut child = cmd
+            .args([addr, "switchboard.v1.Relay/Link"])
+            .stdin(Stdio::piped())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("grpcurl must be installed (scripts/setup.sh)");
+        LinkCall {
+            stdin: child.stdin.take(),
+            child,
+            out,
+        }
+    }
+
+    /// Sends one `ServerFrame` (grpcurl's JSON form). A call the relay
+    /// already ended may not take it: that is not an error here.
+    pub fn send(&mut self, frame: serde_json::Value) {
+        if let Some(stdin) = &mut self.stdin {
+            let _ = writeln!(stdin, "{frame}").and_then(|()| stdin.flush());
+        }
+    }
+
+    /// Ends the sending side (grpcurl half-closes the stream). grpcurl
+    /// exits only once its input has ended, even when the relay refused
+    /// the call at once.
+    pub fn finish(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Everything grpcurl printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// The exit status, once grpcurl has ended (the relay ended the call).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+}
+
+impl Drop for LinkCall {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Resident memory of a process in KiB (`VmRSS` in /proc/<pid>/status).

@@ -200,6 +200,11 @@ grpc:
 {{- default (printf "%s-admin" (include "switchboard.fullname" .)) .Values.admin.auth.existingSecret }}
 {{- end }}
 
+{{/* Secret holding the link token (link.auth.*). */}}
+{{- define "switchboard.link.secretName" -}}
+{{- default (printf "%s-link" (include "switchboard.fullname" .)) .Values.link.auth.existingSecret }}
+{{- end }}
+
 {{/* Name every node verifies in its peers' certificates (tls.serverName). */}}
 {{- define "switchboard.tls.serverName" -}}
 {{- default (include "switchboard.relay.fullname" .) .Values.tls.serverName }}
@@ -228,6 +233,34 @@ Call with (dict "ctx" $ "name" <secret name> "key" <key>).
 {{- end }}
 
 {{/*
+A chart-generated Secret with one key (a "---" document), or, when an
+existing Secret is named, only the check of that one.
+Call with (dict "ctx" $ "existing" <existing Secret or ""> "name" <name>
+"key" <key> "what" <values path, for errors> "component" <label>
+"comment" <what it holds>).
+*/}}
+{{- define "switchboard.chartSecret" -}}
+{{- if .existing }}
+{{- include "switchboard.checkExistingSecret" (dict "ctx" .ctx "name" .existing "key" .key "what" .what) }}
+{{- else }}
+---
+# {{ .comment }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .name }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "switchboard.componentLabels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+  annotations:
+    helm.sh/resource-policy: keep
+type: Opaque
+data:
+  {{ .key }}: {{ include "switchboard.generatedSecretValue" (dict "ctx" .ctx "name" .name "key" .key) | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
 Refuses an existing Secret that is visible (real install/upgrade, not
 `helm template`) but lacks the key or holds fewer than 16 bytes, which the
 binaries would refuse at start (CrashLoopBackOff).
@@ -248,12 +281,16 @@ Call with (dict "ctx" $ "name" <secret> "key" <key> "what" "auth.existingSecret"
 
 {{/*
 Env for the internal gRPC plane, shared by relay and servers: Admin token,
-TLS, plaintext health port, Redis CA.
+link token, TLS, plaintext health port, Redis CA.
 */}}
 {{- define "switchboard.grpcSecurityEnv" -}}
 {{- if .Values.admin.auth.enabled }}
 - name: SWITCHBOARD_ADMIN_TOKEN_FILE
   value: /etc/switchboard/admin/token
+{{- end }}
+{{- if .Values.link.auth.enabled }}
+- name: SWITCHBOARD_LINK_TOKEN_FILE
+  value: /etc/switchboard/link/token
 {{- end }}
 {{- if .Values.tls.enabled }}
 - name: SWITCHBOARD_TLS_CERT
@@ -290,6 +327,11 @@ TLS, plaintext health port, Redis CA.
   mountPath: /etc/switchboard/admin
   readOnly: true
 {{- end }}
+{{- if .ctx.Values.link.auth.enabled }}
+- name: link-token
+  mountPath: /etc/switchboard/link
+  readOnly: true
+{{- end }}
 {{- if .ctx.Values.tls.enabled }}
 - name: tls
   mountPath: /etc/switchboard/tls
@@ -323,7 +365,18 @@ TLS, plaintext health port, Redis CA.
       - key: {{ $v.admin.auth.secretKey }}
         path: token
 {{- end }}
-{{- if $v.tls.enabled }}
+{{- if $v.link.auth.enabled }}
+- name: link-token
+  secret:
+    secretName: {{ include "switchboard.link.secretName" .ctx }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.link.auth.secretKey }}
+        path: token
+{{- end }}
+{{- if and .server $v.tls.perPodCertificates.enabled }}
+{{- include "switchboard.perPodTlsVolume" .ctx }}
+{{- else if $v.tls.enabled }}
 - name: tls
   secret:
     secretName: {{ include "switchboard.tls.secretName" .ctx }}
@@ -345,6 +398,32 @@ TLS, plaintext health port, Redis CA.
       - key: {{ $v.redis.external.caKey }}
         path: ca.crt
 {{- end }}
+{{- end }}
+
+{{/*
+The message servers' TLS volume with tls.perPodCertificates: cert-manager's
+csi-driver issues each pod its own certificate (tls.crt, tls.key, ca.crt, the
+same files as the Secret's), for the name every node verifies, with the
+pod's server identity as URI SAN (csi-driver fills in ${POD_NAME} and
+${POD_NAMESPACE}; the pod name is the server id).
+*/}}
+{{- define "switchboard.perPodTlsVolume" -}}
+{{- $p := .Values.tls.perPodCertificates }}
+{{- if not .Values.tls.enabled }}
+{{- fail "tls.perPodCertificates needs tls.enabled=true (the relay serves with tls.existingSecret)" }}
+{{- end }}
+- name: tls
+  csi:
+    driver: csi.cert-manager.io
+    readOnly: true
+    volumeAttributes:
+      csi.cert-manager.io/issuer-name: {{ required "tls.perPodCertificates.issuerName is required" $p.issuerName | quote }}
+      csi.cert-manager.io/issuer-kind: {{ $p.issuerKind | quote }}
+      csi.cert-manager.io/issuer-group: {{ $p.issuerGroup | quote }}
+      csi.cert-manager.io/dns-names: {{ include "switchboard.tls.serverName" . | quote }}
+      csi.cert-manager.io/uri-sans: {{ printf "spiffe://%s/ns/${POD_NAMESPACE}/switchboard-server/${POD_NAME}" $p.trustDomain | quote }}
+      {{- /* Every node is server and client (mutual TLS). */}}
+      csi.cert-manager.io/key-usages: "server auth,client auth,digital signature"
 {{- end }}
 
 {{/*
