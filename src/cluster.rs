@@ -44,6 +44,7 @@ pub async fn run(
             metrics_listener: None,
             health: opts.health,
             admin_token: None,
+            lookup_budget: opts.limits.lookup_budget,
         },
         store.clone(),
         shutdown.clone(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use super::build::{self, bind_opt};
-use super::{GrpcFlags, HealthFlags, LogFlags, RedisFlags};
+use super::{GrpcFlags, HealthFlags, LogFlags, LookupFlags, RedisFlags};
 use crate::presence::PresenceStore;
 use crate::relay::Options;
 
@@ -32,6 +32,9 @@ pub struct RelayArgs {
     pub health: HealthFlags,
 
     #[command(flatten)]
+    pub lookups: LookupFlags,
+
+    #[command(flatten)]
     pub log: LogFlags,
 }
 
@@ -45,6 +48,7 @@ impl RelayArgs {
             metrics_listener: bind_opt(self.metrics_listen).await?,
             admin_token: build::admin_token(&self.grpc.admin)?,
             health: self.health.into(),
+            lookup_budget: self.lookups.budget(),
         };
         Ok((options, store))
     }

@@ -64,7 +64,7 @@ impl Relay for RelayService {
             ));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let link = Arc::new(Link::new(hello, tx));
+        let link = Arc::new(Link::new(hello, tx, self.router.lookup_budget));
         if let Some(old) = self.router.links.insert(link.clone()) {
             let failed = self.router.fail_link(&old);
             tracing::info!(server = %old.server_id, unavailable = failed, "link replaced by a newer one");
