@@ -51,6 +51,7 @@ pub async fn run(
             admin_token: None,
             link_queue_bytes: opts.link_queue_bytes,
             link_token: Some(opts.link_token.clone()),
+            lookup_budget: opts.limits.lookup_budget,
         },
         store.clone(),
         shutdown.clone(),

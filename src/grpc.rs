@@ -28,17 +28,25 @@ use crate::shutdown::CancellationToken;
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
+/// The health service name under which a message server incarnation
+/// reports, besides "": whoever checks it learns that this very process
+/// answered, not another one that reuses the address (NOT_FOUND there).
+/// Server ids hold no `:`, so the name is unambiguous.
+pub fn incarnation_service(server: &str, incarnation: &str) -> String {
+    format!("switchboard.server:{server}:{incarnation}")
+}
+
 /// Flips the overall health (service "") and every named service at once.
 #[derive(Clone)]
 pub struct Health {
     reporter: HealthReporter,
-    services: Vec<&'static str>,
+    services: Vec<String>,
 }
 
 impl Health {
     /// A reporter and the health service it drives; starts NOT_SERVING
     /// until `set(true)`. `services` are the named services besides "".
-    pub fn new(services: Vec<&'static str>) -> (Self, HealthServer<impl HealthService>) {
+    pub fn new(services: Vec<String>) -> (Self, HealthServer<impl HealthService>) {
         let (reporter, service) = tonic_health::server::health_reporter();
         (Self { reporter, services }, service)
     }
@@ -51,7 +59,7 @@ impl Health {
         };
         self.reporter.set_service_status("", status).await;
         for s in &self.services {
-            self.reporter.set_service_status(*s, status).await;
+            self.reporter.set_service_status(s, status).await;
         }
     }
 }

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub health_check_failures: IntCounter,
     pub purges: IntCounter,
     pub purged_entries: IntCounter,
+    pub lookups_refused: IntCounter,
     pub forward_latency: Histogram,
 }
 
@@ -161,6 +162,11 @@ impl Metrics {
                 &r,
                 "switchboard_purged_entries_total",
                 "Presence entries removed by purges",
+            ),
+            lookups_refused: counter(
+                &r,
+                "switchboard_lookups_refused_total",
+                "Presence lookups refused: over the lookup budget (who, or relay route misses)",
             ),
             forward_latency: register(&r, Histogram::with_opts(latency).expect("valid metric")),
             registry: r,

@@ -137,7 +137,7 @@ async fn a_linked_server_can_neither_claim_another_origin_nor_answer_for_others(
         "60000".into(),
     ];
     let token_env = [("SWITCHBOARD_LINK_TOKEN", TOKEN)];
-    let relay = Relay::start_env(&redis, port, relay_flags, &token_env).await;
+    let relay = Relay::start_env(&redis.url(), port, relay_flags, &token_env).await;
     let opts = ServerOpts {
         extra: vec!["--forward-timeout-ms".into(), "2000".into()],
         env: vec![("SWITCHBOARD_LINK_TOKEN".into(), TOKEN.into())],

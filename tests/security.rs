@@ -470,7 +470,7 @@ async fn secret_files_named_by_the_environment_as_the_chart_mounts_them() {
         ("SWITCHBOARD_ADMIN_TOKEN_FILE", admin.as_str()),
         ("SWITCHBOARD_LINK_TOKEN_FILE", link.as_str()),
     ];
-    let relay = Relay::start_env(&redis, port, Vec::new(), &relay_env).await;
+    let relay = Relay::start_env(&redis.url(), port, Vec::new(), &relay_env).await;
     let server_env = |link: &str| ServerOpts {
         env: [
             ("SWITCHBOARD_AUTH_SECRET_FILE", auth.as_str()),

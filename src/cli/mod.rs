@@ -268,6 +268,32 @@ pub struct LimitFlags {
     /// New connections per second allowed from one source IP; 0 = no limit.
     #[arg(long, env = "SWITCHBOARD_ACCEPT_RATE_PER_IP", default_value_t = 0)]
     pub accept_rate_per_ip: u32,
+
+    #[command(flatten)]
+    pub lookups: LookupFlags,
+}
+
+/// The presence lookups clients may cause (flags of both tiers: the
+/// server counts `who`, the relay counts chats).
+#[derive(Debug, Clone, Args)]
+pub struct LookupFlags {
+    /// Presence lookups per second one message server's clients may cause:
+    /// `who` of names not on that server (counted by the server; one
+    /// connection gets a tenth) and chats the relay has no route for
+    /// (counted by the relay, per linked server). Beyond it they get
+    /// unavailable. 0 turns the budget off.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOOKUP_BUDGET_PER_SEC",
+        default_value_t = 2000
+    )]
+    pub lookup_budget_per_sec: u32,
+}
+
+impl LookupFlags {
+    pub fn budget(&self) -> Option<NonZeroU32> {
+        NonZeroU32::new(self.lookup_budget_per_sec)
+    }
 }
 
 /// Lines must fit, with room to spare, in one link frame.
@@ -301,6 +327,7 @@ impl From<LimitFlags> for crate::server::Limits {
             rate_limit,
             max_connections_per_ip: NonZeroU32::new(f.max_connections_per_ip),
             accept_rate_per_ip: NonZeroU32::new(f.accept_rate_per_ip),
+            lookup_budget: f.lookups.budget(),
         }
     }
 }

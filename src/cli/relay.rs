@@ -6,7 +6,9 @@ use std::sync::Arc;
 use clap::Parser;
 
 use super::build::{self, bind_opt};
-use super::{GrpcFlags, HealthFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, RedisFlags};
+use super::{
+    GrpcFlags, HealthFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, LookupFlags, RedisFlags,
+};
 use crate::presence::PresenceStore;
 use crate::relay::Options;
 
@@ -38,6 +40,9 @@ pub struct RelayArgs {
     pub link_queue: LinkQueueFlags,
 
     #[command(flatten)]
+    pub lookups: LookupFlags,
+
+    #[command(flatten)]
     pub log: LogFlags,
 }
 
@@ -53,6 +58,7 @@ impl RelayArgs {
             link_token: build::link_token(&self.link)?,
             health: self.health.into(),
             link_queue_bytes: self.link_queue.link_queue_bytes as usize,
+            lookup_budget: self.lookups.budget(),
         };
         Ok((options, store))
     }

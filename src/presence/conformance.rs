@@ -8,7 +8,20 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 
-use super::{Kick, KickCause, Presence, PresenceStore, Reassert, ServerInfo};
+use super::{Kick, KickCause, Presence, PresenceError, PresenceStore, Reassert, ServerInfo};
+
+fn server(id: &str, incarnation: &str) -> ServerInfo {
+    ServerInfo {
+        id: id.into(),
+        incarnation: incarnation.into(),
+        grpc_addr: "127.0.0.1:1".into(),
+        client_addr: "127.0.0.1:2".into(),
+        connections: 0,
+        heartbeat_ms: 0,
+        started_ms: 5,
+        stats: BTreeMap::new(),
+    }
+}
 
 fn p(name: &str, server: &str, inc: &str, session: u64) -> Presence {
     Presence {
@@ -28,6 +41,11 @@ pub async fn run_all(store: &dyn PresenceStore) {
     registry_is_fenced_by_incarnation(store).await;
     admin_kick_removes_and_notifies(store).await;
     purge_totals_add_up(store).await;
+    retraction_stops_a_login_that_has_not_run_yet(store).await;
+    retire_leaves_the_registry_with_the_entries(store).await;
+    purge_leaves_a_registered_incarnation_alone(store).await;
+    incarnations_are_listed_by_their_index(store).await;
+    lookup_many_answers_in_order(store).await;
 }
 
 pub async fn newest_login_wins_and_notifies_the_other_server(store: &dyn PresenceStore) {
@@ -112,7 +130,11 @@ pub async fn reassert_never_displaces(store: &dyn PresenceStore) {
     let first = p("ra-alice", "ra-a", "1", 1);
     assert_eq!(store.reassert(&first).await.unwrap(), Reassert::Recreated);
     let other = p("ra-alice", "ra-b", "1", 1);
-    assert_eq!(store.reassert(&other).await.unwrap(), Reassert::Taken);
+    assert_eq!(
+        store.reassert(&other).await.unwrap(),
+        Reassert::Taken(first.clone()),
+        "the holder, decided in the same step"
+    );
     assert_eq!(
         store.lookup("ra-alice").await.unwrap().unwrap().server,
         "ra-a"
@@ -131,16 +153,7 @@ pub async fn reassert_never_displaces(store: &dyn PresenceStore) {
 }
 
 pub async fn registry_is_fenced_by_incarnation(store: &dyn PresenceStore) {
-    let info = ServerInfo {
-        id: "rg-a".into(),
-        incarnation: "1".into(),
-        grpc_addr: "127.0.0.1:1".into(),
-        client_addr: "127.0.0.1:2".into(),
-        connections: 0,
-        heartbeat_ms: 0,
-        started_ms: 5,
-        stats: BTreeMap::new(),
-    };
+    let info = server("rg-a", "1");
     let stats: BTreeMap<String, u64> = [("logins".to_owned(), 7)].into();
     assert!(
         !store.heartbeat("rg-a", "1", 3, &stats).await.unwrap(),
@@ -156,16 +169,17 @@ pub async fn registry_is_fenced_by_incarnation(store: &dyn PresenceStore) {
     assert_eq!(entry.started_ms, 5);
     assert_eq!(entry.stats.get("logins"), Some(&7));
     assert!(entry.heartbeat_ms > 0);
-    assert!(!store.deregister("rg-a", "2").await.unwrap());
-    assert!(store.deregister("rg-a", "1").await.unwrap());
+    store.retire("rg-a", "2").await.unwrap();
     assert!(
-        store
-            .servers()
-            .await
-            .unwrap()
-            .iter()
-            .all(|s| s.id != "rg-a")
+        registered(store, "rg-a").await,
+        "retiring another incarnation leaves the registered one"
     );
+    store.retire("rg-a", "1").await.unwrap();
+    assert!(!registered(store, "rg-a").await);
+}
+
+async fn registered(store: &dyn PresenceStore, id: &str) -> bool {
+    store.servers().await.unwrap().iter().any(|s| s.id == id)
 }
 
 pub async fn admin_kick_removes_and_notifies(store: &dyn PresenceStore) {
@@ -194,4 +208,94 @@ pub async fn purge_totals_add_up(store: &dyn PresenceStore) {
         store.purge_totals().await.unwrap(),
         (servers + 2, entries + 5)
     );
+}
+
+pub async fn retraction_stops_a_login_that_has_not_run_yet(store: &dyn PresenceStore) {
+    let mut kicks = store.kicks("rt-b").await.unwrap();
+    let older = p("rt-alice", "rt-b", "1", 1);
+    store.login(&older).await.unwrap();
+    // Retracted after its login ran: the entry goes, if it is still that one.
+    let ran = p("rt-alice", "rt-a", "1", 2);
+    store.login(&ran).await.unwrap();
+    assert!(store.retract(&ran).await.unwrap());
+    assert_eq!(store.lookup("rt-alice").await.unwrap(), None);
+    assert!(store.users_of("rt-a", "1").await.unwrap().is_empty());
+    let kick = tokio::time::timeout(std::time::Duration::from_secs(5), kicks.next()).await;
+    assert_eq!(
+        kick.unwrap().map(|k| k.session),
+        Some(1),
+        "the displaced session was kicked anyway"
+    );
+    // Retracted before its login ran: the login writes nothing, displaces
+    // nobody, and fails.
+    store.login(&older).await.unwrap();
+    let late = p("rt-alice", "rt-a", "1", 3);
+    assert!(!store.retract(&late).await.unwrap());
+    assert!(matches!(
+        store.login(&late).await,
+        Err(PresenceError::Retracted)
+    ));
+    assert_eq!(store.lookup("rt-alice").await.unwrap(), Some(older.clone()));
+    assert!(store.users_of("rt-a", "1").await.unwrap().is_empty());
+    // A retraction of one session leaves other sessions alone.
+    assert!(!store.retract(&p("rt-alice", "rt-b", "1", 9)).await.unwrap());
+    assert_eq!(store.lookup("rt-alice").await.unwrap(), Some(older));
+}
+
+pub async fn retire_leaves_the_registry_with_the_entries(store: &dyn PresenceStore) {
+    store.register(&server("rr-a", "1")).await.unwrap();
+    for i in 0..2500 {
+        let name = format!("rr-u{i}");
+        store.login(&p(&name, "rr-a", "1", i)).await.unwrap();
+    }
+    store.login(&p("rr-u7", "rr-b", "1", 1)).await.unwrap();
+    assert_eq!(store.retire("rr-a", "1").await.unwrap(), 2499);
+    assert!(
+        store
+            .servers()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.id != "rr-a")
+    );
+    assert_eq!(store.lookup("rr-u1234").await.unwrap(), None);
+    assert_eq!(store.lookup("rr-u7").await.unwrap().unwrap().server, "rr-b");
+    assert!(store.users_of("rr-a", "1").await.unwrap().is_empty());
+}
+
+pub async fn purge_leaves_a_registered_incarnation_alone(store: &dyn PresenceStore) {
+    store.register(&server("pr-a", "1")).await.unwrap();
+    store.login(&p("pr-alice", "pr-a", "1", 1)).await.unwrap();
+    assert_eq!(store.purge("pr-a", "1").await.unwrap(), 0);
+    assert_eq!(
+        store.lookup("pr-alice").await.unwrap().unwrap().server,
+        "pr-a",
+        "a registered incarnation is alive: its entries stay"
+    );
+    // Registered under a newer incarnation: the old one may go.
+    store.register(&server("pr-a", "2")).await.unwrap();
+    assert_eq!(store.purge("pr-a", "1").await.unwrap(), 1);
+    assert_eq!(store.lookup("pr-alice").await.unwrap(), None);
+}
+
+pub async fn incarnations_are_listed_by_their_index(store: &dyn PresenceStore) {
+    let key = ("ic-a".to_string(), "1".to_string());
+    store.login(&p("ic-alice", "ic-a", "1", 1)).await.unwrap();
+    assert!(store.incarnations().await.unwrap().contains(&key));
+    store.logout(&p("ic-alice", "ic-a", "1", 1)).await.unwrap();
+    assert!(
+        !store.incarnations().await.unwrap().contains(&key),
+        "an empty index is gone"
+    );
+}
+
+pub async fn lookup_many_answers_in_order(store: &dyn PresenceStore) {
+    let alice = p("lm-alice", "lm-a", "1", 1);
+    store.login(&alice).await.unwrap();
+    let mut names: Vec<String> = (0..1500).map(|i| format!("lm-nobody{i}")).collect();
+    names.push("lm-alice".into());
+    let found = store.lookup_many(&names).await.unwrap();
+    assert_eq!(found.len(), names.len());
+    assert!(found[..1500].iter().all(Option::is_none));
+    assert_eq!(found[1500], Some(alice));
 }

@@ -6,12 +6,46 @@
 
 use crate::sync::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Kick, KickCause, KickStream, Presence, PresenceStore, Reassert, Result, ServerInfo};
+use super::{
+    Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Reassert, Result,
+    ServerInfo,
+};
+
+/// How long kicks and retractions are remembered (the Redis marks' TTL).
+const MARK_TTL: Duration = Duration::from_secs(300);
+/// Marks kept before expired ones are dropped.
+const MARK_PRUNE_AT: usize = 4096;
+
+/// Sessions (server, incarnation, session) marked for a while, as the
+/// Redis store's keys with a TTL.
+#[derive(Default)]
+struct Marks(HashMap<(String, String, u64), Instant>);
+
+impl Marks {
+    fn key(p: &Presence) -> (String, String, u64) {
+        (p.server.clone(), p.incarnation.clone(), p.session)
+    }
+
+    fn mark(&mut self, p: &Presence) {
+        let now = Instant::now();
+        if self.0.len() >= MARK_PRUNE_AT {
+            self.0.retain(|_, at| now.duration_since(*at) < MARK_TTL);
+        }
+        self.0.insert(Self::key(p), now);
+    }
+
+    fn has(&self, p: &Presence) -> bool {
+        self.0
+            .get(&Self::key(p))
+            .is_some_and(|at| at.elapsed() < MARK_TTL)
+    }
+}
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -26,8 +60,10 @@ struct Inner {
     servers: HashMap<String, ServerInfo>,
     kick_subscribers: HashMap<String, mpsc::UnboundedSender<Kick>>,
     purge_totals: (u64, u64),
-    /// Sessions an operator kicked: (server, incarnation, session).
-    kicked: HashSet<(String, String, u64)>,
+    /// Sessions an operator kicked.
+    kicked: Marks,
+    /// Sessions whose login was retracted.
+    retracted: Marks,
 }
 
 impl MemoryStore {
@@ -70,12 +106,53 @@ impl Inner {
             .insert(entry.name.clone());
         self.users.insert(entry.name.clone(), entry.clone());
     }
+
+    /// Compare-and-delete.
+    fn remove_session(&mut self, entry: &Presence) -> bool {
+        match self.users.get(&entry.name) {
+            Some(cur) if cur.same_session(entry) => {
+                self.users.remove(&entry.name);
+                self.unindex(entry);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn registered(&self, server: &str, incarnation: &str) -> bool {
+        self.servers
+            .get(server)
+            .is_some_and(|s| s.incarnation == incarnation)
+    }
+
+    /// Deletes the indexed entries that still point at the incarnation.
+    fn purge_index(&mut self, server: &str, incarnation: &str) -> u64 {
+        let names = self
+            .index
+            .remove(&(server.to_owned(), incarnation.to_owned()))
+            .unwrap_or_default();
+        let mut purged = 0;
+        for name in names {
+            let stale = self
+                .users
+                .get(&name)
+                .is_some_and(|p| p.server == server && p.incarnation == incarnation);
+            if stale {
+                self.users.remove(&name);
+                purged += 1;
+            }
+        }
+        purged
+    }
 }
 
 #[async_trait]
 impl PresenceStore for MemoryStore {
     async fn login(&self, entry: &Presence) -> Result<Option<Presence>> {
         let mut inner = self.inner.lock();
+        if inner.retracted.has(entry) {
+            return Err(PresenceError::Retracted);
+        }
         let old = inner.users.get(&entry.name).cloned();
         if let Some(old) = &old {
             inner.unindex(old);
@@ -93,64 +170,56 @@ impl PresenceStore for MemoryStore {
         if let Some(old) = &old {
             inner.unindex(old);
             inner.notify(old, KickCause::Admin);
-            inner
-                .kicked
-                .insert((old.server.clone(), old.incarnation.clone(), old.session));
+            inner.kicked.mark(old);
         }
         Ok(old)
     }
 
-    async fn logout(&self, entry: &Presence) -> Result<bool> {
+    async fn retract(&self, entry: &Presence) -> Result<bool> {
         let mut inner = self.inner.lock();
-        match inner.users.get(&entry.name) {
-            Some(cur) if cur.same_session(entry) => {
-                inner.users.remove(&entry.name);
-                inner.unindex(entry);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        inner.retracted.mark(entry);
+        Ok(inner.remove_session(entry))
+    }
+
+    async fn logout(&self, entry: &Presence) -> Result<bool> {
+        Ok(self.inner.lock().remove_session(entry))
     }
 
     async fn lookup(&self, name: &str) -> Result<Option<Presence>> {
         Ok(self.inner.lock().users.get(name).cloned())
     }
 
+    async fn lookup_many(&self, names: &[String]) -> Result<Vec<Option<Presence>>> {
+        let inner = self.inner.lock();
+        Ok(names.iter().map(|n| inner.users.get(n).cloned()).collect())
+    }
+
     async fn reassert(&self, entry: &Presence) -> Result<Reassert> {
         let mut inner = self.inner.lock();
-        let session = (
-            entry.server.clone(),
-            entry.incarnation.clone(),
-            entry.session,
-        );
-        if inner.kicked.contains(&session) {
+        if inner.kicked.has(entry) {
             return Ok(Reassert::Kicked);
         }
-        if inner.users.contains_key(&entry.name) {
-            return Ok(Reassert::Taken);
+        if let Some(holder) = inner.users.get(&entry.name) {
+            return Ok(Reassert::Taken(holder.clone()));
         }
         inner.insert(entry);
         Ok(Reassert::Recreated)
     }
 
+    async fn retire(&self, server: &str, incarnation: &str) -> Result<u64> {
+        let mut inner = self.inner.lock();
+        if inner.registered(server, incarnation) {
+            inner.servers.remove(server);
+        }
+        Ok(inner.purge_index(server, incarnation))
+    }
+
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {
         let mut inner = self.inner.lock();
-        let names = inner
-            .index
-            .remove(&(server.to_owned(), incarnation.to_owned()))
-            .unwrap_or_default();
-        let mut purged = 0;
-        for name in names {
-            let stale = inner
-                .users
-                .get(&name)
-                .is_some_and(|p| p.server == server && p.incarnation == incarnation);
-            if stale {
-                inner.users.remove(&name);
-                purged += 1;
-            }
+        if inner.registered(server, incarnation) {
+            return Ok(0);
         }
-        Ok(purged)
+        Ok(inner.purge_index(server, incarnation))
     }
 
     async fn purge_server(&self, server: &str) -> Result<u64> {
@@ -164,9 +233,15 @@ impl PresenceStore for MemoryStore {
             .collect();
         let mut purged = 0;
         for inc in incarnations {
-            purged += self.purge(server, &inc).await?;
+            purged += self.retire(server, &inc).await?;
         }
         Ok(purged)
+    }
+
+    async fn incarnations(&self) -> Result<Vec<(String, String)>> {
+        let mut list: Vec<(String, String)> = self.inner.lock().index.keys().cloned().collect();
+        list.sort();
+        Ok(list)
     }
 
     async fn users_of(&self, server: &str, incarnation: &str) -> Result<Vec<String>> {
@@ -205,19 +280,6 @@ impl PresenceStore for MemoryStore {
             }
             _ => Ok(false),
         }
-    }
-
-    async fn deregister(&self, id: &str, incarnation: &str) -> Result<bool> {
-        let mut inner = self.inner.lock();
-        if inner
-            .servers
-            .get(id)
-            .is_some_and(|s| s.incarnation == incarnation)
-        {
-            inner.servers.remove(id);
-            return Ok(true);
-        }
-        Ok(false)
     }
 
     async fn servers(&self) -> Result<Vec<ServerInfo>> {

@@ -8,9 +8,12 @@
 //!   of it through the store's kick channel (Redis: PUBLISH inside the
 //!   login script, so the notice cannot be lost between the two steps);
 //! - logout deletes an entry only if it still belongs to that connection;
+//!   a retraction also stops a login of that session that has not run yet
+//!   (its caller saw it fail, but the store may still run it later);
 //! - every entry is fenced by its server's incarnation, and indexed per
 //!   (server, incarnation), so a dead or restarted server's entries are
-//!   purged in bulk without touching fresher ones.
+//!   purged in bulk without touching fresher ones; retiring an incarnation
+//!   leaves the registry in the same step as its first purge batch.
 //!
 //! This module does not know about sockets, gRPC or routing.
 
@@ -29,11 +32,11 @@ pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
 /// What `reassert` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reassert {
     Recreated,
-    /// The name has an entry (another session's): nothing written.
-    Taken,
+    /// The name has an entry, this one: nothing written.
+    Taken(Presence),
     /// An operator kicked this very session: nothing written.
     Kicked,
 }
@@ -98,6 +101,9 @@ pub enum PresenceError {
     Redis(#[from] redis::RedisError),
     #[error("corrupt presence data: {0}")]
     Corrupt(String),
+    /// The session's login was retracted before the store ran it.
+    #[error("the login was retracted")]
+    Retracted,
 }
 
 pub type Result<T> = std::result::Result<T, PresenceError>;
@@ -106,8 +112,16 @@ pub type Result<T> = std::result::Result<T, PresenceError>;
 pub trait PresenceStore: Send + Sync + 'static {
     /// Records `entry`, replacing any entry of the same name (newest wins),
     /// and returns the replaced entry. If that entry lived on another
-    /// server, that server receives a [`Kick`] on its kick stream.
+    /// server, that server receives a [`Kick`] on its kick stream. Fails
+    /// with `Retracted`, writing nothing, if the session was retracted.
     async fn login(&self, entry: &Presence) -> Result<Option<Presence>>;
+
+    /// Removes the entry of `entry.name` if it is this session, and makes
+    /// a login of this session that the store has not run yet write
+    /// nothing when it runs (for 300 s). For a login whose caller gave up
+    /// (its reply failed or timed out) while the store may still run it.
+    /// Returns true if an entry was removed.
+    async fn retract(&self, entry: &Presence) -> Result<bool>;
 
     /// An operator's kick: removes `name`'s entry whatever session it is
     /// and notifies its server (which closes the session). Returns the
@@ -119,19 +133,36 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     async fn lookup(&self, name: &str) -> Result<Option<Presence>>;
 
+    /// `lookup` of many names at once (in batches), in the order given.
+    async fn lookup_many(&self, names: &[String]) -> Result<Vec<Option<Presence>>>;
+
     /// Re-creates `entry` if its name has no entry at all (after a store
     /// restart or a mistaken purge). Never displaces anybody, and never
     /// brings back a session an operator kicked (its server may have missed
-    /// the notice).
+    /// the notice). When the name is taken, returns who holds it, decided
+    /// in the same step.
     async fn reassert(&self, entry: &Presence) -> Result<Reassert>;
 
-    /// Deletes every entry of one server incarnation that still points at
-    /// it; returns how many were deleted.
+    /// Declares one server incarnation gone: removes it from the registry
+    /// (if it is still that incarnation) and deletes its entries that still
+    /// point at it, the registry entry and the first batch of entries in
+    /// one step. Later batches stop if the incarnation registers again (it
+    /// was alive and re-asserts its sessions). Returns how many entries
+    /// were deleted.
+    async fn retire(&self, server: &str, incarnation: &str) -> Result<u64>;
+
+    /// Deletes the entries of one server incarnation that still point at
+    /// it, unless that incarnation is registered (then nothing, at any
+    /// batch). For incarnations already gone from the registry: what an
+    /// interrupted `retire` left, orphaned index keys.
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64>;
 
-    /// Purges every incarnation of `server` (a server starting up clears
-    /// what its previous lives left behind).
+    /// Retires every incarnation of `server` that has an index (a server
+    /// starting up clears what its previous lives left behind).
     async fn purge_server(&self, server: &str) -> Result<u64>;
+
+    /// (server, incarnation) of every per-incarnation index in the store.
+    async fn incarnations(&self) -> Result<Vec<(String, String)>>;
 
     /// The names logged in on one server incarnation.
     async fn users_of(&self, server: &str, incarnation: &str) -> Result<Vec<String>>;
@@ -149,9 +180,6 @@ pub trait PresenceStore: Send + Sync + 'static {
         connections: u64,
         stats: &BTreeMap<String, u64>,
     ) -> Result<bool>;
-
-    /// Removes a server from the registry if it is still that incarnation.
-    async fn deregister(&self, id: &str, incarnation: &str) -> Result<bool>;
 
     async fn servers(&self) -> Result<Vec<ServerInfo>>;
 

@@ -6,26 +6,35 @@
 //! - `sb:servers`             set of server ids
 //! - `sb:server:{id}`         hash: the registry entry
 //! - `sb:stats`               hash: cluster-wide purge totals
+//! - `sb:kicked:{id}:{inc}:{session}`, `sb:retracted:{id}:{inc}:{session}`
+//!   marks with a TTL: sessions an operator kicked, logins retracted
 //! - channel `sb:kick:{id}`   "name inc session [admin]" kick notices
 //!
 //! Every multi-key change is one Lua script, so it is atomic. Scripts touch
 //! keys they compute themselves, so this targets a single Redis (or a
 //! Sentinel-managed primary), not Redis Cluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, ScanOptions, Script, Value};
 
 use super::{
     Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Reassert, Result,
     ServerInfo,
 };
 
+/// Entries per purge script call, and names per pipelined lookup batch.
 const PURGE_BATCH: u64 = 1000;
+const LOOKUP_BATCH: usize = 1000;
+/// Keys SCAN looks at per call.
+const SCAN_COUNT: usize = 1000;
+/// How long a retraction outlives the login it stops (as `kick.lua`'s mark).
+const RETRACTION_TTL_SECS: u64 = 300;
+const INDEX_PREFIX: &str = "sb:idx:";
 const SERVERS_KEY: &str = "sb:servers";
 const STATS_KEY: &str = "sb:stats";
 const STAT_PREFIX: &str = "stat:";
@@ -37,7 +46,6 @@ struct Scripts {
     reassert: Script,
     purge: Script,
     heartbeat: Script,
-    deregister: Script,
 }
 
 pub struct RedisStore {
@@ -51,7 +59,17 @@ fn user_key(name: &str) -> String {
 }
 
 fn index_key(server: &str, incarnation: &str) -> String {
-    format!("sb:idx:{server}:{incarnation}")
+    format!("{INDEX_PREFIX}{server}:{incarnation}")
+}
+
+/// (server, incarnation) of an index key; server ids hold no `:`.
+fn parse_index_key(key: &str) -> Option<(String, String)> {
+    let (server, incarnation) = key.strip_prefix(INDEX_PREFIX)?.split_once(':')?;
+    Some((server.to_owned(), incarnation.to_owned()))
+}
+
+fn retraction_key(e: &Presence) -> String {
+    format!("sb:retracted:{}:{}:{}", e.server, e.incarnation, e.session)
 }
 
 fn server_key(id: &str) -> String {
@@ -99,7 +117,6 @@ impl RedisStore {
                 reassert: Script::new(include_str!("lua/reassert.lua")),
                 purge: Script::new(include_str!("lua/purge.lua")),
                 heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
-                deregister: Script::new(include_str!("lua/deregister.lua")),
             },
         })
     }
@@ -109,15 +126,15 @@ impl RedisStore {
     }
 
     /// Runs a script that writes `e` (login, reassert): both take the
-    /// user hash and the index set, then the entry's fields.
-    async fn write_entry<T: redis::FromRedisValue>(
-        &self,
-        script: &Script,
-        e: &Presence,
-    ) -> Result<T> {
-        Ok(script
-            .key(user_key(&e.name))
-            .key(index_key(&e.server, &e.incarnation))
+    /// user hash and the index set (and `extra` keys), then the entry's
+    /// fields.
+    async fn write_entry(&self, script: &Script, e: &Presence, extra: &[String]) -> Result<Value> {
+        let mut call = script.key(user_key(&e.name));
+        call.key(index_key(&e.server, &e.incarnation));
+        for key in extra {
+            call.key(key);
+        }
+        Ok(call
             .arg(&e.name)
             .arg(&e.server)
             .arg(&e.incarnation)
@@ -126,11 +143,79 @@ impl RedisStore {
             .invoke_async(&mut self.redis())
             .await?)
     }
+
+    /// `logout.lua`: compare-and-delete, and with `retract` the mark that
+    /// stops a later login of the session.
+    async fn remove_entry(&self, e: &Presence, retract: bool) -> Result<bool> {
+        let mut call = self.scripts.logout.key(user_key(&e.name));
+        call.key(index_key(&e.server, &e.incarnation))
+            .arg(&e.server)
+            .arg(&e.incarnation)
+            .arg(e.session)
+            .arg(&e.name);
+        if retract {
+            call.key(retraction_key(e)).arg(RETRACTION_TTL_SECS);
+        }
+        let n: i64 = call.invoke_async(&mut self.redis()).await?;
+        Ok(n == 1)
+    }
+
+    /// `purge.lua` in batches until the index is empty or fenced off; the
+    /// first batch retires the incarnation if `retire`.
+    async fn purge_batches(&self, server: &str, incarnation: &str, retire: bool) -> Result<u64> {
+        let mut purged = 0;
+        let mut retire = retire;
+        loop {
+            let (deleted, remaining): (u64, i64) = self
+                .scripts
+                .purge
+                .key(index_key(server, incarnation))
+                .key(server_key(server))
+                .key(SERVERS_KEY)
+                .arg(server)
+                .arg(incarnation)
+                .arg(PURGE_BATCH)
+                .arg(u8::from(retire))
+                .invoke_async(&mut self.redis())
+                .await?;
+            retire = false;
+            purged += deleted;
+            if remaining <= 0 {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Every key matching `pattern`, by SCAN (a few keys per call, so
+    /// Redis never stalls), without duplicates.
+    async fn scan(&self, pattern: String) -> Result<BTreeSet<String>> {
+        let mut redis = self.redis();
+        let mut keys = BTreeSet::new();
+        let options = ScanOptions::default()
+            .with_pattern(pattern)
+            .with_count(SCAN_COUNT);
+        let mut iter = redis.scan_options::<String>(options).await?;
+        while let Some(key) = iter.next().await {
+            keys.insert(key?);
+        }
+        Ok(keys)
+    }
 }
 
 fn parse_session(s: &str) -> Result<u64> {
     s.parse()
         .map_err(|_| PresenceError::Corrupt(format!("session {s:?} is not a number")))
+}
+
+/// An entry a script returned as `[server, inc, session, since]` (nil:
+/// none).
+fn returned_entry(name: &str, value: Value) -> Result<Option<Presence>> {
+    let fields: Option<Vec<Option<String>>> =
+        redis::from_redis_value(value).map_err(redis::RedisError::from)?;
+    match fields {
+        Some(fields) => presence_from(name, &fields),
+        None => Ok(None),
+    }
 }
 
 /// Builds a presence entry from `[server, inc, session, since]`.
@@ -184,11 +269,18 @@ fn parse_kick(payload: &str) -> Option<Kick> {
 #[async_trait]
 impl PresenceStore for RedisStore {
     async fn login(&self, e: &Presence) -> Result<Option<Presence>> {
-        let old: Option<Vec<Option<String>>> = self.write_entry(&self.scripts.login, e).await?;
-        match old {
-            Some(fields) => presence_from(&e.name, &fields),
-            None => Ok(None),
+        let retraction = [retraction_key(e)];
+        match self
+            .write_entry(&self.scripts.login, e, &retraction)
+            .await?
+        {
+            Value::Int(-1) => Err(PresenceError::Retracted),
+            old => returned_entry(&e.name, old),
         }
+    }
+
+    async fn retract(&self, e: &Presence) -> Result<bool> {
+        self.remove_entry(e, true).await
     }
 
     async fn kick(&self, name: &str) -> Result<Option<Presence>> {
@@ -206,18 +298,7 @@ impl PresenceStore for RedisStore {
     }
 
     async fn logout(&self, e: &Presence) -> Result<bool> {
-        let n: i64 = self
-            .scripts
-            .logout
-            .key(user_key(&e.name))
-            .key(index_key(&e.server, &e.incarnation))
-            .arg(&e.server)
-            .arg(&e.incarnation)
-            .arg(e.session)
-            .arg(&e.name)
-            .invoke_async(&mut self.redis())
-            .await?;
-        Ok(n == 1)
+        self.remove_entry(e, false).await
     }
 
     async fn lookup(&self, name: &str) -> Result<Option<Presence>> {
@@ -229,49 +310,58 @@ impl PresenceStore for RedisStore {
         presence_from(name, &fields)
     }
 
+    async fn lookup_many(&self, names: &[String]) -> Result<Vec<Option<Presence>>> {
+        let mut found = Vec::with_capacity(names.len());
+        for batch in names.chunks(LOOKUP_BATCH) {
+            let mut pipe = redis::pipe();
+            for name in batch {
+                pipe.cmd("HMGET")
+                    .arg(user_key(name))
+                    .arg(&["server", "inc", "session", "since"]);
+            }
+            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.redis()).await?;
+            for (name, fields) in batch.iter().zip(&rows) {
+                found.push(presence_from(name, fields)?);
+            }
+        }
+        Ok(found)
+    }
+
     async fn reassert(&self, e: &Presence) -> Result<Reassert> {
-        let n: i64 = self.write_entry(&self.scripts.reassert, e).await?;
-        Ok(match n {
-            1 => Reassert::Recreated,
-            -1 => Reassert::Kicked,
-            _ => Reassert::Taken,
-        })
+        match self.write_entry(&self.scripts.reassert, e, &[]).await? {
+            Value::Int(1) => Ok(Reassert::Recreated),
+            Value::Int(-1) => Ok(Reassert::Kicked),
+            holder => match returned_entry(&e.name, holder)? {
+                Some(holder) => Ok(Reassert::Taken(holder)),
+                None => Err(PresenceError::Corrupt(format!(
+                    "reassert of {} returned no holder",
+                    e.name
+                ))),
+            },
+        }
+    }
+
+    async fn retire(&self, server: &str, incarnation: &str) -> Result<u64> {
+        self.purge_batches(server, incarnation, true).await
     }
 
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {
-        let mut purged = 0;
-        loop {
-            let (deleted, remaining): (u64, u64) = self
-                .scripts
-                .purge
-                .key(index_key(server, incarnation))
-                .arg(server)
-                .arg(incarnation)
-                .arg(PURGE_BATCH)
-                .invoke_async(&mut self.redis())
-                .await?;
-            purged += deleted;
-            if remaining == 0 {
-                return Ok(purged);
-            }
-        }
+        self.purge_batches(server, incarnation, false).await
     }
 
     async fn purge_server(&self, server: &str) -> Result<u64> {
-        let prefix = index_key(server, "");
-        let mut redis = self.redis();
-        let mut keys: Vec<String> = Vec::new();
-        let mut iter = redis.scan_match::<_, String>(format!("{prefix}*")).await?;
-        while let Some(key) = iter.next().await {
-            keys.push(key?);
-        }
-        drop(iter);
         let mut purged = 0;
-        for key in keys {
-            let incarnation = &key[prefix.len()..];
-            purged += self.purge(server, incarnation).await?;
+        for key in self.scan(format!("{}*", index_key(server, ""))).await? {
+            if let Some((_, incarnation)) = parse_index_key(&key) {
+                purged += self.retire(server, &incarnation).await?;
+            }
         }
         Ok(purged)
+    }
+
+    async fn incarnations(&self) -> Result<Vec<(String, String)>> {
+        let keys = self.scan(format!("{INDEX_PREFIX}*")).await?;
+        Ok(keys.iter().filter_map(|k| parse_index_key(k)).collect())
     }
 
     async fn users_of(&self, server: &str, incarnation: &str) -> Result<Vec<String>> {
@@ -343,19 +433,6 @@ impl PresenceStore for RedisStore {
         Ok((purges.unwrap_or(0), entries.unwrap_or(0)))
     }
 
-    async fn deregister(&self, id: &str, incarnation: &str) -> Result<bool> {
-        let n: i64 = self
-            .scripts
-            .deregister
-            .key(server_key(id))
-            .key(SERVERS_KEY)
-            .arg(incarnation)
-            .arg(id)
-            .invoke_async(&mut self.redis())
-            .await?;
-        Ok(n == 1)
-    }
-
     async fn servers(&self) -> Result<Vec<ServerInfo>> {
         let mut redis = self.redis();
         let mut ids: Vec<String> = redis.smembers(SERVERS_KEY).await?;
@@ -416,5 +493,16 @@ mod tests {
         assert_eq!(presence_from("a", &full).unwrap().unwrap().session, 3);
         let missing = [None, None, None, None];
         assert_eq!(presence_from("a", &missing).unwrap(), None);
+    }
+
+    #[test]
+    fn index_keys_name_server_and_incarnation() {
+        let key = index_key("server-1", "ab12");
+        assert_eq!(
+            parse_index_key(&key),
+            Some(("server-1".into(), "ab12".into()))
+        );
+        assert_eq!(parse_index_key("sb:user:alice"), None);
+        assert_eq!(parse_index_key("sb:idx:nocolon"), None);
     }
 }

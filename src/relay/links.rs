@@ -5,9 +5,11 @@
 //! `unavailable` at once instead of waiting for a timeout.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use crate::sync::Mutex;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::clock::now_ms;
 use crate::link::LinkSender;
@@ -28,6 +30,8 @@ pub struct Link {
     /// Cancelled to end the stream from the relay's side (the server then
     /// relinks), e.g. when its server was declared dead or replaced.
     pub closed: CancellationToken,
+    /// Store lookups this server's chats may cost (None: unlimited).
+    lookup_budget: Option<DefaultDirectRateLimiter>,
 }
 
 /// What the relay remembers of a message it sent down a link: the outcome
@@ -39,8 +43,11 @@ pub struct InFlight {
 }
 
 impl Link {
-    pub fn new(hello: pb::Hello, tx: LinkSender) -> Self {
+    /// A link of the server that said `hello`, with `lookup_budget` store
+    /// lookups per second for its chats.
+    pub fn new(hello: pb::Hello, tx: LinkSender, lookup_budget: Option<NonZeroU32>) -> Self {
         Self {
+            lookup_budget: lookup_budget.map(|n| RateLimiter::direct(Quota::per_second(n))),
             server_id: hello.server_id,
             incarnation: hello.incarnation,
             grpc_addr: hello.grpc_addr,
@@ -69,6 +76,13 @@ impl Link {
             return false;
         }
         true
+    }
+
+    /// Takes one store lookup from this server's budget; false if spent.
+    pub fn spend_lookup(&self) -> bool {
+        self.lookup_budget
+            .as_ref()
+            .is_none_or(|b| b.check().is_ok())
     }
 
     /// Sends an outcome to this link's server (the origin of a message).

@@ -39,7 +39,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = crate::metrics::Metrics::new();
-    let router = Arc::new(Router::new(store.clone(), metrics.clone()));
+    let router = Arc::new(Router::new(
+        store.clone(),
+        metrics.clone(),
+        opts.lookup_budget,
+    ));
     let metrics_stop = CancellationToken::new();
     let metrics_task = opts.metrics_listener.map(|l| {
         tokio::spawn(crate::metrics::serve(
@@ -49,7 +53,7 @@ pub async fn run(
         ))
     });
     let relay_name = <RelayServer<RelayService> as tonic::server::NamedService>::NAME;
-    let (health, health_service) = grpc::Health::new(vec![relay_name]);
+    let (health, health_service) = grpc::Health::new(vec![relay_name.to_owned()]);
     health.set(true).await;
 
     let links_stop = CancellationToken::new();

@@ -2,6 +2,7 @@
 //! and files already loaded by the binaries' build step (`crate::cli`).
 //! No flags and no I/O here.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -23,6 +24,9 @@ pub struct Options {
     pub link_queue_bytes: usize,
     /// Bearer token a server must present to link; None: any link.
     pub link_token: Option<String>,
+    /// Store lookups per second for one linked server's chats (route cache
+    /// misses); None: unlimited.
+    pub lookup_budget: Option<NonZeroU32>,
 }
 
 /// How the relay decides that a server is dead (flags of the same names).

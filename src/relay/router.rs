@@ -7,8 +7,13 @@
 //! the router drops the cache entry and re-routes once from the store. A
 //! purge evicts every route to the dead server. So the hot path costs no
 //! store round trip and spawns nothing.
+//!
+//! Store lookups are budgeted per origin server (its link's lookup budget):
+//! chats to names nobody uses are never cached, so a flood of them would
+//! cost Redis one lookup each. Over budget, a chat gets `unavailable`.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +76,8 @@ pub struct Router {
     lookups: Mutex<HashMap<String, Vec<Waiting>>>,
     cache: RouteCache,
     store: Arc<dyn PresenceStore>,
+    /// Store lookups per second each linked server's chats may cost.
+    pub lookup_budget: Option<NonZeroU32>,
 }
 
 /// A message waiting for its recipient's lookup, with the server that
@@ -85,8 +92,13 @@ enum Route {
 }
 
 impl Router {
-    pub fn new(store: Arc<dyn PresenceStore>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        metrics: Arc<Metrics>,
+        lookup_budget: Option<NonZeroU32>,
+    ) -> Self {
         Self {
+            lookup_budget,
             links: LinkTable::default(),
             metrics,
             waiters: Mutex::default(),
@@ -180,6 +192,11 @@ impl Router {
         {
             return self.dispatch(forward, Route::Server(server));
         }
+        if !self.spend_lookup(&forward.origin_server) {
+            drop(lookups);
+            self.metrics.lookups_refused.inc();
+            return self.dispatch(forward, Route::Done(Status::Unavailable));
+        }
         lookups.insert(to.clone(), vec![(forward, not_on)]);
         drop(lookups);
         let router = self.clone();
@@ -199,6 +216,15 @@ impl Router {
                 router.dispatch(forward, route);
             }
         });
+    }
+
+    /// Takes a store lookup from `origin`'s budget. The relay's own
+    /// messages, and those of an origin no longer linked (nobody would get
+    /// the outcome anyway), are not budgeted.
+    fn spend_lookup(&self, origin: &str) -> bool {
+        self.links
+            .get(origin)
+            .is_none_or(|link| link.spend_lookup())
     }
 
     async fn lookup(&self, to: &str) -> Route {

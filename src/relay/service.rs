@@ -128,7 +128,7 @@ impl Relay for RelayService {
         }
         self.check_identity(&vouched, &hello.server_id)?;
         let (tx, rx) = queue(self.queue_bytes);
-        let link = Arc::new(Link::new(hello, tx));
+        let link = Arc::new(Link::new(hello, tx, self.router.lookup_budget));
         if let Some(old) = self.router.links.insert(link.clone()) {
             let failed = self.router.fail_link(&old);
             tracing::info!(server = %old.server_id, unavailable = failed, "link replaced by a newer one");

@@ -1,17 +1,23 @@
 //! Dead-server detection and purge.
 //!
-//! Every interval the relay health-checks (grpc.health.v1, service "")
-//! every server it knows: those in the registry and those linked. A server
-//! that fails `failures` checks in a row (unreachable, timeout, or not
+//! Every interval the relay health-checks (grpc.health.v1) every server it
+//! knows: those in the registry and those linked. It asks for the health
+//! of that very incarnation (`grpc::incarnation_service`), so another
+//! process on a reused address answers NOT_FOUND, not SERVING. A server
+//! that fails `failures` checks in a row (unreachable, timeout, not
 //! SERVING) is declared dead: routing to it stops, its in-flight messages
-//! get `unavailable`, its presence entries (those still pointing at that
-//! incarnation) are purged and it leaves the registry. Because registry
-//! entries are checked too, a relay that starts also cleans up servers
-//! that died while no relay was running.
+//! get `unavailable`, and it is retired (it leaves the registry in the
+//! same step as the first batch of its presence entries). Because
+//! registry entries are checked too, a relay that starts also cleans up
+//! servers that died while no relay was running.
+//!
+//! The sweep purges the indexes of incarnations that are neither
+//! registered nor linked (a retire or a leave that stopped half-way): in
+//! the first round, every `SWEEP_EVERY` rounds, and after a failed retire.
 //!
 //! A dropped link alone is not death: the server is alive and relinks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::sync::Mutex;
@@ -24,13 +30,29 @@ use tonic_health::pb::health_client::HealthClient;
 
 use super::options::HealthWatch;
 use super::router::Router;
+use crate::grpc::incarnation_service;
 use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
+
+/// Rounds between two sweeps of orphaned indexes (a SCAN of the keyspace).
+const SWEEP_EVERY: u64 = 30;
 
 /// A server to check: the incarnation the verdict is about, and where.
 struct Watched {
     incarnation: String,
     grpc_addr: String,
+}
+
+/// What one round checks, and the incarnations the relay knows of.
+#[derive(Default)]
+struct Targets {
+    /// server id -> the incarnation to check (the registry's, else the
+    /// link's).
+    by_id: HashMap<String, Watched>,
+    /// (server, incarnation) registered or linked: never swept.
+    known: HashSet<(String, String)>,
+    /// False if the registry could not be read (no sweep then).
+    registry_read: bool,
 }
 
 /// The latest health verdict per server id, for the Admin API.
@@ -58,6 +80,9 @@ struct Watcher {
     /// server id -> (incarnation, consecutive failures)
     failures: HashMap<String, (String, u64)>,
     channels: HashMap<String, Channel>,
+    rounds: u64,
+    /// A retire or a sweep failed: sweep in the next round.
+    sweep_due: bool,
 }
 
 /// How the watcher checks: thresholds, where it posts verdicts, and TLS
@@ -85,6 +110,8 @@ pub async fn run(
         cfg,
         failures: HashMap::new(),
         channels: HashMap::new(),
+        rounds: 0,
+        sweep_due: false,
     };
     loop {
         tokio::select! {
@@ -96,28 +123,17 @@ pub async fn run(
 }
 
 impl Watcher {
-    async fn targets(&self) -> HashMap<String, Watched> {
-        let mut targets = HashMap::new();
+    async fn targets(&self) -> Targets {
+        let mut targets = Targets::default();
         for link in self.router.links.all() {
-            targets.insert(
-                link.server_id.clone(),
-                Watched {
-                    incarnation: link.incarnation.clone(),
-                    grpc_addr: link.grpc_addr.clone(),
-                },
-            );
+            targets.watch(&link.server_id, &link.incarnation, &link.grpc_addr);
         }
         // The registry wins: it holds the newest incarnation of each id.
         match self.store.servers().await {
             Ok(servers) => {
+                targets.registry_read = true;
                 for s in servers {
-                    targets.insert(
-                        s.id,
-                        Watched {
-                            incarnation: s.incarnation,
-                            grpc_addr: s.grpc_addr,
-                        },
-                    );
+                    targets.watch(&s.id, &s.incarnation, &s.grpc_addr);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the server registry"),
@@ -140,14 +156,19 @@ impl Watcher {
     }
 
     async fn round(&mut self) {
-        let targets = self.targets().await;
+        let Targets {
+            by_id: targets,
+            known,
+            registry_read,
+        } = self.targets().await;
         self.failures.retain(|id, _| targets.contains_key(id));
         self.channels
             .retain(|addr, _| targets.values().any(|t| &t.grpc_addr == addr));
         let checks = targets.iter().map(|(id, t)| {
             let channel = self.channel(&t.grpc_addr);
+            let service = incarnation_service(id, &t.incarnation);
             let timeout = self.cfg.health_interval.min(Duration::from_secs(2));
-            async move { (id.clone(), check(channel, timeout).await) }
+            async move { (id.clone(), check(channel, service, timeout).await) }
         });
         let results = futures::future::join_all(checks.collect::<Vec<_>>()).await;
         let mut verdicts = HashMap::new();
@@ -176,22 +197,25 @@ impl Watcher {
             }
         }
         self.board.publish(verdicts);
+        if registry_read && (self.sweep_due || self.rounds.is_multiple_of(SWEEP_EVERY)) {
+            self.sweep(&known).await;
+        }
+        self.rounds += 1;
     }
 
-    /// Returns false if the purge could not complete (retried next round).
-    async fn declare_dead(&self, id: &str, incarnation: &str) -> bool {
+    /// Returns false if the retire could not complete (retried next
+    /// round, or finished by the sweep if the server already left the
+    /// registry).
+    async fn declare_dead(&mut self, id: &str, incarnation: &str) -> bool {
         let unavailable = self.router.forget_server(id, incarnation);
-        let purged = match self.store.purge(id, incarnation).await {
+        let purged = match self.store.retire(id, incarnation).await {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(server = %id, error = %e, "purge failed; will retry");
+                tracing::warn!(server = %id, error = %e, "could not retire the server; will retry");
+                self.sweep_due = true;
                 return false;
             }
         };
-        if let Err(e) = self.store.deregister(id, incarnation).await {
-            tracing::warn!(server = %id, error = %e, "deregister failed; will retry");
-            return false;
-        }
         if let Err(e) = self.store.record_purge(purged).await {
             tracing::warn!(error = %e, "could not record purge totals");
         }
@@ -200,15 +224,57 @@ impl Watcher {
         tracing::warn!(server = %id, %incarnation, purged, unavailable, "server declared dead: presence purged");
         true
     }
+
+    /// Purges the indexes of incarnations that are neither registered nor
+    /// linked. The purge itself is fenced (nothing goes while an
+    /// incarnation is registered), so a server registering meanwhile is
+    /// safe.
+    async fn sweep(&mut self, known: &HashSet<(String, String)>) {
+        let incarnations = match self.store.incarnations().await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list presence indexes; sweeping later");
+                self.sweep_due = true;
+                return;
+            }
+        };
+        self.sweep_due = false;
+        for (server, incarnation) in incarnations {
+            if known.contains(&(server.clone(), incarnation.clone())) {
+                continue;
+            }
+            match self.store.purge(&server, &incarnation).await {
+                Ok(0) => {}
+                Ok(purged) => {
+                    self.router.metrics.purged_entries.inc_by(purged);
+                    tracing::warn!(%server, %incarnation, purged, "swept presence entries of an incarnation neither registered nor linked");
+                }
+                Err(e) => {
+                    tracing::warn!(%server, error = %e, "sweep failed; will retry");
+                    self.sweep_due = true;
+                }
+            }
+        }
+    }
 }
 
-async fn check(channel: Option<Channel>, timeout: Duration) -> bool {
+impl Targets {
+    fn watch(&mut self, id: &str, incarnation: &str, grpc_addr: &str) {
+        self.known.insert((id.to_owned(), incarnation.to_owned()));
+        let watched = Watched {
+            incarnation: incarnation.to_owned(),
+            grpc_addr: grpc_addr.to_owned(),
+        };
+        self.by_id.insert(id.to_owned(), watched);
+    }
+}
+
+/// True if the incarnation's own health service answers SERVING.
+async fn check(channel: Option<Channel>, service: String, timeout: Duration) -> bool {
     let Some(channel) = channel else {
         return false;
     };
-    let request = HealthCheckRequest {
-        service: String::new(),
-    };
+    let request = HealthCheckRequest { service };
     match tokio::time::timeout(timeout, HealthClient::new(channel).check(request)).await {
         Ok(Ok(resp)) => resp.into_inner().status() == ServingStatus::Serving,
         _ => false,

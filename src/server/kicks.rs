@@ -44,8 +44,8 @@ impl KickNotices {
             }
             match self.store.kicks(&self.me.id).await {
                 Ok(s) => {
-                    let (reasserted, kicked) = self.roster.reconcile(&self.sessions).await;
-                    tracing::info!(server = %self.me.id, reasserted, kicked, "kick subscription restored; sessions reconciled");
+                    let done = self.roster.reconcile(&self.sessions).await;
+                    tracing::info!(server = %self.me.id, ?done, "kick subscription restored; sessions reconciled");
                     stream = Some(s);
                 }
                 Err(e) => {

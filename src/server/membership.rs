@@ -2,7 +2,8 @@
 //! lives of its id left, subscribing to kick notices, registering), the
 //! registry heartbeat, and leaving. The heartbeat also notices a lost
 //! registry entry (store restarted, or wrongly declared dead) and then
-//! registers again and re-asserts every live session.
+//! registers again and reconciles; it retracts what failed store calls
+//! left, and reconciles after a failure and every `RECONCILE_EVERY` beats.
 
 use std::sync::Arc;
 
@@ -16,6 +17,11 @@ use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::presence::{KickStream, PresenceStore, ServerInfo};
 use crate::shutdown::CancellationToken;
+
+/// A reconcile runs at least every this many heartbeats, whatever
+/// happened: presence equals the live sessions again within a few seconds
+/// of a fault this server could not see (a purge racing its return, say).
+const RECONCILE_EVERY: u64 = 5;
 
 /// Clears what earlier lives of this server id left in the store,
 /// subscribes to kick notices (before anyone can log in, so none is
@@ -54,17 +60,17 @@ pub async fn join(
     Ok((info, kicks))
 }
 
-/// Removes this incarnation's presence entries and registry entry; if the
-/// store is unreachable, the relay's purge does it later.
+/// Retires this incarnation: its registry entry and presence entries go;
+/// if the store is unreachable, the relay's purge (or its sweep of
+/// orphaned indexes) does it later.
 pub async fn leave(store: &dyn PresenceStore, me: &Identity) {
-    match store.purge(&me.id, &me.incarnation).await {
-        Ok(n) => tracing::info!(server = %me.id, purged = n, "removed own presence entries"),
-        Err(e) => {
-            tracing::warn!(server = %me.id, error = %e, "could not remove own presence entries; the relay will purge them")
+    match store.retire(&me.id, &me.incarnation).await {
+        Ok(n) => {
+            tracing::info!(server = %me.id, purged = n, "left the registry and removed own presence entries")
         }
-    }
-    if let Err(e) = store.deregister(&me.id, &me.incarnation).await {
-        tracing::warn!(server = %me.id, error = %e, "could not deregister");
+        Err(e) => {
+            tracing::warn!(server = %me.id, error = %e, "could not leave the registry; the relay will purge this server")
+        }
     }
 }
 
@@ -84,6 +90,7 @@ impl Heartbeat {
     pub async fn run(self, mut info: ServerInfo, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beats = 0u64;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -94,27 +101,39 @@ impl Heartbeat {
             let beat = self
                 .store
                 .heartbeat(&self.me.id, &self.me.incarnation, connections, &stats);
-            match beat.await {
-                Ok(true) => {}
+            let rejoined = match beat.await {
+                Ok(true) => false,
                 Ok(false) => {
                     info.connections = connections;
                     info.stats = stats;
                     info.heartbeat_ms = now_ms();
-                    self.rejoin(&info).await;
+                    self.rejoin(&info).await
                 }
-                Err(e) => tracing::warn!(server = %self.me.id, error = %e, "heartbeat failed"),
+                Err(e) => {
+                    tracing::warn!(server = %self.me.id, error = %e, "heartbeat failed");
+                    false
+                }
+            };
+            self.roster.retract_owed().await;
+            beats += 1;
+            if !rejoined && (self.roster.dirty() || beats.is_multiple_of(RECONCILE_EVERY)) {
+                let done = self.roster.reconcile(&self.sessions).await;
+                if done.reasserted + done.kicked + done.removed > 0 {
+                    tracing::info!(server = %self.me.id, ?done, "presence reconciled");
+                }
             }
-            self.roster.retry_stale().await;
         }
     }
 
-    /// The registry entry vanished: register again, re-assert sessions.
-    async fn rejoin(&self, info: &ServerInfo) {
+    /// The registry entry vanished: register again, reconcile. True if it
+    /// re-registered.
+    async fn rejoin(&self, info: &ServerInfo) -> bool {
         if let Err(e) = self.store.register(info).await {
             tracing::warn!(server = %self.me.id, error = %e, "re-registration failed");
-            return;
+            return false;
         }
-        let (reasserted, kicked) = self.roster.reconcile(&self.sessions).await;
-        tracing::warn!(server = %self.me.id, reasserted, kicked, "registry entry was missing: re-registered and re-asserted sessions");
+        let done = self.roster.reconcile(&self.sessions).await;
+        tracing::warn!(server = %self.me.id, ?done, "registry entry was missing: re-registered and reconciled sessions");
+        true
     }
 }

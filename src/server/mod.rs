@@ -131,6 +131,7 @@ pub async fn run(
     tracing::info!(server = %parts.me.id, incarnation = %parts.me.incarnation, "message server started");
 
     let drain_timeout = opts.limits.drain_timeout;
+    let lookup_budget = requests::lookup_budget(opts.limits.lookup_budget);
     let ctx = Arc::new(requests::Context {
         me: parts.me.clone(),
         sessions: parts.sessions.clone(),
@@ -140,6 +141,7 @@ pub async fn run(
         budget: parts.budget.clone(),
         auth: opts.auth,
         metrics: parts.metrics.clone(),
+        lookup_budget,
     });
     let connections = TaskTracker::new();
     let client_listener = opts.client_listener;
@@ -171,7 +173,8 @@ pub async fn run(
     Ok(())
 }
 
-/// The gRPC port: health (SERVING until the drain) and the Admin API.
+/// The gRPC port: health (SERVING until the drain, overall and under this
+/// incarnation's own name, which the relay checks) and the Admin API.
 struct Grpc {
     health: grpc::Health,
     stop: CancellationToken,
@@ -185,7 +188,8 @@ impl Grpc {
         admin_token: Option<String>,
         forward_timeout: Duration,
     ) -> Self {
-        let (health, health_service) = grpc::Health::new(vec![]);
+        let own = grpc::incarnation_service(&parts.me.id, &parts.me.incarnation);
+        let (health, health_service) = grpc::Health::new(vec![own]);
         health.set(true).await;
         let node = admin_node::ServerNode {
             me: parts.me.clone(),

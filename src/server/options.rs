@@ -69,6 +69,9 @@ pub struct Limits {
     pub max_connections_per_ip: Option<NonZeroU32>,
     /// New connections per second from one source IP; None: no limit.
     pub accept_rate_per_ip: Option<NonZeroU32>,
+    /// Registry lookups per second for `who` (a tenth per connection);
+    /// None: unlimited.
+    pub lookup_budget: Option<NonZeroU32>,
 }
 
 /// A token bucket: `per_sec` refill, `burst` capacity.

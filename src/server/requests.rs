@@ -7,6 +7,7 @@
 //! nothing here calls back into it: replies are appended to the buffer it
 //! passes, and `Flow::Close` tells it to close.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -41,6 +42,9 @@ pub struct Context {
     pub budget: Arc<Budget>,
     pub auth: Option<Authenticator>,
     pub metrics: Arc<Metrics>,
+    /// The server's lookup budget (`who` of names not on this server),
+    /// shared by every connection; None: unlimited.
+    pub lookup_budget: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 /// Whether the connection goes on after a request.
@@ -80,6 +84,8 @@ pub struct Requests {
     awaiting_outcomes: usize,
     /// The request budget (None: unlimited).
     limiter: Option<DefaultDirectRateLimiter>,
+    /// This connection's share of the lookup budget (None: unlimited).
+    lookup_share: Option<DefaultDirectRateLimiter>,
 }
 
 /// Appends a request's answer (or its error) to the output.
@@ -107,6 +113,28 @@ fn request_limiter(limit: Option<RateLimit>) -> Option<DefaultDirectRateLimiter>
     ))
 }
 
+/// One connection may spend at most this fraction of its server's lookup
+/// budget, so that one client cannot leave the others without.
+const LOOKUP_SHARE: u32 = 10;
+
+/// The server-wide lookup budget: `per_sec` lookups, one second's burst.
+pub fn lookup_budget(per_sec: Option<NonZeroU32>) -> Option<Arc<DefaultDirectRateLimiter>> {
+    Some(Arc::new(RateLimiter::direct(Quota::per_second(per_sec?))))
+}
+
+fn lookup_share(per_sec: Option<NonZeroU32>) -> Option<DefaultDirectRateLimiter> {
+    let share = NonZeroU32::new(per_sec?.get() / LOOKUP_SHARE).unwrap_or(NonZeroU32::MIN);
+    Some(RateLimiter::direct(Quota::per_second(share)))
+}
+
+/// A lookup over budget, as the client sees it.
+fn over_lookup_budget() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::Unavailable,
+        "presence lookups over budget; try again",
+    )
+}
+
 impl Requests {
     pub fn new(
         ctx: Arc<Context>,
@@ -118,6 +146,7 @@ impl Requests {
             queue,
             inflight: Arc::new(Semaphore::new(ctx.limits.max_inflight)),
             limiter: request_limiter(ctx.limits.rate_limit),
+            lookup_share: lookup_share(ctx.limits.lookup_budget),
             ctx,
             session: None,
             messages,
@@ -216,10 +245,6 @@ impl Requests {
             name,
         };
         let entry = ctx.me.presence(&session.name, session.id, session.since_ms);
-        if let Some(old) = ctx.roster.login(&entry).await.map_err(store_error)? {
-            ctx.sessions
-                .kick(&old.name, old.session, KickReason::LoggedInElsewhere);
-        }
         let handle = SessionHandle {
             id: session.id,
             since_ms: session.since_ms,
@@ -227,6 +252,20 @@ impl Requests {
             queue: self.queue.clone(),
             control: self.control.clone(),
         };
+        // Runs once the store recorded the login, before the roster stops
+        // counting the session as logging in.
+        let install = |displaced: Option<crate::presence::Presence>| {
+            if let Some(old) = displaced {
+                ctx.sessions
+                    .kick(&old.name, old.session, KickReason::LoggedInElsewhere);
+            }
+            ctx.sessions.install(&session.name, handle)
+        };
+        let installed = ctx
+            .roster
+            .login(&entry, install)
+            .await
+            .map_err(store_error)?;
         let line = Event::Login {
             ok: true,
             name: &session.name,
@@ -235,7 +274,6 @@ impl Requests {
         }
         .to_line();
         tracing::debug!(server = %ctx.me.id, user = %session.name, "login");
-        let installed = ctx.sessions.install(&session.name, handle);
         ctx.metrics.logins.inc();
         self.session = Some(session);
         Ok((line, installed))
@@ -256,8 +294,10 @@ impl Requests {
     }
 
     async fn who(&mut self, name: &str, reference: &Ref) -> Answer {
-        let online = self.ctx.sessions.is_online(name)
-            || self.ctx.roster.is_online(name).await.map_err(store_error)?;
+        let online = self.ctx.sessions.is_online(name) || {
+            self.spend_lookup()?;
+            self.ctx.roster.is_online(name).await.map_err(store_error)?
+        };
         Ok(Some(
             Event::Who {
                 name,
@@ -266,6 +306,18 @@ impl Requests {
             }
             .to_line(),
         ))
+    }
+
+    /// Takes one lookup from this connection's share, then from the
+    /// server's budget.
+    fn spend_lookup(&self) -> Result<(), ProtocolError> {
+        let take =
+            |budget: Option<&DefaultDirectRateLimiter>| budget.is_none_or(|b| b.check().is_ok());
+        if take(self.lookup_share.as_ref()) && take(self.ctx.lookup_budget.as_deref()) {
+            return Ok(());
+        }
+        self.ctx.metrics.lookups_refused.inc();
+        Err(over_lookup_budget())
     }
 
     async fn chat(&mut self, chat: ChatRequest, reference: &Ref) -> Answer {

@@ -35,13 +35,18 @@ impl Relay {
 
     /// `extra` flags win over the defaults (1 s health checks, 3 failures).
     pub async fn start_with(redis: &Redis, port: u16, extra: Vec<String>) -> Relay {
-        Self::start_env(redis, port, extra, &[]).await
+        Self::start_env(&redis.url(), port, extra, &[]).await
+    }
+
+    /// `start_with`, reaching Redis at `redis_url` (another user, say).
+    pub async fn start_with_url(redis_url: &str, port: u16, extra: Vec<String>) -> Relay {
+        Self::start_env(redis_url, port, extra, &[]).await
     }
 
     /// `start_with`, with environment variables (the flags' `SWITCHBOARD_*`
     /// fallbacks, as the Helm chart sets them).
     pub async fn start_env(
-        redis: &Redis,
+        redis_url: &str,
         port: u16,
         extra: Vec<String>,
         env: &[(&str, &str)],
@@ -50,7 +55,7 @@ impl Relay {
             "--grpc-listen".into(),
             format!("127.0.0.1:{port}"),
             "--redis-url".into(),
-            redis.url(),
+            redis_url.into(),
         ];
         for (flag, default) in [("--health-interval-ms", "1000"), ("--health-failures", "3")] {
             if !extra.iter().any(|a| a == flag) {
@@ -80,6 +85,8 @@ pub struct Server {
 #[derive(Clone, Default)]
 pub struct ServerOpts {
     pub max_connections: Option<u32>,
+    /// Flags after the defaults; a `--grpc-listen` here replaces the
+    /// default one (a free port).
     pub extra: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -90,14 +97,22 @@ impl Server {
     }
 
     pub async fn start_with(id: &str, relay_url: &str, redis: &Redis, opts: ServerOpts) -> Server {
-        let (port, grpc_port) = (free_port(), free_port());
+        let given_grpc = opts.extra.iter().position(|a| a == "--grpc-listen");
+        let port = free_port();
+        let grpc_port = match given_grpc {
+            Some(i) => opts.extra[i + 1]
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            None => free_port(),
+        };
         let mut args = vec![
             "--id".into(),
             id.into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
-            "--grpc-listen".into(),
-            format!("127.0.0.1:{grpc_port}"),
             "--relay".into(),
             relay_url.into(),
             "--redis-url".into(),
@@ -105,6 +120,9 @@ impl Server {
             "--max-connections".into(),
             opts.max_connections.unwrap_or(500).to_string(),
         ];
+        if given_grpc.is_none() {
+            args.extend(["--grpc-listen".into(), format!("127.0.0.1:{grpc_port}")]);
+        }
         args.extend(opts.extra);
         let env: Vec<(&str, &str)> = opts
             .env

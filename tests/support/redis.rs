@@ -109,4 +109,20 @@ impl Redis {
             .unwrap();
         n
     }
+
+    /// How many times Redis has run `command` (`INFO commandstats`).
+    pub async fn command_calls(&self, command: &str) -> u64 {
+        let mut c = self.conn().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let prefix = format!("cmdstat_{}:calls=", command.to_lowercase());
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0)
+    }
 }
