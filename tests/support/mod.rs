@@ -8,13 +8,16 @@
 //! One file per thing it starts: `process` (a child process and its log),
 //! `redis` (redis-server), `cluster` (relay, message servers, a linked
 //! cluster), `client` (the protocol client), `tools` (grpcurl, metrics
-//! scrapes, /proc, the `switchboard-load` binary). This file re-exports
-//! them all (tests name everything `support::X`) and owns the shared
-//! waiting helpers; it must not start anything itself.
+//! scrapes, /proc, the `switchboard-load` binary), `load` (a run of
+//! `switchboard-load pairs` and its checks, named `support::load::X`).
+//! This file re-exports the others (tests name them `support::X`) and
+//! owns the shared waiting helpers and time bounds; it must not start
+//! anything itself.
 #![allow(dead_code)]
 
 mod client;
 mod cluster;
+pub mod load;
 mod process;
 mod redis;
 mod tools;
@@ -29,7 +32,9 @@ use std::time::{Duration, Instant};
 pub use self::client::Client;
 #[allow(unused_imports)]
 pub use self::cluster::{
-    AttachedServer, ClientPort, Cluster, Relay, Server, ServerOpts, wait_routable,
+    AttachedServer, ClientPort, Cluster, ClusterOpts, EXPIRY_SWEEP, FORWARD_TIMEOUT,
+    HEALTH_FAILURES, HEALTH_INTERVAL, Relay, Server, ServerOpts, port_open, purge_bound,
+    wait_routable,
 };
 #[allow(unused_imports)]
 pub use self::process::Proc;
@@ -39,6 +44,11 @@ pub use self::redis::{Redis, redis_args};
 pub use self::tools::{grpcurl, load_binary, rss_kib, sample, scrape};
 
 pub const STEP: Duration = Duration::from_secs(5);
+
+/// Added to every time bound a test derives from a configured interval:
+/// room for a loaded 2-core machine, where a process can lose the CPU
+/// for a while, without making the bound meaningless.
+pub const SLACK: Duration = Duration::from_secs(2);
 
 /// A port that was free a moment ago. Binding it again may race with
 /// another test; the port space is large and tests retry start-up.

@@ -1,8 +1,10 @@
 //! A child process of a test: started with its output in a log file
 //! under the target's tmp dir, waited for until it is ready (failing at
-//! once, with its log, if it exits first), killed (SIGKILL) and reaped on
-//! drop. Knows nothing about what the process is; the starters in
-//! `redis` and `cluster` do.
+//! once, with its log, if it exits first), sent signals (SIGSTOP/SIGCONT
+//! to freeze it, SIGTERM/SIGINT to stop it) and waited for without
+//! blocking the runtime, killed (SIGKILL) and reaped on drop. Knows
+//! nothing about what the process is; the starters in `redis` and
+//! `cluster` do.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -85,30 +87,48 @@ impl Proc {
         }
     }
 
-    /// Sends SIGTERM and waits up to `limit` for the exit status.
-    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+    /// Sends signal `name` (`STOP`, `CONT`, `TERM`, `INT`…) with kill(1).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([format!("-{name}"), self.pid().to_string()])
             .status()
-            .unwrap();
-        assert!(status.success());
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{name} {} failed", self.name);
+    }
+
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not yet reaped");
+        child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits (polling, without blocking the runtime) up to `limit` for the
+    /// process to exit by itself; returns its status. Past `limit` it is
+    /// killed and the test fails with its log.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let start = Instant::now();
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
+            let child = self.child.as_mut().expect("not yet reaped");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
                 return status;
             }
             if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
+                self.kill9();
                 panic!(
-                    "{} did not exit within {limit:?} of SIGTERM:\n{}",
+                    "{} did not exit within {limit:?}:\n{}",
                     self.name,
                     self.logs()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(limit).await
     }
 }
 
