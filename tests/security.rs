@@ -40,6 +40,22 @@ async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
     let forged = Authenticator::new(b"some-other-secret-of-length").issue("alice", 60);
     let expired = Authenticator::new(SECRET.as_bytes()).issue_expired("alice", 5);
     let for_bob = token_from_cli("bob");
+    // Signed with the right secret, but HS512 instead of HS256; and
+    // HS256 without the required `exp`.
+    let in_the_future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let sign = |alg, claims: serde_json::Value| {
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+    };
+    let hs512 = sign(
+        jsonwebtoken::Algorithm::HS512,
+        json!({"sub":"alice","exp":in_the_future}),
+    );
+    let no_exp = sign(jsonwebtoken::Algorithm::HS256, json!({"sub":"alice"}));
     let cases = [
         (
             json!({"cmd":"login","name":"alice","ref":1}),
@@ -59,6 +75,14 @@ async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
         ),
         (
             json!({"cmd":"login","name":"alice","token":"garbage","ref":5}),
+            "invalid token",
+        ),
+        (
+            json!({"cmd":"login","name":"alice","token":hs512,"ref":6}),
+            "invalid token",
+        ),
+        (
+            json!({"cmd":"login","name":"alice","token":no_exp,"ref":7}),
             "invalid token",
         ),
     ];
