@@ -34,6 +34,7 @@ async fn start_local(redis: &Redis) -> Local {
         format!("{},{}", grpc[0], grpc[1]),
     ];
     let mut proc = Proc::spawn("switchboard", env!("CARGO_BIN_EXE_switchboard"), &args, &[]);
+    proc.wait_logged(STEP, "local cluster is up").await;
     proc.wait_ready(STEP, "cluster ports", || async {
         port_open(client_ports[0]).await
             && port_open(client_ports[1]).await

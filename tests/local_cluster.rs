@@ -18,6 +18,7 @@ async fn one_command_cluster_chats_across_its_two_servers_and_stops_on_sigint() 
         format!("{},{}", free_port(), free_port()),
     ];
     let mut cluster = Proc::spawn("switchboard", env!("CARGO_BIN_EXE_switchboard"), &args, &[]);
+    cluster.wait_logged(STEP, "local cluster is up").await;
     cluster
         .wait_ready(STEP, "both client ports", || async {
             port_open(p1).await && port_open(p2).await

@@ -8,9 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{
-    Client, Redis, Relay, STEP, Server, ServerOpts, eventually, free_port, grpcurl, port_open,
-};
+use support::{Client, Redis, Relay, STEP, Server, ServerOpts, eventually, free_port, grpcurl};
 use switchboard::auth::Authenticator;
 
 const SECRET: &str = "test-secret-0123456789abcdef";
@@ -433,9 +431,7 @@ async fn redis_with_a_password_works_with_it_and_fails_clearly_without() {
     ];
     let relay_bin = env!("CARGO_BIN_EXE_switchboard-relay");
     let mut relay = support::Proc::spawn("relay", relay_bin, &relay_args, &[]);
-    relay
-        .wait_ready(STEP, "the relay's port", || port_open(relay_port))
-        .await;
+    relay.wait_logged(STEP, support::RELAY_STARTED).await;
     let client_port = free_port();
     let server_args = [
         "--id".to_string(),
@@ -450,11 +446,7 @@ async fn redis_with_a_password_works_with_it_and_fails_clearly_without() {
     let server_bin = env!("CARGO_BIN_EXE_switchboard-server");
     let env = [("SWITCHBOARD_REDIS_URL", url.as_str())];
     let mut server = support::Proc::spawn("p", server_bin, &server_args, &env);
-    server
-        .wait_ready(STEP, "the server to accept clients", || {
-            port_open(client_port)
-        })
-        .await;
+    server.wait_logged(STEP, support::SERVER_STARTED).await;
     let mut c = Client::connect(client_port).await;
     c.login("carol").await;
     c.send(json!({"cmd":"who","name":"carol"})).await;
@@ -478,9 +470,7 @@ async fn redis_over_tls_with_a_private_ca() {
         ])
         .collect();
     let mut redis = support::Proc::spawn("redis-tls", "redis-server", &args, &[]);
-    redis
-        .wait_ready(STEP, "TLS redis to listen", || port_open(port))
-        .await;
+    redis.wait_logged(STEP, support::REDIS_READY).await;
     let url = format!("rediss://127.0.0.1:{port}");
 
     // Without the CA the certificate is unknown: a clear start-up error.

@@ -32,6 +32,11 @@ pub fn purge_bound(interval: Duration, failures: u32) -> Duration {
     interval * (failures + 1) + SLACK
 }
 
+/// What the binaries log once they serve (after binding their ports; a
+/// server also after joining the registry).
+pub const RELAY_STARTED: &str = "relay started";
+pub const SERVER_STARTED: &str = "message server started";
+
 pub async fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).await.is_ok()
 }
@@ -85,6 +90,7 @@ impl Relay {
         ];
         let args = with_defaults(args, &defaults, extra);
         let mut proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, &[]);
+        proc.wait_logged(STEP, RELAY_STARTED).await;
         let open = || port_open(port);
         proc.wait_ready(STEP, "relay gRPC port", open).await;
         Relay { proc, port }
@@ -134,6 +140,7 @@ impl Server {
         let defaults = [("--forward-timeout-ms", ms(FORWARD_TIMEOUT))];
         let args = with_defaults(args, &defaults, opts.extra);
         let mut proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &[]);
+        proc.wait_logged(STEP, SERVER_STARTED).await;
         let open = || port_open(port);
         proc.wait_ready(STEP, "server client port", open).await;
         Server {

@@ -33,13 +33,13 @@ pub use self::client::Client;
 #[allow(unused_imports)]
 pub use self::cluster::{
     AttachedServer, ClientPort, Cluster, ClusterOpts, EXPIRY_SWEEP, FORWARD_TIMEOUT,
-    HEALTH_FAILURES, HEALTH_INTERVAL, Relay, Server, ServerOpts, port_open, purge_bound,
-    wait_routable,
+    HEALTH_FAILURES, HEALTH_INTERVAL, RELAY_STARTED, Relay, SERVER_STARTED, Server, ServerOpts,
+    port_open, purge_bound, wait_routable,
 };
 #[allow(unused_imports)]
 pub use self::process::Proc;
 #[allow(unused_imports)]
-pub use self::redis::{Redis, redis_args};
+pub use self::redis::{REDIS_READY, Redis, redis_args};
 #[allow(unused_imports)]
 pub use self::tools::{grpcurl, load_binary, rss_kib, sample, scrape};
 

@@ -1,6 +1,7 @@
 //! A child process of a test: started with its output in a log file
-//! under the target's tmp dir, waited for until it is ready (failing at
-//! once, with its log, if it exits first), sent signals (SIGSTOP/SIGCONT
+//! under the target's tmp dir, waited for until it is ready (its port
+//! answers, its log says so; failing at once, with its log, if it exits
+//! first), sent signals (SIGSTOP/SIGCONT
 //! to freeze it, SIGTERM/SIGINT to stop it) and waited for without
 //! blocking the runtime, killed (SIGKILL) and reaped on drop. Knows
 //! nothing about what the process is; the starters in `redis` and
@@ -70,6 +71,17 @@ impl Proc {
                 self.logs()
             );
         }
+    }
+
+    /// Waits until the process's log holds `marker`, a line it prints
+    /// once it serves: proof of its own readiness, where an open port may
+    /// be another process's that took it first (the child then exits,
+    /// and this fails at once with its log).
+    pub async fn wait_logged(&mut self, limit: Duration, marker: &str) {
+        let log = self.log.clone();
+        let logged = || async { std::fs::read_to_string(&log).is_ok_and(|t| t.contains(marker)) };
+        self.wait_ready(limit, &format!("{marker:?} in its log"), logged)
+            .await;
     }
 
     pub fn pid(&self) -> u32 {
