@@ -1,6 +1,7 @@
 //! Resilience under load, with real processes: `switchboard-load pairs`
 //! keeps verified traffic flowing while a message server is killed with
-//! SIGKILL, or the relay is killed and restarted. Every chat sent on a
+//! SIGKILL, or the relay is killed (or stopped with SIGTERM) and
+//! restarted. Every chat sent on a
 //! connection that stayed up must get exactly one outcome, none may hang,
 //! nothing may be duplicated, reordered or corrupted, and traffic that does
 //! not depend on the dead part keeps going (or resumes by itself).
@@ -10,12 +11,12 @@
 //! flows: the failure is injected then, mid-run, with no sleep.
 mod support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use support::load::{Load, Traffic, count as n, millis as ms, no_hang_ms};
 use support::{
-    Cluster, HEALTH_FAILURES, HEALTH_INTERVAL, Redis, Relay, Server, eventually, purge_bound,
-    wait_routable,
+    Cluster, HEALTH_FAILURES, HEALTH_INTERVAL, Redis, Relay, SLACK, Server, eventually,
+    purge_bound, wait_routable,
 };
 
 /// 10 senders, 150 chats per second each: 1500 msgs/s per generator,
@@ -107,8 +108,31 @@ async fn kill9_of_a_server_mid_run_fails_its_chats_cleanly_and_survivors_keep_go
     assert_eq!(n(o, "recipient_busy"), 0, "a->b: {sb}");
 }
 
+/// How the relay goes away mid-run.
+enum RelayStop {
+    Kill9,
+    /// SIGTERM: it must exit 0 within its own bound.
+    Sigterm,
+}
+
+/// The relay waits up to 3 s for its gRPC server to stop
+/// (docs/architecture.md, "Graceful shutdown").
+const RELAY_STOP: Duration = Duration::from_secs(3);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_and_restarted_mid_run_means_unavailable_then_traffic_resumes() {
+    relay_stops_mid_run_then_comes_back(RelayStop::Kill9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_sigterm_mid_run_answers_every_chat_once_then_traffic_resumes() {
+    relay_stops_mid_run_then_comes_back(RelayStop::Sigterm).await;
+}
+
+/// The relay stops while chats flow from a to b and is restarted on its
+/// port: every chat gets one outcome (`unavailable` in the gap, some of
+/// them for chats in flight), nothing is lost, and traffic resumes.
+async fn relay_stops_mid_run_then_comes_back(stop: RelayStop) {
     support::load_binary(); // may compile it: before any clock starts
     let mut c = Cluster::start().await;
     let started = Instant::now();
@@ -122,7 +146,13 @@ async fn relay_killed_and_restarted_mid_run_means_unavailable_then_traffic_resum
     load.ready().await;
 
     let port = c.relay.port;
-    c.relay.proc.kill9();
+    match stop {
+        RelayStop::Kill9 => c.relay.proc.kill9(),
+        RelayStop::Sigterm => {
+            let status = c.relay.proc.terminate(RELAY_STOP + SLACK).await;
+            assert!(status.success(), "relay exit status {status}");
+        }
+    }
     c.relay = Relay::start_on(&c.redis, port).await;
 
     let (s, exited_ok) = load.finish(started).await;
@@ -141,7 +171,7 @@ async fn relay_killed_and_restarted_mid_run_means_unavailable_then_traffic_resum
     assert_eq!(n(o, "offline"), 0, "{s}");
     assert_eq!(n(o, "recipient_busy"), 0, "{s}");
     assert!(ms(&s, "unavailable_max_ms") < no_hang_ms(), "{s}");
-    // Traffic flowed before the kill and resumed by itself after it.
+    // Traffic flowed before the stop and resumed by itself after it.
     assert!(n(&s, "delivered_before_first_failure") >= 2000, "{s}");
     assert!(
         n(&s, "delivered_after_last_failure") >= 1000,
