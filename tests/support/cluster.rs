@@ -90,9 +90,8 @@ impl Relay {
         ];
         let args = with_defaults(args, &defaults, extra);
         let mut proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, &[]);
+        // Its port is bound before it logs this.
         proc.wait_logged(STEP, RELAY_STARTED).await;
-        let open = || port_open(port);
-        proc.wait_ready(STEP, "relay gRPC port", open).await;
         Relay { proc, port }
     }
 
@@ -140,9 +139,9 @@ impl Server {
         let defaults = [("--forward-timeout-ms", ms(FORWARD_TIMEOUT))];
         let args = with_defaults(args, &defaults, opts.extra);
         let mut proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &[]);
+        // Its ports are bound before it logs this. No probe connection:
+        // it would hold one of the server's connection slots for a moment.
         proc.wait_logged(STEP, SERVER_STARTED).await;
-        let open = || port_open(port);
-        proc.wait_ready(STEP, "server client port", open).await;
         Server {
             proc,
             id: id.into(),
