@@ -10,15 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{
-    Cluster, ClusterOpts, STEP, Server, ServerOpts, free_port, sample, scrape, wait_routable,
+    Cluster, ClusterOpts, STEP, Server, ServerOpts, free_port, patient_relay, sample, scrape,
+    wait_routable,
 };
-
-/// A relay that does not declare a frozen server dead while a test holds
-/// it stopped for a few seconds: the chat must end by the timeout, not by
-/// a death.
-fn patient_relay() -> Vec<String> {
-    vec!["--health-failures".into(), "1000".into()]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_destination_gets_one_unavailable_by_the_timeout_and_the_late_outcome_is_ignored()
@@ -41,7 +35,8 @@ async fn a_frozen_destination_gets_one_unavailable_by_the_timeout_and_the_late_o
     alice.login("alice").await;
     bob.login("bob").await;
 
-    // The forward reaches b's socket, but b cannot answer.
+    // The forward reaches b's socket, but b cannot answer (and the
+    // patient relay does not declare it dead meanwhile).
     c.b.proc.signal("STOP");
     let sent = Instant::now();
     alice

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     Client, Cluster, ClusterOpts, Redis, Relay, STEP, Server, ServerOpts, eventually, grpcurl,
+    patient_relay,
 };
 
 const WRITE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -138,7 +139,7 @@ async fn beyond_max_inflight_the_server_stops_reading_then_resumes_losing_nothin
     // chats stays unanswered; it would come back in milliseconds.
     const UNREAD_WINDOW: Duration = Duration::from_millis(1000);
     let c = Cluster::start_with(ClusterOpts {
-        relay: vec!["--health-failures".into(), "1000".into()],
+        relay: patient_relay(),
         a: ServerOpts {
             extra: vec!["--max-inflight".into(), MAX_INFLIGHT.to_string()],
             ..Default::default()

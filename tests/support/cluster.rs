@@ -32,6 +32,13 @@ pub fn purge_bound(interval: Duration, failures: u32) -> Duration {
     interval * (failures + 1) + SLACK
 }
 
+/// Relay flags for tests that freeze a server (SIGSTOP) for a few
+/// seconds: the relay does not declare it dead meanwhile, so what the
+/// test sees is the freeze's doing, not a death's.
+pub fn patient_relay() -> Vec<String> {
+    vec!["--health-failures".into(), "1000".into()]
+}
+
 /// What the binaries log once they serve (after binding their ports; a
 /// server also after joining the registry).
 pub const RELAY_STARTED: &str = "relay started";

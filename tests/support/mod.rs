@@ -34,7 +34,7 @@ pub use self::client::Client;
 pub use self::cluster::{
     AttachedServer, ClientPort, Cluster, ClusterOpts, EXPIRY_SWEEP, FORWARD_TIMEOUT,
     HEALTH_FAILURES, HEALTH_INTERVAL, RELAY_STARTED, Relay, SERVER_STARTED, Server, ServerOpts,
-    port_open, purge_bound, wait_routable,
+    patient_relay, port_open, purge_bound, wait_routable,
 };
 #[allow(unused_imports)]
 pub use self::process::Proc;
