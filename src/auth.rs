@@ -130,4 +130,70 @@ mod tests {
             Err(AuthError::Invalid)
         );
     }
+
+    /// A token signed with `SECRET` under `alg`, with these claims.
+    fn signed(alg: Algorithm, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    fn valid_claims() -> serde_json::Value {
+        serde_json::json!({"sub": "alice", "exp": unix_now() + 60})
+    }
+
+    #[test]
+    fn refuses_other_algorithms_even_signed_with_the_secret() {
+        let a = Authenticator::new(SECRET);
+        assert_eq!(
+            a.verify("alice", Some(&signed(Algorithm::HS256, valid_claims()))),
+            Ok(()),
+            "the same claims under HS256 pass"
+        );
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let token = signed(alg, valid_claims());
+            assert_eq!(
+                a.verify("alice", Some(&token)),
+                Err(AuthError::Invalid),
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_unsigned_and_public_key_headers() {
+        // base64url of {"alg":"none","typ":"JWT"} and {"alg":"RS256","typ":"JWT"}.
+        const NONE: &str = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+        const RS256: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9";
+        let a = Authenticator::new(SECRET);
+        let genuine = signed(Algorithm::HS256, valid_claims());
+        let (_, rest) = genuine.split_once('.').unwrap();
+        let (claims, signature) = rest.split_once('.').unwrap();
+        for token in [
+            format!("{NONE}.{claims}."),
+            format!("{NONE}.{claims}.{signature}"),
+            format!("{RS256}.{claims}.{signature}"),
+        ] {
+            assert_eq!(
+                a.verify("alice", Some(&token)),
+                Err(AuthError::Invalid),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_tokens_without_exp_or_sub() {
+        let a = Authenticator::new(SECRET);
+        let no_exp = signed(Algorithm::HS256, serde_json::json!({"sub": "alice"}));
+        let no_sub = signed(
+            Algorithm::HS256,
+            serde_json::json!({"exp": unix_now() + 60}),
+        );
+        assert_eq!(a.verify("alice", Some(&no_exp)), Err(AuthError::Invalid));
+        assert_eq!(a.verify("alice", Some(&no_sub)), Err(AuthError::Invalid));
+    }
 }

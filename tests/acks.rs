@@ -63,7 +63,7 @@ async fn queued_messages_end_with_the_session(
     bob_server: &Server,
     end_session: impl AsyncFnOnce(&mut Client),
 ) {
-    let mut bob = Client::connect_with_receive_buffer(bob_server.port, SMALL_RCVBUF).await;
+    let mut bob = Client::connect_with_recv_buffer(bob_server.port, SMALL_RCVBUF).await;
     bob.login("bob").await;
     let mut alice = alice_server.client().await;
     alice.login("alice").await;
@@ -159,7 +159,7 @@ async fn delivered_means_written_when_the_server_shuts_down() {
         ..Default::default()
     };
     let mut s = Server::start_with("s", &relay.url(), &redis, opts).await;
-    let mut bob = Client::connect_with_receive_buffer(s.port, SMALL_RCVBUF).await;
+    let mut bob = Client::connect_with_recv_buffer(s.port, SMALL_RCVBUF).await;
     bob.login("bob").await;
     let mut alice = s.client().await;
     alice.login("alice").await;
@@ -170,7 +170,7 @@ async fn delivered_means_written_when_the_server_shuts_down() {
             .await;
     }
     let mut alice_lines = settled(&mut alice).await;
-    let status = s.proc.terminate(Duration::from_secs(10));
+    let status = s.proc.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
     let (mut alice_rx, _) = alice.split();
     alice_lines.extend(read_all(&mut alice_rx).await.1);

@@ -4,23 +4,17 @@
 //! cannot drift from what works.
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use support::{Client, Redis, eventually, free_port};
+use support::{Client, Proc, Redis, STEP, eventually, free_port, port_open};
 
+/// The `switchboard` local cluster on Redis, killed on drop.
 struct Local {
-    child: Child,
+    _proc: Proc,
     client_ports: [u16; 2],
     relay: u16,
     grpc: [u16; 2],
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn start_local(redis: &Redis) -> Local {
@@ -29,34 +23,30 @@ async fn start_local(redis: &Redis) -> Local {
         free_port(),
         [free_port(), free_port()],
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--redis-url", &redis.url()])
-        .args([
-            "--ports",
-            &format!("{},{}", client_ports[0], client_ports[1]),
-        ])
-        .args(["--relay-port", &relay.to_string()])
-        .args(["--grpc-ports", &format!("{},{}", grpc[0], grpc[1])])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start switchboard");
-    let local = Local {
-        child,
+    let args = [
+        "--redis-url".to_string(),
+        redis.url(),
+        "--ports".into(),
+        format!("{},{}", client_ports[0], client_ports[1]),
+        "--relay-port".into(),
+        relay.to_string(),
+        "--grpc-ports".into(),
+        format!("{},{}", grpc[0], grpc[1]),
+    ];
+    let mut proc = Proc::spawn("switchboard", env!("CARGO_BIN_EXE_switchboard"), &args, &[]);
+    proc.wait_logged(STEP, "local cluster is up").await;
+    proc.wait_ready(STEP, "cluster ports", || async {
+        port_open(client_ports[0]).await
+            && port_open(client_ports[1]).await
+            && port_open(relay).await
+    })
+    .await;
+    Local {
+        _proc: proc,
         client_ports,
         relay,
         grpc,
-    };
-    let open = |p: u16| async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", p))
-            .await
-            .is_ok()
-    };
-    eventually(Duration::from_secs(5), "cluster ports", || async {
-        open(client_ports[0]).await && open(client_ports[1]).await && open(relay).await
-    })
-    .await;
-    local
+    }
 }
 
 /// The commands of the README's grpcurl section, in order.

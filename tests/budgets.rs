@@ -20,7 +20,7 @@ async fn stalled_recipients(server: &Server, prefix: &str, n: usize) -> (Vec<Cli
     let mut names = Vec::new();
     for i in 0..n {
         let name = format!("{prefix}{i}");
-        let mut c = Client::connect_with_receive_buffer(server.port, SMALL_RCVBUF).await;
+        let mut c = Client::connect_with_recv_buffer(server.port, SMALL_RCVBUF).await;
         c.login(&name).await;
         clients.push(c);
         names.push(name);

@@ -2,14 +2,16 @@
 //! a missing relay degrades to `unavailable` and heals, SIGTERM drains.
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Cluster, Relay, Server, eventually, wait_routable};
+use support::{
+    Cluster, FORWARD_TIMEOUT, HEALTH_FAILURES, HEALTH_INTERVAL, Relay, Server, eventually,
+    purge_bound, wait_routable,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_server_is_purged_within_5s_and_its_users_are_offline() {
+async fn killed_server_is_purged_once_its_health_checks_fail_and_its_users_are_offline() {
     let mut c = Cluster::start().await;
     let mut alice = c.a.client().await;
     alice.login("alice").await;
@@ -35,26 +37,31 @@ async fn killed_server_is_purged_within_5s_and_its_users_are_offline() {
         "{during}"
     );
 
-    eventually(
-        Duration::from_secs(5),
-        "b's users purged from Redis",
-        || async { c.redis.user_server("bob1").await.is_none() },
-    )
+    // The purge removes entries in batches, then deregisters the server,
+    // then logs: each step is waited for, not assumed from the first.
+    let bound = purge_bound(HEALTH_INTERVAL, HEALTH_FAILURES);
+    eventually(bound, "b's users purged from Redis", || async {
+        for i in 1..20 {
+            if c.redis.user_server(&format!("bob{i}")).await.is_some() {
+                return false;
+            }
+        }
+        true
+    })
     .await;
     let purge_time = killed.elapsed();
-    assert!(
-        purge_time < Duration::from_secs(5),
-        "purge took {purge_time:?}"
-    );
-    for i in 1..20 {
-        assert_eq!(c.redis.user_server(&format!("bob{i}")).await, None);
-    }
+    assert!(purge_time < bound, "purge took {purge_time:?}");
     assert_eq!(c.redis.user_server("bob0").await.as_deref(), Some("a"));
-    assert_eq!(c.redis.server_ids().await, vec!["a".to_string()]);
+    eventually(support::STEP, "b deregistered", || async {
+        c.redis.server_ids().await == ["a"]
+    })
+    .await;
     assert_eq!(alice.chat("bob3", "after").await["code"], "offline");
     assert_eq!(alice.chat("bob0", "still here").await["event"], "ack");
-    let logs = c.relay.proc.logs();
-    assert!(logs.contains("server declared dead"), "{logs}");
+    eventually(support::STEP, "the relay to log the death", || async {
+        c.relay.proc.logs().contains("server declared dead")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,9 +88,14 @@ async fn relay_down_means_unavailable_across_and_local_still_works_then_heals() 
         }
         assert!(Instant::now() < deadline, "never got unavailable: {r}");
     }
+    // Refused at once, not answered by the forward timeout.
     let started = Instant::now();
     assert_eq!(alice.chat("bob", "no relay").await["code"], "unavailable");
-    assert!(started.elapsed() < Duration::from_secs(1), "must not hang");
+    let took = started.elapsed();
+    assert!(
+        took < FORWARD_TIMEOUT,
+        "waited {took:?} for a link that is down"
+    );
     assert_eq!(alice.chat("carol", "local").await["event"], "ack");
     assert_eq!(carol.expect_event("message").await["content"], "local");
     // Users stay present while only the relay is gone.
@@ -103,7 +115,7 @@ async fn sigterm_drains_a_server_and_exits_zero() {
     alice.login("alice").await;
     bob.login("bob").await;
 
-    let status = c.b.proc.terminate(Duration::from_secs(10));
+    let status = c.b.proc.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
     assert_eq!(
         bob.recv().await,
@@ -118,7 +130,7 @@ async fn sigterm_drains_a_server_and_exits_zero() {
         "{off}"
     );
 
-    let status = c.relay.proc.terminate(Duration::from_secs(10));
+    let status = c.relay.proc.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "relay exit status {status}");
 }
 
@@ -128,13 +140,15 @@ async fn restart_under_the_same_id_clears_the_previous_incarnation() {
     let mut bob = c.b.client().await;
     bob.login("bob").await;
     c.b.proc.kill9();
-    // Restart at once, before the relay can declare the old one dead.
+    // Restart at once, before the relay can declare the old one dead
+    // (its client port opens before it has purged its earlier lives).
     c.b = Server::start("b", &c.relay.url(), &c.redis).await;
-    assert_eq!(
-        c.redis.user_server("bob").await,
-        None,
-        "stale entry survived a restart"
-    );
+    eventually(
+        support::STEP,
+        "the restarted server to purge its previous incarnation",
+        || async { c.redis.user_server("bob").await.is_none() },
+    )
+    .await;
     wait_routable(&c.a, &c.b).await;
     let mut bob = c.b.client().await;
     bob.login("bob").await;
@@ -152,13 +166,15 @@ async fn a_starting_relay_purges_servers_that_died_while_it_was_down() {
     c.b.proc.kill9();
     assert_eq!(c.redis.user_server("bob").await.as_deref(), Some("b"));
     c.relay = Relay::start(&c.redis).await;
+    // Its first round of checks runs at once.
     eventually(
-        Duration::from_secs(6),
-        "the orphaned entries to be purged",
-        || async { c.redis.user_server("bob").await.is_none() },
+        purge_bound(HEALTH_INTERVAL, HEALTH_FAILURES),
+        "the orphaned entries to be purged and b deregistered",
+        || async {
+            c.redis.user_server("bob").await.is_none() && c.redis.server_ids().await == ["a"]
+        },
     )
     .await;
-    assert_eq!(c.redis.server_ids().await, vec!["a".to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,9 +187,9 @@ async fn a_dropped_link_is_not_death() {
     c.relay.proc.kill9();
     c.relay = Relay::start_on(&c.redis, port).await;
     wait_routable(&c.a, &c.b).await;
-    // Over more than three health intervals, nobody is declared dead.
+    // Over more than the relay's patience, nobody is declared dead.
     support::holds_for(
-        Duration::from_millis(3500),
+        HEALTH_INTERVAL * HEALTH_FAILURES + HEALTH_INTERVAL / 2,
         "bob to stay present",
         || async { c.redis.user_server("bob").await.as_deref() == Some("b") },
     )
@@ -186,15 +202,17 @@ async fn a_dropped_link_is_not_death() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_wrongly_declared_dead_comes_back_by_itself() {
+    const INTERVAL: Duration = Duration::from_millis(200);
+    const FAILURES: u32 = 2;
     let redis = support::Redis::start().await;
     let relay = Relay::start_with(
         &redis,
         support::free_port(),
         vec![
             "--health-interval-ms".into(),
-            "200".into(),
+            INTERVAL.as_millis().to_string(),
             "--health-failures".into(),
-            "2".into(),
+            FAILURES.to_string(),
         ],
     )
     .await;
@@ -205,27 +223,14 @@ async fn a_server_wrongly_declared_dead_comes_back_by_itself() {
     bob.login("bob").await;
 
     // Frozen longer than the relay tolerates: declared dead and purged.
-    let pid = b.proc.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    b.proc.signal("STOP");
     eventually(
-        Duration::from_secs(5),
+        purge_bound(INTERVAL, FAILURES),
         "the frozen server's purge",
         || async { redis.user_server("bob").await.is_none() },
     )
     .await;
-    assert!(
-        Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    b.proc.signal("CONT");
 
     // Thawed, it re-registers, re-asserts bob, and is linked again.
     eventually(Duration::from_secs(10), "bob re-asserted", || async {

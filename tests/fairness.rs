@@ -17,7 +17,7 @@ async fn pings_are_answered_within_a_second_during_a_flood() {
     let s = Server::start("s", &relay.url(), &redis).await;
     // Bob reads steadily but slower than he is sent to, through a modest
     // kernel buffer: the server's writes to him block, again and again.
-    let mut bob = support::Client::connect_with_receive_buffer(s.port, 32 * 1024).await;
+    let mut bob = support::Client::connect_with_recv_buffer(s.port, 32 * 1024).await;
     bob.login("bob").await;
 
     // Senders flood bob without waiting for outcomes (their replies are

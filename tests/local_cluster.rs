@@ -2,35 +2,28 @@
 //! in one process with the embedded presence store; Ctrl-C stops it.
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Client, eventually, free_port};
+use support::{Client, Proc, STEP, free_port, port_open};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_command_cluster_chats_across_its_two_servers_and_stops_on_sigint() {
     let (p1, p2, relay) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "--ports",
-            &format!("{p1},{p2}"),
-            "--relay-port",
-            &relay.to_string(),
-        ])
-        .args(["--grpc-ports", &format!("{},{}", free_port(), free_port())])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start switchboard");
-    let port_open = |p: u16| async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", p))
-            .await
-            .is_ok()
-    };
-    eventually(Duration::from_secs(5), "both client ports", || async {
-        port_open(p1).await && port_open(p2).await
-    })
-    .await;
+    let args = [
+        "--ports".to_string(),
+        format!("{p1},{p2}"),
+        "--relay-port".into(),
+        relay.to_string(),
+        "--grpc-ports".into(),
+        format!("{},{}", free_port(), free_port()),
+    ];
+    let mut cluster = Proc::spawn("switchboard", env!("CARGO_BIN_EXE_switchboard"), &args, &[]);
+    cluster.wait_logged(STEP, "local cluster is up").await;
+    cluster
+        .wait_ready(STEP, "both client ports", || async {
+            port_open(p1).await && port_open(p2).await
+        })
+        .await;
 
     let (a, b) = (
         support::Server::attach("server-1", p1),
@@ -47,26 +40,12 @@ async fn one_command_cluster_chats_across_its_two_servers_and_stops_on_sigint() 
         "hello from 9501"
     );
 
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "switchboard did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    cluster.signal("INT");
+    let exit = cluster.wait_exit(Duration::from_secs(10)).await;
     assert!(exit.success(), "{exit}");
     assert_eq!(bob.recv().await["reason"], "server_shutdown");
-    let mut banner = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut banner).unwrap();
+    // The banner on stdout (the log holds stdout and stderr).
+    let banner = cluster.logs();
     assert!(
         banner.contains(&format!("telnet 127.0.0.1 {p1}")),
         "{banner}"

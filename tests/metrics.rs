@@ -1,10 +1,9 @@
 //! Prometheus metrics move with traffic, and logs can be JSON.
 mod support;
 
-use std::time::Duration;
-
 use support::{
-    Redis, Relay, Server, ServerOpts, eventually, free_port, sample, scrape, wait_routable,
+    HEALTH_FAILURES, HEALTH_INTERVAL, Redis, Relay, Server, ServerOpts, eventually, free_port,
+    purge_bound, sample, scrape, wait_routable,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +82,7 @@ async fn counters_move_with_logins_chats_kicks_and_purges() {
 
     b.proc.kill9();
     eventually(
-        Duration::from_secs(6),
+        purge_bound(HEALTH_INTERVAL, HEALTH_FAILURES),
         "the relay to count the purge",
         || async { sample(&scrape(relay_metrics).await, "switchboard_purges_total") == 1.0 },
     )

@@ -52,6 +52,22 @@ async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
     let forged = Authenticator::new(b"some-other-secret-of-length").issue("alice", 60);
     let expired = Authenticator::new(SECRET.as_bytes()).issue_expired("alice", 5);
     let for_bob = token_from_cli("bob");
+    // Signed with the right secret, but HS512 instead of HS256; and
+    // HS256 without the required `exp`.
+    let in_the_future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let sign = |alg, claims: serde_json::Value| {
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+    };
+    let hs512 = sign(
+        jsonwebtoken::Algorithm::HS512,
+        json!({"sub":"alice","exp":in_the_future}),
+    );
+    let no_exp = sign(jsonwebtoken::Algorithm::HS256, json!({"sub":"alice"}));
     let cases = [
         (
             json!({"cmd":"login","name":"alice","ref":1}),
@@ -71,6 +87,14 @@ async fn login_tokens_valid_forged_expired_wrong_name_and_missing() {
         ),
         (
             json!({"cmd":"login","name":"alice","token":"garbage","ref":5}),
+            "invalid token",
+        ),
+        (
+            json!({"cmd":"login","name":"alice","token":hs512,"ref":6}),
+            "invalid token",
+        ),
+        (
+            json!({"cmd":"login","name":"alice","token":no_exp,"ref":7}),
             "invalid token",
         ),
     ];
@@ -565,45 +589,34 @@ async fn redis_with_a_password_works_with_it_and_fails_clearly_without() {
     // With the password, a whole cluster works.
     let url = format!("redis://:s3cret-pass@127.0.0.1:{}", redis.port);
     let relay_port = free_port();
-    let mut relay = Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
-        .args([
-            "--grpc-listen",
-            &format!("127.0.0.1:{relay_port}"),
-            "--redis-url",
-            &url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let relay_args = [
+        "--grpc-listen".to_string(),
+        format!("127.0.0.1:{relay_port}"),
+        "--redis-url".into(),
+        url.clone(),
+    ];
+    let relay_bin = env!("CARGO_BIN_EXE_switchboard-relay");
+    let mut relay = support::Proc::spawn("relay", relay_bin, &relay_args, &[]);
+    relay.wait_logged(STEP, support::RELAY_STARTED).await;
     let client_port = free_port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_switchboard-server"))
-        .args(["--id", "p", "--listen", &format!("127.0.0.1:{client_port}")])
-        .args(["--grpc-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--relay", &format!("http://127.0.0.1:{relay_port}")])
-        .env("SWITCHBOARD_REDIS_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the server to accept clients",
-        || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", client_port))
-                .await
-                .is_ok()
-        },
-    )
-    .await;
+    let server_args = [
+        "--id".to_string(),
+        "p".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{client_port}"),
+        "--grpc-listen".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--relay".into(),
+        format!("http://127.0.0.1:{relay_port}"),
+    ];
+    let server_bin = env!("CARGO_BIN_EXE_switchboard-server");
+    let env = [("SWITCHBOARD_REDIS_URL", url.as_str())];
+    let mut server = support::Proc::spawn("p", server_bin, &server_args, &env);
+    server.wait_logged(STEP, support::SERVER_STARTED).await;
     let mut c = Client::connect(client_port).await;
     c.login("carol").await;
     c.send(json!({"cmd":"who","name":"carol"})).await;
     assert_eq!(c.recv().await["online"], true);
-    for child in [&mut relay, &mut server] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,13 +635,8 @@ async fn redis_over_tls_with_a_private_ca() {
             pki.path("ca.pem"),
         ])
         .collect();
-    let _redis = support::Proc::spawn("redis-tls", "redis-server", &args, &[]);
-    eventually(Duration::from_secs(5), "TLS redis to listen", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    let mut redis = support::Proc::spawn("redis-tls", "redis-server", &args, &[]);
+    redis.wait_logged(STEP, support::REDIS_READY).await;
     let url = format!("rediss://127.0.0.1:{port}");
 
     // Without the CA the certificate is unknown: a clear start-up error.
@@ -637,25 +645,22 @@ async fn redis_over_tls_with_a_private_ca() {
 
     // With --redis-ca the relay works on it (the Admin API reads Redis).
     let grpc = free_port();
-    let mut relay = Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
-        .args([
-            "--grpc-listen",
-            &format!("127.0.0.1:{grpc}"),
-            "--redis-url",
-            &url,
-        ])
-        .args(["--redis-ca", &pki.path("ca.pem")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let relay_args = [
+        "--grpc-listen".to_string(),
+        format!("127.0.0.1:{grpc}"),
+        "--redis-url".into(),
+        url,
+        "--redis-ca".into(),
+        pki.path("ca.pem"),
+    ];
+    let relay_bin = env!("CARGO_BIN_EXE_switchboard-relay");
+    let mut relay = support::Proc::spawn("relay-redis-tls", relay_bin, &relay_args, &[]);
     let addr = format!("127.0.0.1:{grpc}");
-    eventually(
-        Duration::from_secs(10),
-        "the relay to answer from Redis over TLS",
-        || async { grpcurl(&["-plaintext", &addr, "switchboard.v1.Admin/GetStats"]).0 },
-    )
-    .await;
-    let _ = relay.kill();
-    let _ = relay.wait();
+    relay
+        .wait_ready(
+            Duration::from_secs(10),
+            "the relay to answer from Redis over TLS",
+            || async { grpcurl(&["-plaintext", &addr, "switchboard.v1.Admin/GetStats"]).0 },
+        )
+        .await;
 }

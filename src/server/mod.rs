@@ -105,7 +105,9 @@ pub async fn run(
     .await?;
     let forward_timeout = opts.limits.forward_timeout;
     let grpc = Grpc::start(&parts, opts.grpc, opts.admin_token, forward_timeout).await;
-    let background = shutdown.child_token();
+    // Not a child of `shutdown`: the link, heartbeat and kick notices keep
+    // serving the connections that drain, and stop after them.
+    let background = CancellationToken::new();
     let tasks = TaskTracker::new();
     if let Some(listener) = opts.metrics_listener {
         let metrics = parts.metrics.clone();

@@ -40,7 +40,17 @@ pub struct Roster {
     /// One reconcile at a time (the heartbeat and the kick notices start
     /// them).
     reconciling: tokio::sync::Mutex<()>,
+    /// Logins of one name on this server take turns (by shard of the
+    /// name): each is recorded in the store and installed locally before
+    /// the next starts, so the local install order is the store's order.
+    /// Otherwise an older login installing late would displace the newest
+    /// session, then be kicked by its own delayed notice: nobody left.
+    login_turns: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Shards of `login_turns`: logins of different names rarely wait on
+/// each other.
+const LOGIN_SHARDS: usize = 64;
 
 /// What a reconcile changed.
 #[derive(Debug, Default, Clone, Copy)]
@@ -90,7 +100,16 @@ impl Roster {
             logging_in: Mutex::default(),
             dirty: AtomicBool::new(false),
             reconciling: tokio::sync::Mutex::new(()),
+            login_turns: (0..LOGIN_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
+    }
+
+    fn login_turn(&self, name: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(name);
+        &self.login_turns[hash as usize % LOGIN_SHARDS]
     }
 
     /// Records a login (newest wins), then runs `install` with the
@@ -104,6 +123,7 @@ impl Roster {
         entry: &Presence,
         install: impl FnOnce(Option<Presence>) -> R,
     ) -> presence::Result<R> {
+        let _turn = self.login_turn(&entry.name).lock().await;
         let mut login = LoggingIn::start(self, entry);
         let displaced = self.store.login(entry).await?;
         let installed = install(displaced.filter(|old| self.me.owns(old)));

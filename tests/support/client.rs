@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -40,9 +40,10 @@ impl Client {
         Self::from_stream(stream)
     }
 
-    /// A client whose kernel receive buffer is only `bytes` (as the kernel
-    /// allows): a client that stops reading then pushes back at once.
-    pub async fn connect_with_receive_buffer(port: u16, bytes: u32) -> Client {
+    /// A client whose socket receive buffer is only about `bytes`
+    /// (SO_RCVBUF, set before connecting): one that stops reading fills
+    /// the server's side after a few hundred KB instead of megabytes.
+    pub async fn connect_with_recv_buffer(port: u16, bytes: u32) -> Client {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -124,6 +125,72 @@ impl Client {
     /// `limit`: for replies that must be checked byte for byte.
     pub async fn try_recv_raw(&mut self, limit: Duration) -> Option<String> {
         self.rx.try_recv_raw(limit).await
+    }
+
+    /// The outcomes of chats with refs `0..n`, indexed by ref: waits until
+    /// each has one; panics on a second one for a ref, on any other line,
+    /// or after `limit`.
+    pub async fn outcomes(&mut self, n: usize, limit: Duration) -> Vec<Value> {
+        let mut got: Vec<Option<Value>> = vec![None; n];
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut missing = n;
+        while missing > 0 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(v) = self.try_recv(left).await else {
+                panic!("{missing} of {n} outcomes missing after {limit:?}");
+            };
+            assert!(
+                v["event"] == "ack" || v["event"] == "error",
+                "not an outcome: {v}"
+            );
+            let i = v["ref"].as_u64().expect("an outcome carries its ref") as usize;
+            assert!(got[i].is_none(), "a second outcome for ref {i}: {v}");
+            got[i] = Some(v);
+            missing -= 1;
+        }
+        got.into_iter().map(Option::unwrap).collect()
+    }
+
+    /// Every line until the server closes the connection (EOF or reset);
+    /// panics if that takes longer than `limit`.
+    pub async fn recv_until_closed(&mut self, limit: Duration) -> Vec<Value> {
+        let mut lines = Vec::new();
+        let read_all = async {
+            loop {
+                let mut line = String::new();
+                match self.rx.reader.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => lines.push(
+                        serde_json::from_str(&line)
+                            .unwrap_or_else(|e| panic!("bad line {line:?}: {e}")),
+                    ),
+                }
+            }
+        };
+        tokio::time::timeout(limit, read_all)
+            .await
+            .unwrap_or_else(|_| panic!("still open after {limit:?}"));
+        lines
+    }
+
+    /// Every byte until the server closes the connection (EOF or reset).
+    /// For a client that stopped reading: its last line may be cut off.
+    /// Panics after `limit`.
+    pub async fn bytes_until_closed(&mut self, limit: Duration) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let read_all = async {
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                match self.rx.reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(limit, read_all)
+            .await
+            .unwrap_or_else(|_| panic!("still open after {limit:?}"));
+        bytes
     }
 
     /// Closes the sending side (`shutdown(SHUT_WR)`): end of input.

@@ -2,7 +2,8 @@
 //! handle on servers someone else started), a linked cluster of Redis, a
 //! relay and two servers, and the wait until chats route between two
 //! servers. Starters return once the process is ready; they must not
-//! sleep for a guess.
+//! sleep for a guess. The intervals they configure are constants here,
+//! so that tests derive their time bounds from them.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -13,10 +14,58 @@ use tokio::net::TcpStream;
 use super::client::Client;
 use super::process::Proc;
 use super::redis::Redis;
-use super::{STEP, free_port};
+use super::{SLACK, STEP, free_port};
 
-async fn port_open(port: u16) -> bool {
+/// The relay's health checks unless a test gives its own: one check per
+/// `HEALTH_INTERVAL`, dead after `HEALTH_FAILURES` failures in a row.
+pub const HEALTH_INTERVAL: Duration = Duration::from_millis(1000);
+pub const HEALTH_FAILURES: u32 = 3;
+/// `--forward-timeout-ms` of servers unless a test gives its own.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(5000);
+/// How often a server answers forwards past their timeout (`forwards.rs`).
+pub const EXPIRY_SWEEP: Duration = Duration::from_millis(250);
+
+/// By when a server that died is declared dead and purged, with the
+/// relay checking every `interval` and giving up after `failures`: one
+/// interval until the first failing check, one per failure, and `SLACK`.
+pub fn purge_bound(interval: Duration, failures: u32) -> Duration {
+    interval * (failures + 1) + SLACK
+}
+
+/// Relay flags for tests that freeze a server (SIGSTOP) for a few
+/// seconds: the relay does not declare it dead meanwhile, so what the
+/// test sees is the freeze's doing, not a death's.
+pub fn patient_relay() -> Vec<String> {
+    vec!["--health-failures".into(), "1000".into()]
+}
+
+/// What the binaries log once they serve (after binding their ports; a
+/// server also after joining the registry).
+pub const RELAY_STARTED: &str = "relay started";
+pub const SERVER_STARTED: &str = "message server started";
+
+pub async fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+}
+
+/// `args`, then each (flag, value) of `defaults` that `extra` does not
+/// set, then `extra`.
+fn with_defaults(
+    mut args: Vec<String>,
+    defaults: &[(&str, String)],
+    extra: Vec<String>,
+) -> Vec<String> {
+    for (flag, value) in defaults {
+        if !extra.iter().any(|a| a == flag) {
+            args.extend([flag.to_string(), value.clone()]);
+        }
+    }
+    args.extend(extra);
+    args
+}
+
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
 }
 
 pub struct Relay {
@@ -33,7 +82,8 @@ impl Relay {
         Self::start_with(redis, port, Vec::new()).await
     }
 
-    /// `extra` flags win over the defaults (1 s health checks, 3 failures).
+    /// `extra` flags win over the defaults (`HEALTH_INTERVAL`,
+    /// `HEALTH_FAILURES`).
     pub async fn start_with(redis: &Redis, port: u16, extra: Vec<String>) -> Relay {
         Self::start_env(&redis.url(), port, extra, &[]).await
     }
@@ -51,21 +101,20 @@ impl Relay {
         extra: Vec<String>,
         env: &[(&str, &str)],
     ) -> Relay {
-        let mut args = vec![
+        let args = vec![
             "--grpc-listen".into(),
             format!("127.0.0.1:{port}"),
             "--redis-url".into(),
             redis_url.into(),
         ];
-        for (flag, default) in [("--health-interval-ms", "1000"), ("--health-failures", "3")] {
-            if !extra.iter().any(|a| a == flag) {
-                args.extend([flag.to_string(), default.to_string()]);
-            }
-        }
-        args.extend(extra);
+        let defaults = [
+            ("--health-interval-ms", ms(HEALTH_INTERVAL)),
+            ("--health-failures", HEALTH_FAILURES.to_string()),
+        ];
+        let args = with_defaults(args, &defaults, extra);
         let mut proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, env);
-        let open = || port_open(port);
-        proc.wait_ready(STEP, "relay gRPC port", open).await;
+        // Its port is bound before it logs this.
+        proc.wait_logged(STEP, RELAY_STARTED).await;
         Relay { proc, port }
     }
 
@@ -81,12 +130,11 @@ pub struct Server {
     pub grpc_port: u16,
 }
 
-/// Extra flags (and environment variables) for a message server.
+/// Extra flags (and environment variables) for a message server; the
+/// flags win over the defaults (`FORWARD_TIMEOUT`, a free `--grpc-listen`).
 #[derive(Clone, Default)]
 pub struct ServerOpts {
     pub max_connections: Option<u32>,
-    /// Flags after the defaults; a `--grpc-listen` here replaces the
-    /// default one (a free port).
     pub extra: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -97,18 +145,13 @@ impl Server {
     }
 
     pub async fn start_with(id: &str, relay_url: &str, redis: &Redis, opts: ServerOpts) -> Server {
-        let given_grpc = opts.extra.iter().position(|a| a == "--grpc-listen");
         let port = free_port();
-        let grpc_port = match given_grpc {
-            Some(i) => opts.extra[i + 1]
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap(),
+        let given_grpc = opts.extra.iter().position(|a| a == "--grpc-listen");
+        let grpc_port = match given_grpc.and_then(|i| opts.extra.get(i + 1)) {
+            Some(addr) => addr.rsplit(':').next().unwrap().parse().unwrap(),
             None => free_port(),
         };
-        let mut args = vec![
+        let args = vec![
             "--id".into(),
             id.into(),
             "--listen".into(),
@@ -120,18 +163,20 @@ impl Server {
             "--max-connections".into(),
             opts.max_connections.unwrap_or(500).to_string(),
         ];
-        if given_grpc.is_none() {
-            args.extend(["--grpc-listen".into(), format!("127.0.0.1:{grpc_port}")]);
-        }
-        args.extend(opts.extra);
+        let defaults = [
+            ("--grpc-listen", format!("127.0.0.1:{grpc_port}")),
+            ("--forward-timeout-ms", ms(FORWARD_TIMEOUT)),
+        ];
+        let args = with_defaults(args, &defaults, opts.extra);
         let env: Vec<(&str, &str)> = opts
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let mut proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &env);
-        let open = || port_open(port);
-        proc.wait_ready(STEP, "server client port", open).await;
+        // Its ports are bound before it logs this. No probe connection:
+        // it would hold one of the server's connection slots for a moment.
+        proc.wait_logged(STEP, SERVER_STARTED).await;
         Server {
             proc,
             id: id.into(),
@@ -186,12 +231,24 @@ pub struct Cluster {
     pub b: Server,
 }
 
+/// Extra flags for the processes of a `Cluster`.
+#[derive(Clone, Default)]
+pub struct ClusterOpts {
+    pub relay: Vec<String>,
+    pub a: ServerOpts,
+    pub b: ServerOpts,
+}
+
 impl Cluster {
     pub async fn start() -> Cluster {
+        Self::start_with(ClusterOpts::default()).await
+    }
+
+    pub async fn start_with(opts: ClusterOpts) -> Cluster {
         let redis = Redis::start().await;
-        let relay = Relay::start(&redis).await;
-        let a = Server::start("a", &relay.url(), &redis).await;
-        let b = Server::start("b", &relay.url(), &redis).await;
+        let relay = Relay::start_with(&redis, free_port(), opts.relay).await;
+        let a = Server::start_with("a", &relay.url(), &redis, opts.a).await;
+        let b = Server::start_with("b", &relay.url(), &redis, opts.b).await;
         let cluster = Cluster { redis, relay, a, b };
         wait_routable(&cluster.a, &cluster.b).await;
         cluster

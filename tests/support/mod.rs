@@ -10,13 +10,16 @@
 //! cluster), `client` (the protocol client), `tools` (grpcurl, a link
 //! held open with grpcurl, metrics scrapes, /proc, the `switchboard-load`
 //! binary), `pki` (certificates for TLS tests), `traffic` (a flooding
-//! client and the outcomes it got back). This file re-exports
-//! them all (tests name everything `support::X`) and owns the shared
-//! waiting helpers; it must not start anything itself.
+//! client and the outcomes it got back), `load` (a run of
+//! `switchboard-load pairs` and its checks, named `support::load::X`).
+//! This file re-exports the others (tests name them `support::X`) and
+//! owns the shared waiting helpers and time bounds; it must not start
+//! anything itself.
 #![allow(dead_code)]
 
 mod client;
 mod cluster;
+pub mod load;
 mod pki;
 mod process;
 mod redis;
@@ -33,20 +36,27 @@ use std::time::{Duration, Instant};
 pub use self::client::{Client, ClientRx, ClientTx};
 #[allow(unused_imports)]
 pub use self::cluster::{
-    AttachedServer, ClientPort, Cluster, Relay, Server, ServerOpts, wait_routable,
+    AttachedServer, ClientPort, Cluster, ClusterOpts, EXPIRY_SWEEP, FORWARD_TIMEOUT,
+    HEALTH_FAILURES, HEALTH_INTERVAL, RELAY_STARTED, Relay, SERVER_STARTED, Server, ServerOpts,
+    patient_relay, port_open, purge_bound, wait_routable,
 };
 #[allow(unused_imports)]
 pub use self::pki::Pki;
 #[allow(unused_imports)]
 pub use self::process::Proc;
 #[allow(unused_imports)]
-pub use self::redis::{Redis, redis_args};
+pub use self::redis::{REDIS_READY, Redis, redis_args};
 #[allow(unused_imports)]
 pub use self::tools::{LinkCall, grpcurl, load_binary, rss_kib, sample, scrape};
 #[allow(unused_imports)]
 pub use self::traffic::{Outcomes, flood};
 
 pub const STEP: Duration = Duration::from_secs(5);
+
+/// Added to every time bound a test derives from a configured interval:
+/// room for a loaded 2-core machine, where a process can lose the CPU
+/// for a while, without making the bound meaningless.
+pub const SLACK: Duration = Duration::from_secs(2);
 
 /// A port that was free a moment ago. Binding it again may race with
 /// another test; the port space is large and tests retry start-up.

@@ -1,8 +1,11 @@
 //! A child process of a test: started with its output in a log file
-//! under the target's tmp dir, waited for until it is ready (failing at
-//! once, with its log, if it exits first), killed (SIGKILL) and reaped on
-//! drop. Knows nothing about what the process is; the starters in
-//! `redis` and `cluster` do.
+//! under the target's tmp dir, waited for until it is ready (its port
+//! answers, its log says so; failing at once, with its log, if it exits
+//! first), sent signals (SIGSTOP/SIGCONT
+//! to freeze it, SIGTERM/SIGINT to stop it) and waited for without
+//! blocking the runtime, killed (SIGKILL) and reaped on drop. Knows
+//! nothing about what the process is; the starters in `redis` and
+//! `cluster` do.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -71,6 +74,17 @@ impl Proc {
         }
     }
 
+    /// Waits until the process's log holds `marker`, a line it prints
+    /// once it serves: proof of its own readiness, where an open port may
+    /// be another process's that took it first (the child then exits,
+    /// and this fails at once with its log).
+    pub async fn wait_logged(&mut self, limit: Duration, marker: &str) {
+        let log = self.log.clone();
+        let logged = || async { std::fs::read_to_string(&log).is_ok_and(|t| t.contains(marker)) };
+        self.wait_ready(limit, &format!("{marker:?} in its log"), logged)
+            .await;
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -79,13 +93,20 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends signal `name` (`STOP`, `CONT`, `TERM`...) without waiting.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends signal `name` (`STOP`, `CONT`, `TERM`, `INT`…) with kill(1).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid().to_string()])
+            .args([format!("-{name}"), self.pid().to_string()])
             .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{name} {}", self.pid());
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{name} {} failed", self.name);
     }
 
     /// Waits (up to `STEP`) until the log contains `text`, e.g. the
@@ -101,33 +122,39 @@ impl Proc {
         }
     }
 
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not yet reaped");
+        child.try_wait().expect("try_wait").is_none()
     }
 
-    /// Sends SIGTERM and waits up to `limit` for the exit status.
-    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
-        self.signal("TERM");
-        let mut child = self.child.take().expect("running");
+    /// Waits (polling, without blocking the runtime) up to `limit` for the
+    /// process to exit by itself; returns its status. Past `limit` it is
+    /// killed and the test fails with its log.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let start = Instant::now();
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
+            let child = self.child.as_mut().expect("not yet reaped");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
                 return status;
             }
             if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
+                self.kill9();
                 panic!(
-                    "{} did not exit within {limit:?} of SIGTERM:\n{}",
+                    "{} did not exit within {limit:?}:\n{}",
                     self.name,
                     self.logs()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(limit).await
     }
 }
 

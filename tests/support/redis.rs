@@ -16,6 +16,9 @@ pub fn redis_args(listen: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// What redis-server logs once it listens (not if its port is taken).
+pub const REDIS_READY: &str = "Ready to accept connections";
+
 pub struct Redis {
     pub proc: Proc,
     pub port: u16,
@@ -60,6 +63,7 @@ impl Redis {
             password: password.map(str::to_owned),
         };
         let (url, proc) = (redis.url(), &mut redis.proc);
+        proc.wait_logged(STEP, REDIS_READY).await;
         let ping = || answers_ping(&url);
         proc.wait_ready(STEP, "redis to answer PING", ping).await;
         redis

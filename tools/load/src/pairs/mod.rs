@@ -3,8 +3,9 @@
 //!
 //! Per connection there is one writer task (waits for window credit,
 //! batches every chat it may send into one write) and one reader task
-//! (outcomes free credit; `message` lines are verified). All users log in
-//! before the clock starts. A run is `ok` when nothing was lost,
+//! (outcomes free credit; `message` lines are verified; it reads on for
+//! --linger-ms after the last expected line, to catch late duplicates).
+//! All users log in before the clock starts. A run is `ok` when nothing was lost,
 //! duplicated, reordered, corrupted or left without an outcome.
 //!
 //! For fault injection: `--rate` paces each sender, `--ready-file` tells
@@ -98,6 +99,11 @@ pub struct PairsArgs {
     /// that inject a failure mid-run.
     #[arg(long, env = "SWITCHBOARD_LOAD_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Once a connection has every outcome and message it expects, read
+    /// on for this long: a duplicate arriving after the last expected line
+    /// is then counted as a violation instead of going unseen.
+    #[arg(long, env = "SWITCHBOARD_LOAD_LINGER_MS", default_value_t = 250)]
+    pub linger_ms: u64,
     /// Outcomes (all senders together) before --ready-file is written.
     #[arg(
         long,

@@ -1,12 +1,15 @@
 //! One connection's reader in a `pairs` run: outcomes of the user's own
 //! chats (each frees window credit for its writer) and messages from its
-//! partner (verified on arrival). It ends when both roles are complete,
-//! at EOF or on cancel. Owns its `ReaderResult`; of the shared state it
-//! writes only its directions' outcome slots and lost/done flags. Must
-//! not write to the connection.
+//! partner (verified on arrival). Once both roles are complete it reads on
+//! for --linger-ms, so that a duplicate arriving after the last expected
+//! line is counted rather than missed; it ends then, at EOF or on cancel.
+//! Owns its `ReaderResult`; of the shared state it writes only its
+//! directions' outcome slots and lost/done flags. Must not write to the
+//! connection.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +29,9 @@ pub(super) struct ReaderResult {
     pub(super) odd: OddReplies,
     pub(super) disconnected: bool,
     pub(super) last_receive_ns: u64,
+    /// When the reader had everything it expected (or gave up), before
+    /// lingering (ns).
+    pub(super) done_ns: u64,
 }
 
 /// Replies that were neither a first outcome nor a message for us.
@@ -56,10 +62,13 @@ pub(super) struct ReaderCtx {
     pub(super) progress: Arc<Progress>,
     pub(super) ready: Arc<Ready>,
     pub(super) cancel: CancellationToken,
+    /// How long to read on once both roles are complete.
+    pub(super) linger: Duration,
 }
 
 /// Reads one connection: outcomes of its own chats, messages from its
-/// partner. Ends when both roles are complete, at EOF or on cancel.
+/// partner. Ends --linger-ms after both roles are complete, or at EOF or
+/// on cancel.
 pub(super) async fn read_loop(
     mut lines: LineReader,
     sends: Option<Arc<Dir>>,
@@ -69,19 +78,17 @@ pub(super) async fn read_loop(
 ) -> ReaderResult {
     let mut reader = Reader::new(sends, receives, window, ctx);
     loop {
-        let now = now_ns();
-        let mut batch = Batch::default();
-        while let Some(line) = lines.next_line() {
-            reader.on_line(line, now, &mut batch);
-        }
-        reader.account(&batch, now);
+        reader.read_buffered(&mut lines);
         // Both are evaluated: each updates the reader's state.
         let sender_done = reader.sender_done();
         let receiver_done = reader.receiver_done();
         if sender_done && receiver_done {
+            reader.res.done_ns = now_ns();
+            reader.linger(&mut lines).await;
             break;
         }
         if !reader.wait(&mut lines).await {
+            reader.res.done_ns = now_ns();
             break;
         }
     }
@@ -136,6 +143,16 @@ impl Reader {
             outcomes_got: 0,
             missing_delivered: None,
         }
+    }
+
+    /// Handles every complete line already read.
+    fn read_buffered(&mut self, lines: &mut LineReader) {
+        let now = now_ns();
+        let mut batch = Batch::default();
+        while let Some(line) = lines.next_line() {
+            self.on_line(line, now, &mut batch);
+        }
+        self.account(&batch, now);
     }
 
     fn on_line(&mut self, line: &[u8], now: u64, batch: &mut Batch) {
@@ -280,6 +297,24 @@ impl Reader {
             d.recipient_lost.store(true, Ordering::Relaxed);
         }
         false
+    }
+
+    /// Reads on for --linger-ms after everything expected arrived: a late
+    /// duplicate outcome or message is then counted, not missed. The end
+    /// of input just stops it (nothing more was expected).
+    async fn linger(&mut self, lines: &mut LineReader) {
+        let until = tokio::time::Instant::now() + self.ctx.linger;
+        loop {
+            let filled = tokio::select! {
+                _ = self.ctx.cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => return,
+                r = lines.fill() => r,
+            };
+            if !matches!(filled, Ok(true)) {
+                return;
+            }
+            self.read_buffered(lines);
+        }
     }
 
     fn finish(self) -> ReaderResult {

@@ -1,8 +1,9 @@
 //! The output of a finished `pairs` run: the human lines on stderr and
 //! exactly one JSON summary line on stdout, which scripts/bench.sh,
-//! scripts/bench_report.py and tests/resilience.rs parse: keys and their
-//! meaning must not change without them. Computes only rates, latency
-//! percentiles and rounding; must not measure or judge anything itself.
+//! scripts/bench_report.py, tests/support/load.rs and tools/load/tests
+//! parse: keys and their meaning must not change without them. Computes
+//! only rates, latency percentiles and rounding; must not measure or
+//! judge anything itself.
 
 use std::time::Duration;
 
@@ -28,7 +29,8 @@ pub(super) struct Finished<'a> {
 struct Measures {
     /// From the start to the last arrival.
     elapsed: Duration,
-    /// From the start to the end of the last reader.
+    /// From the start until the last reader had everything it expected
+    /// (lingering for late duplicates is not counted).
     total: Duration,
     msgs_per_sec: f64,
     e2e: Summary,

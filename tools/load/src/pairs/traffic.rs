@@ -1,6 +1,7 @@
 //! The timed part of a `pairs` run: starts the clock, the progress
 //! reporter, the ready file and one writer and one reader per user, waits
-//! for every reader, then stops the rest and closes the write halves.
+//! for every reader (lingering included), then stops the rest and closes
+//! the write halves.
 //! Owns the run's start and end and the cancellation; must not judge
 //! outcomes or arrivals (`reader`, `audit`).
 
@@ -25,7 +26,8 @@ use crate::progress::{Progress, Reporter};
 
 /// How the timed part ended.
 pub(super) struct Ended {
-    /// The clock (ns): all users logged in / every reader ended.
+    /// The clock (ns): all users logged in / every reader had what it
+    /// expected (or gave up).
     pub(super) start: u64,
     pub(super) end: u64,
     /// The stall detector gave up on the run.
@@ -67,13 +69,16 @@ pub(super) async fn run(
         progress: progress.clone(),
         ready: ready.clone(),
         cancel: cancel.clone(),
+        linger: Duration::from_millis(args.linger_ms),
     };
     let (readers, writers) = spawn_connections(args, users, ctx, &progress, &cancel);
     let mut results = Vec::new();
     for r in readers {
         results.push(r.await?);
     }
-    let end = now_ns();
+    // The run ended when the last reader had what it expected; lingering
+    // for late duplicates is not part of it.
+    let end = results.iter().map(|r| r.done_ns).max().unwrap_or(start);
     let timed_out = cancel.is_cancelled();
     cancel.cancel(); // stops writers still waiting for credit
     reporter.stop().await;
