@@ -43,8 +43,10 @@ pub struct Outbound {
     pub receipt: Receipt,
 }
 
-/// Who learns a message's outcome.
-pub struct Receipt(Option<Waiting>);
+/// Who learns a message's outcome. Boxed: every connection's queue
+/// allocates slots for its messages up front, and an unboxed receipt
+/// would triple their size (memory per idle connection).
+pub struct Receipt(Option<Box<Waiting>>);
 
 enum Waiting {
     /// A chat from a session on this server: its sender's control channel.
@@ -65,23 +67,23 @@ enum Waiting {
 
 impl Receipt {
     pub fn local(sender: mpsc::UnboundedSender<Control>, id: String, reference: Ref) -> Self {
-        Self(Some(Waiting::Local {
+        Self(Some(Box::new(Waiting::Local {
             sender,
             id,
             reference,
-        }))
+        })))
     }
 
     pub fn remote(link: LinkSender, message_id: String, origin: String) -> Self {
-        Self(Some(Waiting::Remote {
+        Self(Some(Box::new(Waiting::Remote {
             link,
             message_id,
             origin,
-        }))
+        })))
     }
 
     pub fn operator(tx: oneshot::Sender<Status>) -> Self {
-        Self(Some(Waiting::Operator(tx)))
+        Self(Some(Box::new(Waiting::Operator(tx))))
     }
 
     /// Drops the receipt without telling anyone: its caller answers the
@@ -95,7 +97,7 @@ impl Receipt {
     /// in its outcome metrics; a forward counts at its origin.
     pub fn settle(mut self, status: Status, metrics: &Metrics) {
         if let Some(waiting) = self.0.take() {
-            if !matches!(waiting, Waiting::Remote { .. }) {
+            if !matches!(*waiting, Waiting::Remote { .. }) {
                 metrics.outcome(status);
             }
             waiting.tell(status);
