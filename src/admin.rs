@@ -20,7 +20,7 @@ use crate::names::is_valid_name;
 use crate::outcome::{ClientOutcome, OUTCOME_CODES};
 use crate::pb::admin_server::{Admin, AdminServer};
 use crate::pb::{self, Status};
-use crate::presence::{PresenceError, PresenceStore};
+use crate::presence::{LinkInfo, PresenceError, PresenceStore};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -31,11 +31,14 @@ const MAX_CONTENT_BYTES: usize = 64 * 1024;
 pub struct ServerView {
     pub linked_since_ms: Option<i64>,
     pub health: Option<String>,
+    /// Its live links to relays, when the node knows them first-hand (a
+    /// server itself); else the ones it published with its heartbeat.
+    pub links: Option<Vec<LinkInfo>>,
 }
 
 #[tonic::async_trait]
 pub trait AdminNode: Send + Sync + 'static {
-    /// "relay", or the server's id.
+    /// The relay's or the server's id.
     fn node_name(&self) -> String;
     /// Link and health knowledge, by server id.
     fn server_views(&self) -> HashMap<String, ServerView>;
@@ -96,7 +99,9 @@ impl<N: AdminNode> Admin for AdminService<N> {
             .into_iter()
             .map(|s| {
                 let view = views.remove(&s.id).unwrap_or_default();
+                let links = view.links.as_deref().unwrap_or(&s.links);
                 pb::ServerStatus {
+                    links: links.iter().map(link_status).collect(),
                     health: view.health.unwrap_or_else(|| "UNKNOWN".into()),
                     linked: view.linked_since_ms.is_some(),
                     linked_since_ms: view.linked_since_ms.unwrap_or(0),
@@ -116,6 +121,7 @@ impl<N: AdminNode> Admin for AdminService<N> {
             .filter(|(_, v)| v.linked_since_ms.is_some())
         {
             servers.push(pb::ServerStatus {
+                links: view.links.iter().flatten().map(link_status).collect(),
                 id,
                 health: view.health.unwrap_or_else(|| "UNKNOWN".into()),
                 linked: true,
@@ -125,6 +131,26 @@ impl<N: AdminNode> Admin for AdminService<N> {
         }
         servers.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Response::new(pb::ListServersResponse { servers }))
+    }
+
+    async fn list_relays(
+        &self,
+        _: Request<pb::ListRelaysRequest>,
+    ) -> GrpcReply<pb::ListRelaysResponse> {
+        let relays = self.store.relays().await.map_err(store_status)?;
+        let relays = relays
+            .into_iter()
+            .map(|r| pb::RelayStatus {
+                state: if r.draining { "DRAINING" } else { "SERVING" }.into(),
+                id: r.id,
+                incarnation: r.incarnation,
+                grpc_addr: r.grpc_addr,
+                links: r.links,
+                started_ms: r.started_ms,
+                heartbeat_ms: r.heartbeat_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::ListRelaysResponse { relays }))
     }
 
     async fn lookup_user(
@@ -250,6 +276,14 @@ impl<N: AdminNode> Admin for AdminService<N> {
             node: self.node.node_name(),
             node_stats: Some(node_stats),
         }))
+    }
+}
+
+fn link_status(l: &LinkInfo) -> pb::LinkStatus {
+    pb::LinkStatus {
+        relay_id: l.relay.clone(),
+        state: if l.draining { "DRAINING" } else { "LINKED" }.into(),
+        since_ms: l.since_ms,
     }
 }
 

@@ -44,6 +44,10 @@ pub async fn run(
     let mut nodes = tokio::task::JoinSet::new();
     nodes.spawn(relay::run(
         relay::Options {
+            id: "relay".into(),
+            advertise_grpc: relay_addr.to_string(),
+            heartbeat: opts.limits.heartbeat,
+            drain_timeout: opts.limits.drain_timeout,
             grpc: Serving::plain(opts.relay_listener),
             client_tls: None,
             metrics_listener: None,
@@ -74,7 +78,8 @@ pub async fn run(
             advertise_grpc: grpc_addr.to_string(),
             link_queue_bytes: opts.link_queue_bytes,
             relay: server::RelayEndpoint {
-                url: format!("http://{relay_addr}"),
+                urls: vec![format!("http://{relay_addr}")],
+                discover: false,
                 tls: None,
                 link_token: Some(opts.link_token.clone()),
             },

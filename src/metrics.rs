@@ -48,6 +48,12 @@ pub struct Metrics {
     pub purged_entries: IntCounter,
     pub lookups_refused: IntCounter,
     pub forward_latency: Histogram,
+    /// A server's forwards by relay link (children made at link up).
+    pub link_forwards: IntCounterVec,
+    /// A server's forwards sent again through another relay.
+    pub forwards_resent: IntCounter,
+    /// Forwards a destination dropped as copies of ones it already had.
+    pub duplicates_dropped: IntCounter,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -140,7 +146,7 @@ impl Metrics {
             relay_links: gauge(
                 &r,
                 "switchboard_relay_links",
-                "Relay links up (a server: 0 or 1; the relay: linked servers)",
+                "Relay links up (a server: relays it is linked to; a relay: linked servers)",
             ),
             routed_forwards: routed[0].clone(),
             routed_outcomes: routed[1].clone(),
@@ -169,6 +175,27 @@ impl Metrics {
                 "Presence lookups refused: over the lookup budget (who, or relay route misses)",
             ),
             forward_latency: register(&r, Histogram::with_opts(latency).expect("valid metric")),
+            link_forwards: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "switchboard_link_forwards_total",
+                        "Chats a server forwarded, by the relay they left by",
+                    ),
+                    &["relay"],
+                )
+                .expect("valid metric"),
+            ),
+            forwards_resent: counter(
+                &r,
+                "switchboard_forwards_resent_total",
+                "Chats sent again through another relay because theirs failed",
+            ),
+            duplicates_dropped: counter(
+                &r,
+                "switchboard_duplicates_dropped_total",
+                "Forwards a destination server dropped as copies of messages it already had",
+            ),
             registry: r,
         })
     }

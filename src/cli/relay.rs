@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use super::build::{self, bind_opt};
+use super::build::{self, bind_opt, dialable};
 use super::{
     GrpcFlags, HealthFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, LookupFlags, RedisFlags,
+    millis, positive, server_id,
 };
 use crate::presence::PresenceStore;
 use crate::relay::Options;
@@ -15,9 +16,30 @@ use crate::relay::Options;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "switchboard-relay", version, about = "switchboard relay")]
 pub struct RelayArgs {
+    /// Stable id of this relay (the pod name under Kubernetes)
+    /// [default: relay-<gRPC port>].
+    #[arg(long, env = "SWITCHBOARD_ID", value_parser = server_id)]
+    pub id: Option<String>,
+
     /// gRPC listen address (Relay links, health, reflection, Admin).
     #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "0.0.0.0:9600")]
     pub grpc_listen: SocketAddr,
+
+    /// Where servers link to this relay, as published in the relay
+    /// registry [default: --grpc-listen, with an unspecified IP replaced by
+    /// 127.0.0.1].
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_GRPC")]
+    pub advertise_grpc: Option<String>,
+
+    /// Refresh period of this relay's registry entry (it expires after
+    /// three missed refreshes).
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_MS", default_value_t = 1_000, value_parser = positive)]
+    pub heartbeat_ms: u64,
+
+    /// At shutdown, how long messages in flight may take to finish after
+    /// the servers were told to send this relay no more.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS", default_value_t = 5_000, value_parser = positive)]
+    pub drain_timeout_ms: u64,
 
     #[command(flatten)]
     pub redis: RedisFlags,
@@ -51,6 +73,14 @@ impl RelayArgs {
     pub async fn build(self) -> anyhow::Result<(Options, Arc<dyn PresenceStore>)> {
         let store = build::connect_redis(&self.redis).await?;
         let options = Options {
+            id: self
+                .id
+                .unwrap_or_else(|| format!("relay-{}", self.grpc_listen.port())),
+            advertise_grpc: self
+                .advertise_grpc
+                .unwrap_or_else(|| dialable(self.grpc_listen)),
+            heartbeat: millis(self.heartbeat_ms),
+            drain_timeout: millis(self.drain_timeout_ms),
             grpc: build::serving(&self.grpc, self.grpc_listen).await?,
             client_tls: build::client_tls(&self.grpc)?,
             metrics_listener: bind_opt(self.metrics_listen).await?,

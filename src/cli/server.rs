@@ -41,13 +41,21 @@ pub struct ServerArgs {
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
 
-    /// Relay gRPC URL (http://, or https:// with --tls-ca).
+    /// Relay gRPC URLs, comma-separated (http://, or https:// with
+    /// --tls-ca): the server links to every one of them.
     #[arg(
         long,
         env = "SWITCHBOARD_RELAY",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:9600"
     )]
-    pub relay: String,
+    pub relay: Vec<String>,
+
+    /// Link to every relay in the relay registry (in Redis) instead of the
+    /// --relay list, following relays as they come and go (under
+    /// Kubernetes: scale-up, scale-down, rolling upgrades).
+    #[arg(long, env = "SWITCHBOARD_DISCOVER_RELAYS")]
+    pub discover_relays: bool,
 
     #[command(flatten)]
     pub redis: RedisFlags,
@@ -90,7 +98,8 @@ impl ServerArgs {
             client_listener: bind(self.listen).await?,
             grpc: build::serving(&self.grpc, self.grpc_listen).await?,
             relay: RelayEndpoint {
-                url: self.relay,
+                urls: self.relay,
+                discover: self.discover_relays,
                 tls: build::client_tls(&self.grpc)?,
                 link_token: build::link_token(&self.link)?,
             },

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 
-use super::{Kick, KickCause, Presence, PresenceError, PresenceStore, Reassert, ServerInfo};
+use super::{
+    Kick, KickCause, LinkInfo, Presence, PresenceError, PresenceStore, Reassert, RelayInfo,
+    ServerInfo,
+};
 
 fn server(id: &str, incarnation: &str) -> ServerInfo {
     ServerInfo {
@@ -19,7 +22,7 @@ fn server(id: &str, incarnation: &str) -> ServerInfo {
         connections: 0,
         heartbeat_ms: 0,
         started_ms: 5,
-        stats: BTreeMap::new(),
+        ..Default::default()
     }
 }
 
@@ -46,6 +49,7 @@ pub async fn run_all(store: &dyn PresenceStore) {
     purge_leaves_a_registered_incarnation_alone(store).await;
     incarnations_are_listed_by_their_index(store).await;
     lookup_many_answers_in_order(store).await;
+    relays_announce_expire_and_withdraw(store).await;
 }
 
 pub async fn newest_login_wins_and_notifies_the_other_server(store: &dyn PresenceStore) {
@@ -155,27 +159,102 @@ pub async fn reassert_never_displaces(store: &dyn PresenceStore) {
 pub async fn registry_is_fenced_by_incarnation(store: &dyn PresenceStore) {
     let info = server("rg-a", "1");
     let stats: BTreeMap<String, u64> = [("logins".to_owned(), 7)].into();
+    let links = [
+        LinkInfo {
+            relay: "relay-a".into(),
+            since_ms: 11,
+            draining: false,
+        },
+        LinkInfo {
+            relay: "relay-b".into(),
+            since_ms: 12,
+            draining: true,
+        },
+    ];
     assert!(
-        !store.heartbeat("rg-a", "1", 3, &stats).await.unwrap(),
+        !store
+            .heartbeat("rg-a", "1", 3, &stats, &links)
+            .await
+            .unwrap(),
         "no entry yet"
     );
     store.register(&info).await.unwrap();
-    assert!(store.heartbeat("rg-a", "1", 3, &stats).await.unwrap());
-    assert!(!store.heartbeat("rg-a", "2", 3, &stats).await.unwrap());
+    assert!(
+        store
+            .heartbeat("rg-a", "1", 3, &stats, &links)
+            .await
+            .unwrap()
+    );
+    assert!(!store.heartbeat("rg-a", "2", 3, &stats, &[]).await.unwrap());
     let listed = store.servers().await.unwrap();
     let entry = listed.iter().find(|s| s.id == "rg-a").unwrap();
     assert_eq!(entry.connections, 3);
     assert_eq!(entry.grpc_addr, "127.0.0.1:1");
     assert_eq!(entry.started_ms, 5);
     assert_eq!(entry.stats.get("logins"), Some(&7));
+    assert_eq!(entry.links, links);
     assert!(entry.heartbeat_ms > 0);
-    store.retire("rg-a", "2").await.unwrap();
+    let other = store.retire("rg-a", "2").await.unwrap();
+    assert!(!other.deregistered);
     assert!(
         registered(store, "rg-a").await,
         "retiring another incarnation leaves the registered one"
     );
-    store.retire("rg-a", "1").await.unwrap();
+    assert!(store.retire("rg-a", "1").await.unwrap().deregistered);
     assert!(!registered(store, "rg-a").await);
+    assert!(
+        !store.retire("rg-a", "1").await.unwrap().deregistered,
+        "a second retire (another relay) does not count it again"
+    );
+}
+
+pub async fn relays_announce_expire_and_withdraw(store: &dyn PresenceStore) {
+    let relay = |id: &str, inc: &str| RelayInfo {
+        id: id.into(),
+        incarnation: inc.into(),
+        grpc_addr: format!("127.0.0.1:{}", id.len()),
+        links: 2,
+        started_ms: 5,
+        ..Default::default()
+    };
+    let long = std::time::Duration::from_secs(60);
+    store
+        .announce_relay(&relay("rl-a", "1"), long)
+        .await
+        .unwrap();
+    let mut draining = relay("rl-b", "1");
+    draining.draining = true;
+    store.announce_relay(&draining, long).await.unwrap();
+    let mine = |list: Vec<RelayInfo>| -> Vec<RelayInfo> {
+        list.into_iter()
+            .filter(|r| r.id.starts_with("rl-"))
+            .collect()
+    };
+    let listed = mine(store.relays().await.unwrap());
+    assert_eq!(listed.len(), 2);
+    assert_eq!((listed[0].id.as_str(), listed[0].draining), ("rl-a", false));
+    assert_eq!((listed[1].id.as_str(), listed[1].draining), ("rl-b", true));
+    assert_eq!(listed[0].links, 2);
+    assert!(listed[0].heartbeat_ms > 0);
+    store.withdraw_relay("rl-a", "2").await.unwrap();
+    assert_eq!(mine(store.relays().await.unwrap()).len(), 2, "fenced");
+    store.withdraw_relay("rl-a", "1").await.unwrap();
+    assert_eq!(mine(store.relays().await.unwrap()).len(), 1);
+    let short = std::time::Duration::from_millis(50);
+    store
+        .announce_relay(&relay("rl-c", "1"), short)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let left: Vec<String> = mine(store.relays().await.unwrap())
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        left,
+        vec!["rl-b".to_owned()],
+        "an entry not refreshed expires"
+    );
 }
 
 async fn registered(store: &dyn PresenceStore, id: &str) -> bool {
@@ -249,7 +328,7 @@ pub async fn retire_leaves_the_registry_with_the_entries(store: &dyn PresenceSto
         store.login(&p(&name, "rr-a", "1", i)).await.unwrap();
     }
     store.login(&p("rr-u7", "rr-b", "1", 1)).await.unwrap();
-    assert_eq!(store.retire("rr-a", "1").await.unwrap(), 2499);
+    assert_eq!(store.retire("rr-a", "1").await.unwrap().purged, 2499);
     assert!(
         store
             .servers()

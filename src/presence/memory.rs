@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
-    Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Reassert, Result,
-    ServerInfo,
+    Kick, KickCause, KickStream, LinkInfo, Presence, PresenceError, PresenceStore, Reassert,
+    RelayInfo, Result, Retired, ServerInfo,
 };
 
 /// How long kicks and retractions are remembered (the Redis marks' TTL).
@@ -64,6 +64,8 @@ struct Inner {
     kicked: Marks,
     /// Sessions whose login was retracted.
     retracted: Marks,
+    /// The relay registry: each entry and when it expires.
+    relays: HashMap<String, (RelayInfo, std::time::Instant)>,
 }
 
 impl MemoryStore {
@@ -206,12 +208,16 @@ impl PresenceStore for MemoryStore {
         Ok(Reassert::Recreated)
     }
 
-    async fn retire(&self, server: &str, incarnation: &str) -> Result<u64> {
+    async fn retire(&self, server: &str, incarnation: &str) -> Result<Retired> {
         let mut inner = self.inner.lock();
-        if inner.registered(server, incarnation) {
+        let deregistered = inner.registered(server, incarnation);
+        if deregistered {
             inner.servers.remove(server);
         }
-        Ok(inner.purge_index(server, incarnation))
+        Ok(Retired {
+            deregistered,
+            purged: inner.purge_index(server, incarnation),
+        })
     }
 
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {
@@ -233,7 +239,7 @@ impl PresenceStore for MemoryStore {
             .collect();
         let mut purged = 0;
         for inc in incarnations {
-            purged += self.retire(server, &inc).await?;
+            purged += self.retire(server, &inc).await?.purged;
         }
         Ok(purged)
     }
@@ -269,12 +275,14 @@ impl PresenceStore for MemoryStore {
         incarnation: &str,
         connections: u64,
         stats: &BTreeMap<String, u64>,
+        links: &[LinkInfo],
     ) -> Result<bool> {
         let mut inner = self.inner.lock();
         match inner.servers.get_mut(id) {
             Some(s) if s.incarnation == incarnation => {
                 s.connections = connections;
                 s.stats.clone_from(stats);
+                s.links = links.to_vec();
                 s.heartbeat_ms = crate::clock::now_ms();
                 Ok(true)
             }
@@ -306,6 +314,38 @@ impl PresenceStore for MemoryStore {
             .kick_subscribers
             .insert(server.to_owned(), tx);
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn announce_relay(&self, info: &RelayInfo, ttl: std::time::Duration) -> Result<()> {
+        let mut entry = info.clone();
+        entry.heartbeat_ms = crate::clock::now_ms();
+        let expires = std::time::Instant::now() + ttl;
+        self.inner
+            .lock()
+            .relays
+            .insert(info.id.clone(), (entry, expires));
+        Ok(())
+    }
+
+    async fn withdraw_relay(&self, id: &str, incarnation: &str) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if inner
+            .relays
+            .get(id)
+            .is_some_and(|(r, _)| r.incarnation == incarnation)
+        {
+            inner.relays.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn relays(&self) -> Result<Vec<RelayInfo>> {
+        let now = std::time::Instant::now();
+        let mut inner = self.inner.lock();
+        inner.relays.retain(|_, (_, expires)| *expires > now);
+        let mut list: Vec<RelayInfo> = inner.relays.values().map(|(r, _)| r.clone()).collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(list)
     }
 }
 

@@ -63,7 +63,7 @@ impl Presence {
 }
 
 /// A message server as recorded in the server registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerInfo {
     pub id: String,
     pub incarnation: String,
@@ -74,6 +74,45 @@ pub struct ServerInfo {
     pub started_ms: i64,
     /// The server's counters as of its last heartbeat (for cluster stats).
     pub stats: BTreeMap<String, u64>,
+    /// Its links to relays as of its last heartbeat (for operators).
+    pub links: Vec<LinkInfo>,
+}
+
+/// A server's link to one relay, as the server publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub relay: String,
+    /// Unix ms since the link is up.
+    pub since_ms: i64,
+    /// The relay said it is shutting down: no new forwards go to it.
+    pub draining: bool,
+}
+
+/// A relay as recorded in the relay registry. An entry lives as long as
+/// its relay refreshes it (`announce_relay`), so a relay that died leaves
+/// the registry by itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayInfo {
+    pub id: String,
+    pub incarnation: String,
+    /// Where servers link to it (`host:port`).
+    pub grpc_addr: String,
+    /// Shutting down: servers send it no new forwards.
+    pub draining: bool,
+    /// Servers linked to it.
+    pub links: u32,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+}
+
+/// What retiring a server incarnation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retired {
+    /// This call took the incarnation out of the registry: of several
+    /// callers (several relays) exactly one sees it, and counts the purge.
+    pub deregistered: bool,
+    /// Entries deleted by this call.
+    pub purged: u64,
 }
 
 /// A notice to a server: its session `session` for `name` must be closed.
@@ -147,9 +186,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// (if it is still that incarnation) and deletes its entries that still
     /// point at it, the registry entry and the first batch of entries in
     /// one step. Later batches stop if the incarnation registers again (it
-    /// was alive and re-asserts its sessions). Returns how many entries
-    /// were deleted.
-    async fn retire(&self, server: &str, incarnation: &str) -> Result<u64>;
+    /// was alive and re-asserts its sessions). Idempotent: of concurrent
+    /// callers exactly one is told it deregistered.
+    async fn retire(&self, server: &str, incarnation: &str) -> Result<Retired>;
 
     /// Deletes the entries of one server incarnation that still point at
     /// it, unless that incarnation is registered (then nothing, at any
@@ -170,15 +209,17 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Adds or replaces a server in the registry.
     async fn register(&self, info: &ServerInfo) -> Result<()>;
 
-    /// Refreshes a server's connection count and heartbeat. Returns false if
-    /// the registry has no entry for this incarnation (the caller then
-    /// registers again and re-asserts its sessions).
+    /// Refreshes a server's connection count, counters, links and
+    /// heartbeat. Returns false if the registry has no entry for this
+    /// incarnation (the caller then registers again and re-asserts its
+    /// sessions).
     async fn heartbeat(
         &self,
         id: &str,
         incarnation: &str,
         connections: u64,
         stats: &BTreeMap<String, u64>,
+        links: &[LinkInfo],
     ) -> Result<bool>;
 
     async fn servers(&self) -> Result<Vec<ServerInfo>>;
@@ -192,4 +233,42 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Kick notices for `server`. The stream ends if the subscription
     /// breaks; the caller re-subscribes and reconciles its sessions.
     async fn kicks(&self, server: &str) -> Result<KickStream>;
+
+    /// Adds or refreshes a relay in the relay registry; the entry expires
+    /// `ttl` after its last refresh.
+    async fn announce_relay(&self, info: &RelayInfo, ttl: std::time::Duration) -> Result<()>;
+
+    /// Removes a relay from the registry if it is still that incarnation.
+    async fn withdraw_relay(&self, id: &str, incarnation: &str) -> Result<()>;
+
+    /// The relays whose entries have not expired, sorted by id.
+    async fn relays(&self) -> Result<Vec<RelayInfo>>;
+}
+
+/// `id:since_ms:state` of each link, space-separated: how the stores keep
+/// a server's links (ids are names, which hold no `:` or space).
+pub fn encode_links(links: &[LinkInfo]) -> String {
+    links
+        .iter()
+        .map(|l| {
+            let state = if l.draining { "draining" } else { "linked" };
+            format!("{}:{}:{state}", l.relay, l.since_ms)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The inverse of `encode_links`; malformed parts are skipped.
+pub fn decode_links(text: &str) -> Vec<LinkInfo> {
+    text.split(' ')
+        .filter_map(|part| {
+            let mut fields = part.split(':');
+            let (relay, since, state) = (fields.next()?, fields.next()?, fields.next()?);
+            Some(LinkInfo {
+                relay: relay.to_owned(),
+                since_ms: since.parse().ok()?,
+                draining: state == "draining",
+            })
+        })
+        .collect()
 }

@@ -23,8 +23,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ScanOptions, Script, Value};
 
 use super::{
-    Kick, KickCause, KickStream, Presence, PresenceError, PresenceStore, Reassert, Result,
-    ServerInfo,
+    Kick, KickCause, KickStream, LinkInfo, Presence, PresenceError, PresenceStore, Reassert,
+    RelayInfo, Result, Retired, ServerInfo, decode_links, encode_links,
 };
 
 /// Entries per purge script call, and names per pipelined lookup batch.
@@ -36,6 +36,7 @@ const SCAN_COUNT: usize = 1000;
 const RETRACTION_TTL_SECS: u64 = 300;
 const INDEX_PREFIX: &str = "sb:idx:";
 const SERVERS_KEY: &str = "sb:servers";
+const RELAYS_KEY: &str = "sb:relays";
 const STATS_KEY: &str = "sb:stats";
 const STAT_PREFIX: &str = "stat:";
 
@@ -74,6 +75,10 @@ fn retraction_key(e: &Presence) -> String {
 
 fn server_key(id: &str) -> String {
     format!("sb:server:{id}")
+}
+
+fn relay_key(id: &str) -> String {
+    format!("sb:relay:{id}")
 }
 
 impl RedisStore {
@@ -162,11 +167,16 @@ impl RedisStore {
 
     /// `purge.lua` in batches until the index is empty or fenced off; the
     /// first batch retires the incarnation if `retire`.
-    async fn purge_batches(&self, server: &str, incarnation: &str, retire: bool) -> Result<u64> {
-        let mut purged = 0;
+    async fn purge_batches(
+        &self,
+        server: &str,
+        incarnation: &str,
+        retire: bool,
+    ) -> Result<Retired> {
+        let mut result = Retired::default();
         let mut retire = retire;
         loop {
-            let (deleted, remaining): (u64, i64) = self
+            let (deleted, remaining, deregistered): (u64, i64, i64) = self
                 .scripts
                 .purge
                 .key(index_key(server, incarnation))
@@ -179,9 +189,10 @@ impl RedisStore {
                 .invoke_async(&mut self.redis())
                 .await?;
             retire = false;
-            purged += deleted;
+            result.purged += deleted;
+            result.deregistered |= deregistered == 1;
             if remaining <= 0 {
-                return Ok(purged);
+                return Ok(result);
             }
         }
     }
@@ -247,6 +258,20 @@ fn server_from(id: &str, h: &HashMap<String, String>) -> Option<ServerInfo> {
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix(STAT_PREFIX)?.to_owned(), v.parse().ok()?)))
             .collect(),
+        links: h.get("links").map(|l| decode_links(l)).unwrap_or_default(),
+    })
+}
+
+fn relay_from(id: &str, h: &HashMap<String, String>) -> Option<RelayInfo> {
+    let num = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Some(RelayInfo {
+        id: id.to_owned(),
+        incarnation: h.get("inc")?.clone(),
+        grpc_addr: h.get("grpc_addr").cloned().unwrap_or_default(),
+        draining: h.get("state").is_some_and(|s| s == "draining"),
+        links: num("links") as u32,
+        started_ms: num("started_ms"),
+        heartbeat_ms: num("heartbeat_ms"),
     })
 }
 
@@ -341,19 +366,19 @@ impl PresenceStore for RedisStore {
         }
     }
 
-    async fn retire(&self, server: &str, incarnation: &str) -> Result<u64> {
+    async fn retire(&self, server: &str, incarnation: &str) -> Result<Retired> {
         self.purge_batches(server, incarnation, true).await
     }
 
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {
-        self.purge_batches(server, incarnation, false).await
+        Ok(self.purge_batches(server, incarnation, false).await?.purged)
     }
 
     async fn purge_server(&self, server: &str) -> Result<u64> {
         let mut purged = 0;
         for key in self.scan(format!("{}*", index_key(server, ""))).await? {
             if let Some((_, incarnation)) = parse_index_key(&key) {
-                purged += self.retire(server, &incarnation).await?;
+                purged += self.retire(server, &incarnation).await?.purged;
             }
         }
         Ok(purged)
@@ -381,6 +406,7 @@ impl PresenceStore for RedisStore {
             ("connections".to_owned(), info.connections.to_string()),
             ("heartbeat_ms".to_owned(), info.heartbeat_ms.to_string()),
             ("started_ms".to_owned(), info.started_ms.to_string()),
+            ("links".to_owned(), encode_links(&info.links)),
         ];
         for (name, value) in &info.stats {
             fields.push((format!("{STAT_PREFIX}{name}"), value.to_string()));
@@ -402,11 +428,13 @@ impl PresenceStore for RedisStore {
         incarnation: &str,
         connections: u64,
         stats: &BTreeMap<String, u64>,
+        links: &[LinkInfo],
     ) -> Result<bool> {
         let mut call = self.scripts.heartbeat.key(server_key(id));
         call.arg(incarnation)
             .arg(connections)
-            .arg(crate::clock::now_ms());
+            .arg(crate::clock::now_ms())
+            .arg(encode_links(links));
         for (name, value) in stats {
             call.arg(name).arg(value);
         }
@@ -460,6 +488,52 @@ impl PresenceStore for RedisStore {
             parse_kick(&payload)
         });
         Ok(Box::pin(stream))
+    }
+
+    async fn announce_relay(&self, info: &RelayInfo, ttl: Duration) -> Result<()> {
+        let key = relay_key(&info.id);
+        let state = if info.draining { "draining" } else { "serving" };
+        let fields = [
+            ("inc", info.incarnation.clone()),
+            ("grpc_addr", info.grpc_addr.clone()),
+            ("state", state.to_owned()),
+            ("links", info.links.to_string()),
+            ("started_ms", info.started_ms.to_string()),
+            ("heartbeat_ms", crate::clock::now_ms().to_string()),
+        ];
+        // One key per command: the hash and the set may live in different
+        // slots (Redis Cluster); the set only lists ids to look up.
+        let mut redis = self.redis();
+        redis.hset_multiple::<_, _, _, ()>(&key, &fields).await?;
+        redis.pexpire::<_, ()>(&key, ttl.as_millis() as i64).await?;
+        redis.sadd::<_, _, ()>(RELAYS_KEY, &info.id).await?;
+        Ok(())
+    }
+
+    async fn withdraw_relay(&self, id: &str, incarnation: &str) -> Result<()> {
+        let mut redis = self.redis();
+        let current: Option<String> = redis.hget(relay_key(id), "inc").await?;
+        if current.as_deref() == Some(incarnation) {
+            redis.del::<_, ()>(relay_key(id)).await?;
+            redis.srem::<_, _, ()>(RELAYS_KEY, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn relays(&self) -> Result<Vec<RelayInfo>> {
+        let mut redis = self.redis();
+        let mut ids: Vec<String> = redis.smembers(RELAYS_KEY).await?;
+        ids.sort();
+        let mut relays = Vec::new();
+        for id in ids {
+            let hash: HashMap<String, String> = redis.hgetall(relay_key(&id)).await?;
+            match relay_from(&id, &hash) {
+                Some(relay) => relays.push(relay),
+                // Expired: its relay stopped refreshing it.
+                None => redis.srem::<_, _, ()>(RELAYS_KEY, &id).await?,
+            }
+        }
+        Ok(relays)
     }
 }
 

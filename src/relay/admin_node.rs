@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::identity::RelayIdentity;
 use super::router::Router;
 use super::watcher::HealthBoard;
 use crate::admin::{AdminNode, ServerView};
@@ -18,17 +19,16 @@ const OPERATOR_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RelayNode {
     router: Arc<Router>,
     board: Arc<HealthBoard>,
-    /// Random per start, so message ids stay unique across restarts.
-    incarnation: String,
+    me: RelayIdentity,
     next_message: AtomicU64,
 }
 
 impl RelayNode {
-    pub fn new(router: Arc<Router>, board: Arc<HealthBoard>) -> Self {
+    pub fn new(router: Arc<Router>, board: Arc<HealthBoard>, me: RelayIdentity) -> Self {
         Self {
             router,
             board,
-            incarnation: crate::clock::new_incarnation(),
+            me,
             next_message: AtomicU64::new(1),
         }
     }
@@ -37,7 +37,7 @@ impl RelayNode {
 #[tonic::async_trait]
 impl AdminNode for RelayNode {
     fn node_name(&self) -> String {
-        "relay".into()
+        self.me.id.clone()
     }
 
     fn server_views(&self) -> HashMap<String, ServerView> {
@@ -49,8 +49,8 @@ impl AdminNode for RelayNode {
                 (
                     id,
                     ServerView {
-                        linked_since_ms: None,
                         health: Some(health),
+                        ..Default::default()
                     },
                 )
             })
@@ -70,7 +70,9 @@ impl AdminNode for RelayNode {
 
     fn new_message_id(&self) -> String {
         let seq = self.next_message.fetch_add(1, Ordering::Relaxed);
-        format!("relay.{}.{seq}", self.incarnation)
+        // The incarnation, random per start, keeps ids unique across
+        // relays and restarts.
+        format!("relay.{}.{seq}", self.me.incarnation)
     }
 
     fn metrics(&self) -> &Metrics {

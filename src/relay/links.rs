@@ -97,6 +97,11 @@ impl Link {
         self.in_flight.lock().as_mut()?.remove(id)
     }
 
+    /// Messages sent down this link still awaiting their outcome.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.lock().as_ref().map_or(0, HashMap::len)
+    }
+
     /// Closes the link and returns what was still in flight on it, by
     /// message id. Later forwards are refused.
     pub fn close(&self) -> Vec<(String, InFlight)> {

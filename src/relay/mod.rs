@@ -6,14 +6,18 @@
 //!   self-correcting route cache;
 //! - `watcher`: health checks, death, purge;
 //! - `admin_node`: the relay as seen by the Admin API;
+//! - `registry`: this relay's entry in the relay registry;
+//! - `identity`: who this relay is;
 //! - `options`: what a relay is started with.
 //!
 //! The relay keeps no client connections and no message copies beyond
 //! what is in flight; all durable state is in the presence store.
 
 mod admin_node;
+mod identity;
 mod links;
 mod options;
+mod registry;
 mod router;
 mod service;
 mod watcher;
@@ -31,45 +35,48 @@ pub use options::{HealthWatch, Options};
 use router::Router;
 use service::RelayService;
 
-/// Runs the relay until `shutdown`; then reports NOT_SERVING, ends every
-/// link (servers fall back to local-only and relink later) and returns.
+pub use identity::RelayIdentity;
+
+/// Runs the relay until `shutdown`; then drains: NOT_SERVING, every
+/// linked server is told to send no new forwards (`Drain`), in-flight
+/// messages finish (up to the drain timeout), then the links end and the
+/// relay leaves the registry.
 pub async fn run(
     opts: Options,
     store: Arc<dyn PresenceStore>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let me = identity::RelayIdentity::new(opts.id.clone());
     let metrics = crate::metrics::Metrics::new();
     let router = Arc::new(Router::new(
         store.clone(),
         metrics.clone(),
         opts.lookup_budget,
     ));
-    let metrics_stop = CancellationToken::new();
-    let metrics_task = opts.metrics_listener.map(|l| {
-        tokio::spawn(crate::metrics::serve(
-            l,
-            metrics.clone(),
-            metrics_stop.clone(),
-        ))
-    });
+    let stop = CancellationToken::new();
+    let metrics_task = opts
+        .metrics_listener
+        .map(|l| tokio::spawn(crate::metrics::serve(l, metrics.clone(), stop.clone())));
     let relay_name = <RelayServer<RelayService> as tonic::server::NamedService>::NAME;
     let (health, health_service) = grpc::Health::new(vec![relay_name.to_owned()]);
     health.set(true).await;
 
+    let draining = CancellationToken::new();
     let links_stop = CancellationToken::new();
     let grpc_stop = CancellationToken::new();
     let addr = opts.grpc.listener.local_addr()?;
     let board = Arc::new(watcher::HealthBoard::default());
-    let admin = AdminService::serve(
-        Arc::new(admin_node::RelayNode::new(router.clone(), board.clone())),
-        store.clone(),
-        opts.admin_token,
-    );
+    let node = admin_node::RelayNode::new(router.clone(), board.clone(), me.clone());
+    let admin = AdminService::serve(Arc::new(node), store.clone(), opts.admin_token);
     let relay = RelayService::serve(
         router.clone(),
-        links_stop.clone(),
-        opts.link_token,
-        opts.link_queue_bytes,
+        service::ServiceOptions {
+            me: me.clone(),
+            shutdown: links_stop.clone(),
+            draining: draining.clone(),
+            link_token: opts.link_token,
+            queue_bytes: opts.link_queue_bytes,
+        },
     );
     let server = tokio::spawn(grpc::serve(
         opts.grpc,
@@ -78,23 +85,35 @@ pub async fn run(
         grpc_stop.clone(),
     ));
     let watcher = tokio::spawn(watcher::run(
-        router,
-        store,
+        router.clone(),
+        store.clone(),
         watcher::WatchOptions {
             cfg: opts.health,
             board,
             tls: opts.client_tls,
         },
-        shutdown.clone(),
+        stop.clone(),
     ));
-    tracing::info!(%addr, "relay started");
+    let registration = registry::Registration {
+        store,
+        router: router.clone(),
+        me: me.clone(),
+        grpc_addr: opts.advertise_grpc,
+        period: opts.heartbeat,
+        draining: draining.clone(),
+    };
+    let registry_task = tokio::spawn(registration.run(stop.clone()));
+    tracing::info!(%addr, relay = %me.id, incarnation = %me.incarnation, "relay started");
 
     shutdown.cancelled().await;
     health.set(false).await;
+    draining.cancel();
+    drain(&router, opts.drain_timeout).await;
     links_stop.cancel();
     grpc_stop.cancel();
+    stop.cancel();
     let _ = watcher.await;
-    metrics_stop.cancel();
+    let _ = registry_task.await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
@@ -103,6 +122,32 @@ pub async fn run(
         Err(_) => tracing::warn!("gRPC server did not stop in time"),
         _ => {}
     }
-    tracing::info!("relay stopped");
+    tracing::info!(relay = %me.id, "relay stopped");
     Ok(())
+}
+
+/// Waits until no message is in flight on any link (the servers were
+/// told to send no more), at most `timeout`.
+async fn drain(router: &Router, timeout: Duration) {
+    let in_flight = || {
+        router
+            .links
+            .all()
+            .iter()
+            .map(|l| l.in_flight())
+            .sum::<usize>()
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    while in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = in_flight();
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "drain timeout: closing links with messages in flight (their servers re-send them through another relay)"
+        );
+    } else {
+        tracing::info!(links = router.links.len(), "drained: no message in flight");
+    }
 }

@@ -11,7 +11,16 @@ use tonic::transport::ClientTlsConfig;
 use crate::grpc::Serving;
 
 pub struct Options {
+    /// Stable id of this relay (the pod name under Kubernetes).
+    pub id: String,
     pub grpc: Serving,
+    /// Where servers link to this relay (its entry in the relay registry).
+    pub advertise_grpc: String,
+    /// Refresh period of its registry entry (which expires after three).
+    pub heartbeat: Duration,
+    /// At shutdown, how long in-flight messages may take to finish after
+    /// the servers were told to send no more.
+    pub drain_timeout: Duration,
     /// TLS for the connections the relay opens (health checks).
     pub client_tls: Option<ClientTlsConfig>,
     /// Where to serve `GET /metrics`, if anywhere.

@@ -290,6 +290,7 @@ impl Router {
             message: Some(message),
             origin_server: RELAY_ORIGIN.to_owned(),
             rerouted: false,
+            resent: false,
         };
         self.on_forward(forward);
         let status = match tokio::time::timeout(timeout, rx).await {

@@ -12,19 +12,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::identity::RelayIdentity;
 use super::links::Link;
 use super::router::Router;
 use crate::grpc::Bearer;
-use crate::link::{MAX_LINK_FRAME, batches, queue};
+use crate::link::{LinkReceiver, MAX_LINK_FRAME, batches, queue};
 use crate::names::is_valid_name;
 use crate::pb::envelope::Kind;
 use crate::pb::relay_server::{Relay, RelayServer};
-use crate::pb::{RelayFrame, ServerFrame, server_frame};
+use crate::pb::{Drain, RelayFrame, ServerFrame, Welcome, relay_frame, server_frame};
 use crate::shutdown::CancellationToken;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,9 +33,22 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct RelayService {
     router: Arc<Router>,
+    /// Ends every link (the relay stops).
     shutdown: CancellationToken,
+    /// Cancelled when the relay starts to drain: every link is told.
+    draining: CancellationToken,
+    me: RelayIdentity,
     /// Bytes of forwards each link's outbound queue may hold.
     queue_bytes: usize,
+}
+
+/// What `RelayService::serve` needs besides the router.
+pub struct ServiceOptions {
+    pub me: RelayIdentity,
+    pub shutdown: CancellationToken,
+    pub draining: CancellationToken,
+    pub link_token: Option<String>,
+    pub queue_bytes: usize,
 }
 
 impl RelayService {
@@ -43,10 +57,15 @@ impl RelayService {
     /// before its first frame is read.
     pub fn serve(
         router: Arc<Router>,
-        shutdown: CancellationToken,
-        link_token: Option<String>,
-        queue_bytes: usize,
+        opts: ServiceOptions,
     ) -> InterceptedService<RelayServer<Self>, impl Interceptor + Clone> {
+        let ServiceOptions {
+            me,
+            shutdown,
+            draining,
+            link_token,
+            queue_bytes,
+        } = opts;
         if link_token.is_none() {
             tracing::warn!(
                 "no link token: anyone who reaches this gRPC port can link as any server (set --link-token or --link-token-file)"
@@ -68,6 +87,8 @@ impl RelayService {
         let service = RelayServer::new(Self {
             router,
             shutdown,
+            draining,
+            me,
             queue_bytes,
         })
         .max_decoding_message_size(MAX_LINK_FRAME);
@@ -99,6 +120,30 @@ fn vouched_ids<T>(request: &Request<T>) -> Result<Vec<String>, Status> {
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<RelayFrame, Status>> + Send>>;
+
+fn frame(kind: relay_frame::Kind) -> Result<RelayFrame, Status> {
+    Ok(RelayFrame { kind: Some(kind) })
+}
+
+impl RelayService {
+    /// What a link carries to its server: `Welcome`, then batches, and
+    /// `Drain` among them once the relay starts to drain.
+    fn outbound(&self, rx: LinkReceiver) -> impl Stream<Item = Result<RelayFrame, Status>> + use<> {
+        let welcome = frame(relay_frame::Kind::Welcome(Welcome {
+            relay_id: self.me.id.clone(),
+            incarnation: self.me.incarnation.clone(),
+        }));
+        let drain = self
+            .draining
+            .clone()
+            .cancelled_owned()
+            .map(|()| frame(relay_frame::Kind::Drain(Drain {})))
+            .into_stream();
+        let batches = batches(rx).map(|b| frame(relay_frame::Kind::Batch(b)));
+        futures::stream::once(std::future::ready(welcome))
+            .chain(futures::stream::select(batches, drain))
+    }
+}
 
 #[tonic::async_trait]
 impl Relay for RelayService {
@@ -139,8 +184,8 @@ impl Relay for RelayService {
             .set(self.router.links.len() as i64);
         tracing::info!(server = %link.server_id, incarnation = %link.incarnation, grpc = %link.grpc_addr, "server linked");
 
-        let outbound = batches(rx)
-            .map(|batch| Ok(RelayFrame { batch: Some(batch) }))
+        let outbound = self
+            .outbound(rx)
             .take_until(self.shutdown.clone().cancelled_owned())
             .take_until(link.closed.clone().cancelled_owned());
         tokio::spawn(read_link(

@@ -208,19 +208,25 @@ impl Watcher {
     /// registry).
     async fn declare_dead(&mut self, id: &str, incarnation: &str) -> bool {
         let unavailable = self.router.forget_server(id, incarnation);
-        let purged = match self.store.retire(id, incarnation).await {
-            Ok(n) => n,
+        let retired = match self.store.retire(id, incarnation).await {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(server = %id, error = %e, "could not retire the server; will retry");
                 self.sweep_due = true;
                 return false;
             }
         };
+        let purged = retired.purged;
+        self.router.metrics.purged_entries.inc_by(purged);
+        if !retired.deregistered {
+            // Another relay retired it first and counted the purge.
+            tracing::debug!(server = %id, %incarnation, purged, unavailable, "server already retired by another relay");
+            return true;
+        }
         if let Err(e) = self.store.record_purge(purged).await {
             tracing::warn!(error = %e, "could not record purge totals");
         }
         self.router.metrics.purges.inc();
-        self.router.metrics.purged_entries.inc_by(purged);
         tracing::warn!(server = %id, %incarnation, purged, unavailable, "server declared dead: presence purged");
         true
     }

@@ -42,6 +42,7 @@ impl AdminNode for ServerNode {
         let view = ServerView {
             linked_since_ms: self.forwards.linked_since_ms(),
             health: Some(health.into()),
+            links: Some(self.forwards.links()),
         };
         [(self.me.id.clone(), view)].into()
     }

@@ -1,18 +1,26 @@
-//! Chats forwarded to the relay: the current link they leave by, and the
-//! ones still awaiting their outcome.
+//! Chats forwarded through the relays: the live links they leave by, and
+//! the ones still awaiting their outcome.
 //!
 //! Exactly one outcome per chat: whoever removes the entry first (the
-//! relay's answer, the link going down, or the timeout sweep) answers the
-//! sender; later answers for the same id find nothing and are ignored.
-//! While no link is up, `forward` answers `unavailable` at once, so
-//! cross-server chats fail fast instead of hanging.
+//! relay's answer, the timeout sweep, or the last link going down) answers
+//! the sender; later answers for the same id find nothing and are ignored.
+//!
+//! A chat leaves by one relay, picked by hashing its recipient, so chats
+//! from one connection to one recipient keep their order while the set of
+//! relays is stable. A relay that is draining gets no new chats (unless
+//! it is the only one). When a link goes down, its chats still awaiting
+//! an outcome are sent once more through another live relay (marked
+//! `resent`: the destination drops a copy it already has and answers the
+//! first one's outcome); only when no relay is live do they get
+//! `unavailable`. For that, each entry keeps a copy of its message, within
+//! a byte budget (beyond it, a chat whose relay dies gets `unavailable`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sync::Mutex;
+use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::control::Control;
@@ -20,8 +28,10 @@ use super::outbox::outcome_line;
 use crate::link::LinkSender;
 use crate::metrics::Metrics;
 use crate::pb::{self, Status};
+use crate::presence::LinkInfo;
 use crate::protocol::reply::Ref;
 use crate::shutdown::CancellationToken;
+use crate::sync::Mutex;
 
 const EXPIRY_SWEEP: Duration = Duration::from_millis(250);
 
@@ -39,106 +49,299 @@ pub enum Waiter {
     Operator(oneshot::Sender<Status>),
 }
 
+impl Waiter {
+    fn slot(&self) -> Option<Arc<OwnedSemaphorePermit>> {
+        match self {
+            Waiter::Client { slot, .. } => Some(slot.clone()),
+            Waiter::Operator(_) => None,
+        }
+    }
+}
+
+/// One life of one link, as `Forwards` knows it.
+pub type LinkKey = u64;
+
 struct Entry {
     waiter: Waiter,
     started: Instant,
     deadline: Instant,
+    /// The link it left by.
+    via: LinkKey,
+    /// Kept to send it again if that link dies (once, within the budget).
+    copy: Option<pb::ChatMessage>,
+}
+
+struct Live {
+    key: LinkKey,
+    relay: String,
+    sender: LinkSender,
+    draining: bool,
+    since_ms: i64,
+    sent: IntCounter,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<String, Entry>,
+    /// Sorted by relay id, so every server hashes to the same relay.
+    links: Vec<Live>,
+    next_key: LinkKey,
+    /// Bytes of the copies kept for re-sending.
+    copies: usize,
+}
+
+/// What a link going down did to the chats in flight on it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Failover {
+    pub resent: usize,
+    pub unavailable: usize,
 }
 
 pub struct Forwards {
     /// This server's id: the origin of its forwards.
     origin: String,
     timeout: Duration,
-    pending: Mutex<HashMap<String, Entry>>,
-    /// The current link's outbound queue, if a link is up.
-    link: Mutex<Option<LinkSender>>,
-    /// When the current link came up (unix ms); 0 while down.
-    linked_since_ms: AtomicI64,
+    /// Bytes of message copies kept for re-sending.
+    copy_budget: usize,
+    state: Mutex<State>,
     metrics: Arc<Metrics>,
 }
 
+fn copy_size(m: &pb::ChatMessage) -> usize {
+    m.id.len() + m.from.len() + m.to.len() + m.content.len()
+}
+
+impl State {
+    /// The link for a chat to `to`: a live link that is not draining,
+    /// picked by hashing `to`; a draining one only if there is no other.
+    fn pick(&self, to: &str, except: Option<LinkKey>) -> Option<usize> {
+        let usable = |l: &&Live| Some(l.key) != except;
+        let ready: Vec<usize> = (0..self.links.len())
+            .filter(|&i| usable(&&self.links[i]) && !self.links[i].draining)
+            .collect();
+        let candidates = if ready.is_empty() {
+            (0..self.links.len())
+                .filter(|&i| usable(&&self.links[i]))
+                .collect()
+        } else {
+            ready
+        };
+        if candidates.is_empty() {
+            return None;
+        }
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(to);
+        Some(candidates[hash as usize % candidates.len()])
+    }
+
+    fn send(
+        &self,
+        i: usize,
+        forward: pb::Forward,
+        slot: Option<Arc<OwnedSemaphorePermit>>,
+    ) -> bool {
+        let live = &self.links[i];
+        let sent = live.sender.try_forward(forward, slot).is_ok();
+        if sent {
+            live.sent.inc();
+        }
+        sent
+    }
+
+    fn release(&mut self, entry: &mut Entry) {
+        if let Some(copy) = entry.copy.take() {
+            self.copies -= copy_size(&copy);
+        }
+    }
+}
+
 impl Forwards {
-    pub fn new(origin: String, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        origin: String,
+        timeout: Duration,
+        copy_budget: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             origin,
             timeout,
-            pending: Mutex::default(),
-            link: Mutex::default(),
-            linked_since_ms: AtomicI64::new(0),
+            copy_budget,
+            state: Mutex::default(),
             metrics,
         }
     }
 
-    /// Hands a message to the relay; `waiter` receives its outcome (or
-    /// `unavailable` at once if there is no link, or its queue is full).
+    /// Hands a message to a relay; `waiter` receives its outcome (or
+    /// `unavailable` at once if no link is up, or its queue is full).
     pub fn forward(&self, message: pb::ChatMessage, waiter: Waiter) {
         let id = message.id.clone();
-        let slot = match &waiter {
-            Waiter::Client { slot, .. } => Some(slot.clone()),
-            Waiter::Operator(_) => None,
+        let slot = waiter.slot();
+        let mut state = self.state.lock();
+        let Some(i) = state.pick(&message.to, None) else {
+            drop(state);
+            return self.answer(
+                &id,
+                new_entry(waiter, 0, None, self.timeout),
+                Status::Unavailable,
+            );
         };
-        let now = Instant::now();
-        let entry = Entry {
-            waiter,
-            started: now,
-            deadline: now + self.timeout,
-        };
-        self.pending.lock().insert(id.clone(), entry);
+        let size = copy_size(&message);
+        let copy = (state.copies + size <= self.copy_budget).then(|| message.clone());
         let forward = pb::Forward {
             message: Some(message),
             origin_server: self.origin.clone(),
             rerouted: false,
+            resent: false,
         };
-        let link = self.link.lock().clone();
-        let sent = link.is_some_and(|link| link.try_forward(forward, slot).is_ok());
-        if !sent {
-            self.resolve(&id, Status::Unavailable);
+        // Sent under the lock (it never blocks): a link going down cannot
+        // slip between choosing it and recording the chat as in flight on it.
+        let via = state.links[i].key;
+        let entry = new_entry(waiter, via, copy, self.timeout);
+        if !state.send(i, forward, slot) {
+            drop(state);
+            return self.answer(&id, entry, Status::Unavailable);
+        }
+        if entry.copy.is_some() {
+            state.copies += size;
+        }
+        if let Some(mut old) = state.pending.insert(id, entry) {
+            // Ids are unique: cannot happen, but never leak budget.
+            state.release(&mut old);
         }
     }
 
     /// Answers the sender of `id`, if it still waits.
     pub fn resolve(&self, id: &str, status: Status) {
-        let entry = self.pending.lock().remove(id);
+        let entry = {
+            let mut state = self.state.lock();
+            let mut entry = state.pending.remove(id);
+            if let Some(e) = entry.as_mut() {
+                state.release(e);
+            }
+            entry
+        };
         if let Some(entry) = entry {
             self.answer(id, entry, status);
         }
     }
 
-    /// A link is up: forwards leave through `tx` from now on.
-    pub fn link_up(&self, tx: LinkSender) {
-        *self.link.lock() = Some(tx);
-        self.linked_since_ms
-            .store(crate::clock::now_ms(), Ordering::Relaxed);
-        self.metrics.relay_links.set(1);
+    /// A link to relay `relay` is up; returns its key, or None if that
+    /// relay is linked already (the same relay reached by two addresses).
+    pub fn link_up(&self, relay: &str, sender: LinkSender) -> Option<LinkKey> {
+        let mut state = self.state.lock();
+        if state.links.iter().any(|l| l.relay == relay) {
+            return None;
+        }
+        state.next_key += 1;
+        let key = state.next_key;
+        let live = Live {
+            key,
+            relay: relay.to_owned(),
+            sender,
+            draining: false,
+            since_ms: crate::clock::now_ms(),
+            sent: self.metrics.link_forwards.with_label_values(&[relay]),
+        };
+        let at = state.links.partition_point(|l| l.relay < live.relay);
+        state.links.insert(at, live);
+        self.metrics.relay_links.set(state.links.len() as i64);
+        Some(key)
     }
 
-    /// The link is down: every waiting sender gets `unavailable` (it may
-    /// have been delivered; nobody can tell). Returns how many.
-    pub fn link_down(&self) -> usize {
-        *self.link.lock() = None;
-        self.linked_since_ms.store(0, Ordering::Relaxed);
-        self.metrics.relay_links.set(0);
-        let drained: Vec<(String, Entry)> = self.pending.lock().drain().collect();
-        self.answer_all(drained, Status::Unavailable)
+    /// The relay of link `key` is shutting down: no new chats go to it.
+    pub fn link_draining(&self, key: LinkKey) {
+        let mut state = self.state.lock();
+        if let Some(live) = state.links.iter_mut().find(|l| l.key == key) {
+            live.draining = true;
+        }
     }
 
-    /// When the current link came up, if it is up.
+    /// Link `key` is down: its chats still awaiting an outcome go out once
+    /// more through another live link, or get `unavailable`.
+    pub fn link_down(&self, key: LinkKey) -> Failover {
+        let mut failed = Vec::new();
+        let mut result = Failover::default();
+        {
+            let mut state = self.state.lock();
+            state.links.retain(|l| l.key != key);
+            self.metrics.relay_links.set(state.links.len() as i64);
+            let stranded: Vec<String> = state
+                .pending
+                .iter()
+                .filter(|(_, e)| e.via == key)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in stranded {
+                if let Some(via) = self.resend(&mut state, &id) {
+                    if let Some(e) = state.pending.get_mut(&id) {
+                        e.via = via;
+                    }
+                    result.resent += 1;
+                } else if let Some(mut entry) = state.pending.remove(&id) {
+                    state.release(&mut entry);
+                    failed.push((id, entry));
+                }
+            }
+        }
+        self.metrics.forwards_resent.inc_by(result.resent as u64);
+        result.unavailable = self.answer_all(failed, Status::Unavailable);
+        result
+    }
+
+    /// Sends the kept copy of `id` through another live link; the new
+    /// link's key, or None if there is no copy or no link.
+    fn resend(&self, state: &mut State, id: &str) -> Option<LinkKey> {
+        let entry = state.pending.get_mut(id)?;
+        let copy = entry.copy.take()?;
+        state.copies -= copy_size(&copy);
+        let entry = state.pending.get(id)?;
+        let slot = entry.waiter.slot();
+        let i = state.pick(&copy.to, Some(entry.via))?;
+        let forward = pb::Forward {
+            message: Some(copy),
+            origin_server: self.origin.clone(),
+            rerouted: false,
+            resent: true,
+        };
+        state.send(i, forward, slot).then(|| state.links[i].key)
+    }
+
+    /// The links as published with the heartbeat.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.state
+            .lock()
+            .links
+            .iter()
+            .map(|l| LinkInfo {
+                relay: l.relay.clone(),
+                since_ms: l.since_ms,
+                draining: l.draining,
+            })
+            .collect()
+    }
+
+    /// Since when the oldest live link is up, if any is.
     pub fn linked_since_ms(&self) -> Option<i64> {
-        Some(self.linked_since_ms.load(Ordering::Relaxed)).filter(|t| *t > 0)
+        self.state.lock().links.iter().map(|l| l.since_ms).min()
     }
 
     /// Answers `unavailable` to chats past their deadline; returns how many.
     fn expire(&self, now: Instant) -> usize {
         let expired: Vec<(String, Entry)> = {
-            let mut pending = self.pending.lock();
-            let ids: Vec<String> = pending
+            let mut state = self.state.lock();
+            let ids: Vec<String> = state
+                .pending
                 .iter()
                 .filter(|(_, e)| e.deadline <= now)
                 .map(|(id, _)| id.clone())
                 .collect();
-            ids.into_iter()
-                .filter_map(|id| pending.remove(&id).map(|e| (id, e)))
-                .collect()
+            let mut expired = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(mut entry) = state.pending.remove(&id) {
+                    state.release(&mut entry);
+                    expired.push((id, entry));
+                }
+            }
+            expired
         };
         self.answer_all(expired, Status::Unavailable)
     }
@@ -167,6 +370,22 @@ impl Forwards {
                 let _ = tx.send(status);
             }
         }
+    }
+}
+
+fn new_entry(
+    waiter: Waiter,
+    via: LinkKey,
+    copy: Option<pb::ChatMessage>,
+    timeout: Duration,
+) -> Entry {
+    let now = Instant::now();
+    Entry {
+        waiter,
+        started: now,
+        deadline: now + timeout,
+        via,
+        copy,
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::admission::Admission;
+use super::forwards::Forwards;
 use super::identity::Identity;
 use super::roster::Roster;
 use super::sessions::Sessions;
@@ -47,7 +48,7 @@ pub async fn join(
         connections: 0,
         heartbeat_ms: now_ms(),
         started_ms: now_ms(),
-        stats: Default::default(),
+        ..Default::default()
     };
     let kicks = store
         .kicks(&me.id)
@@ -65,8 +66,8 @@ pub async fn join(
 /// orphaned indexes) does it later.
 pub async fn leave(store: &dyn PresenceStore, me: &Identity) {
     match store.retire(&me.id, &me.incarnation).await {
-        Ok(n) => {
-            tracing::info!(server = %me.id, purged = n, "left the registry and removed own presence entries")
+        Ok(retired) => {
+            tracing::info!(server = %me.id, purged = retired.purged, "left the registry and removed own presence entries")
         }
         Err(e) => {
             tracing::warn!(server = %me.id, error = %e, "could not leave the registry; the relay will purge this server")
@@ -82,6 +83,8 @@ pub struct Heartbeat {
     pub metrics: Arc<Metrics>,
     pub roster: Arc<Roster>,
     pub sessions: Arc<Sessions>,
+    /// Whose links to relays are published with each beat.
+    pub forwards: Arc<Forwards>,
     pub period: std::time::Duration,
 }
 
@@ -98,14 +101,15 @@ impl Heartbeat {
             }
             let connections = self.admission.connections();
             let stats = self.metrics.server_stats();
-            let beat = self
-                .store
-                .heartbeat(&self.me.id, &self.me.incarnation, connections, &stats);
+            let links = self.forwards.links();
+            let (id, inc) = (&self.me.id, &self.me.incarnation);
+            let beat = self.store.heartbeat(id, inc, connections, &stats, &links);
             let rejoined = match beat.await {
                 Ok(true) => false,
                 Ok(false) => {
                     info.connections = connections;
                     info.stats = stats;
+                    info.links = links;
                     info.heartbeat_ms = now_ms();
                     self.rejoin(&info).await
                 }

@@ -1,11 +1,12 @@
-//! A message server: client connections, local delivery, the relay link.
+//! A message server: client connections, local delivery, the relay links.
 //!
 //! Calls flow one way, from the socket inwards:
 //! `listener` (accept, `admission`) -> `connection` (one task per client,
 //! owns the socket) -> `requests` (what each request does) -> `delivery`
 //! (local sessions, reply lines) / `forwards` (chats sent to the relay)
 //! / `roster` (this server's entries in the presence store).
-//! Beside them run `relay_link` (the stream to the relay), `membership`
+//! Beside them run `relays` (the set of relays, one `relay_link` each,
+//! with `dedupe` against copies re-sent through another relay), `membership`
 //! (join, heartbeat, leave), `kicks` (kick notices from the store) and
 //! `admin_node` (this server as seen by the Admin API). `sessions` is the
 //! local session table, the authority on local delivery; `identity` is who
@@ -18,6 +19,7 @@ mod admin_node;
 mod admission;
 mod connection;
 mod control;
+mod dedupe;
 mod delivery;
 mod forwards;
 mod identity;
@@ -28,6 +30,7 @@ mod options;
 mod outbox;
 mod output;
 mod relay_link;
+mod relays;
 mod requests;
 mod roster;
 mod sessions;
@@ -61,7 +64,7 @@ struct Parts {
 }
 
 impl Parts {
-    fn new(id: String, limits: &Limits, store: Arc<dyn PresenceStore>) -> Self {
+    fn new(id: String, limits: &Limits, copy_budget: usize, store: Arc<dyn PresenceStore>) -> Self {
         let me = Arc::new(identity::Identity::new(id));
         let metrics = Metrics::new();
         let budget = Arc::new(outbox::Budget::new(
@@ -73,6 +76,7 @@ impl Parts {
             forwards: Arc::new(forwards::Forwards::new(
                 me.id.clone(),
                 limits.forward_timeout,
+                copy_budget,
                 metrics.clone(),
             )),
             admission: Arc::new(admission::Admission::new(limits)),
@@ -94,8 +98,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // A bad relay URL (or https:// without a CA) is a configuration error:
     // report it now rather than retrying it forever.
-    crate::tls::endpoint(&opts.relay.url, opts.relay.tls.as_ref()).context("--relay")?;
-    let parts = Parts::new(opts.id, &opts.limits, store);
+    for url in &opts.relay.urls {
+        crate::tls::endpoint(url, opts.relay.tls.as_ref()).context("--relay")?;
+    }
+    let parts = Parts::new(opts.id, &opts.limits, opts.link_queue_bytes, store);
     let (info, kick_stream) = membership::join(
         parts.store.as_ref(),
         &parts.me,
@@ -120,14 +126,22 @@ pub async fn run(
         grpc_addr: opts.advertise_grpc,
         client_addr: opts.advertise_client,
     };
-    let link = relay_link::RelayLink {
-        relay: opts.relay,
-        queue_bytes: opts.link_queue_bytes,
-        hello,
-        sessions: parts.sessions.clone(),
-        forwards: parts.forwards.clone(),
+    let relay_set = relays::RelaySet {
+        parts: Arc::new(relay_link::LinkParts {
+            relay: opts.relay,
+            queue_bytes: opts.link_queue_bytes,
+            hello,
+            sessions: parts.sessions.clone(),
+            forwards: parts.forwards.clone(),
+            dedupe: Arc::new(dedupe::Dedupe::new(
+                opts.limits.forward_timeout,
+                dedupe::DEDUPE_CAP,
+            )),
+            metrics: parts.metrics.clone(),
+        }),
+        store: parts.store.clone(),
     };
-    tasks.spawn(link.run(background.clone()));
+    tasks.spawn(relay_set.run(background.clone()));
     let expiry = forwards::expire_loop(parts.forwards.clone(), background.clone());
     tasks.spawn(expiry);
     tracing::info!(server = %parts.me.id, incarnation = %parts.me.incarnation, "message server started");
@@ -230,6 +244,7 @@ fn spawn_membership(
         metrics: parts.metrics.clone(),
         roster: parts.roster.clone(),
         sessions: parts.sessions.clone(),
+        forwards: parts.forwards.clone(),
         period: limits.heartbeat,
     };
     tasks.spawn(heartbeat.run(info, stop.clone()));

@@ -33,10 +33,13 @@ pub struct Options {
     pub admin_token: Option<String>,
 }
 
-/// Where the relay is, and how to reach it.
+/// Where the relays are, and how to reach them.
 #[derive(Clone)]
 pub struct RelayEndpoint {
-    pub url: String,
+    /// Relay URLs (`--relay`), when not discovered.
+    pub urls: Vec<String>,
+    /// Link to every relay in the relay registry instead of `urls`.
+    pub discover: bool,
     pub tls: Option<ClientTlsConfig>,
     /// Sent as `authorization: Bearer <token>` when linking.
     pub link_token: Option<String>,

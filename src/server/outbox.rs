@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::control::Control;
+use super::dedupe::Dedupe;
 use crate::link::LinkSender;
 use crate::metrics::Metrics;
 use crate::outcome::ClientOutcome;
@@ -55,11 +56,13 @@ enum Waiting {
         id: String,
         reference: Ref,
     },
-    /// A message forwarded by the relay: the outcome goes back on the link.
+    /// A message forwarded by a relay: the outcome goes back on the link
+    /// it came by, and on the links its copies came by (`Dedupe`).
     Remote {
         link: LinkSender,
         message_id: String,
         origin: String,
+        dedupe: Arc<Dedupe>,
     },
     /// An operator's message sent on this server (Admin API).
     Operator(oneshot::Sender<Status>),
@@ -74,11 +77,17 @@ impl Receipt {
         })))
     }
 
-    pub fn remote(link: LinkSender, message_id: String, origin: String) -> Self {
+    pub fn remote(
+        link: LinkSender,
+        message_id: String,
+        origin: String,
+        dedupe: Arc<Dedupe>,
+    ) -> Self {
         Self(Some(Box::new(Waiting::Remote {
             link,
             message_id,
             origin,
+            dedupe,
         })))
     }
 
@@ -119,13 +128,19 @@ impl Waiting {
                 link,
                 message_id,
                 origin,
+                dedupe,
             } => {
-                link.send_outcome(pb::Outcome {
+                let also = dedupe.settle(&message_id, status);
+                let outcome = pb::Outcome {
                     message_id,
                     origin_server: origin,
                     status: status as i32,
                     returned: None,
-                });
+                };
+                for other in also {
+                    other.send_outcome(outcome.clone());
+                }
+                link.send_outcome(outcome);
             }
             Waiting::Operator(tx) => {
                 let _ = tx.send(status);

@@ -1,58 +1,83 @@
-//! The message server's one long-lived bidirectional stream to the relay.
+//! One long-lived bidirectional stream to one relay.
 //!
-//! `RelayLink::run` keeps the link up: connect, say hello, serve inbound
-//! envelopes, and on loss answer every pending forward with `unavailable`
-//! (`Forwards::link_down`) and reconnect with capped exponential backoff.
-//! Local users are never affected by the link.
+//! `RelayLink::run` keeps it up: connect, say hello, learn the relay's id
+//! from its welcome, serve inbound envelopes, and on loss hand the chats
+//! in flight on it back to `Forwards` (which sends them through another
+//! relay) and reconnect with capped exponential backoff, until the relay
+//! set no longer wants this address. A relay that drains gets no new
+//! chats. Forwards arriving from the relay are checked against `Dedupe`,
+//! so a copy re-sent through this relay is not delivered twice. Local
+//! users are never affected by a link.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 
+use super::dedupe::{Arrival, Dedupe};
 use super::delivery::deliver_local;
-use super::forwards::Forwards;
+use super::forwards::{Forwards, LinkKey};
 use super::options::RelayEndpoint;
 use super::outbox::Receipt;
 use super::sessions::Sessions;
 use crate::grpc::Bearer;
 use crate::link::{LinkSender, MAX_LINK_FRAME, batches, dial, queue};
+use crate::metrics::Metrics;
 use crate::pb::envelope::Kind;
 use crate::pb::relay_client::RelayClient;
-use crate::pb::{self, Status, server_frame};
+use crate::pb::{self, Status, relay_frame, server_frame};
 use crate::shutdown::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the link needs: where the relay is, who we are, and the two
-/// things envelopes reach: local sessions and waiting forwards.
-pub struct RelayLink {
+/// What every link of a server shares.
+pub struct LinkParts {
     pub relay: RelayEndpoint,
-    /// Bytes of forwards the link's outbound queue may hold.
+    /// Bytes of forwards a link's outbound queue may hold.
     pub queue_bytes: usize,
     pub hello: pb::Hello,
     pub sessions: Arc<Sessions>,
     pub forwards: Arc<Forwards>,
+    pub dedupe: Arc<Dedupe>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How one life of a link ended.
+enum Ended {
+    /// It was up, then went down.
+    Down,
+    /// The relay it reached is linked already by another address.
+    Alias,
+}
+
+/// The link to the relay at `target`.
+pub struct RelayLink {
+    pub parts: Arc<LinkParts>,
+    pub target: String,
 }
 
 impl RelayLink {
-    /// Keeps the link up until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Keeps the link up until `stop`, or until `unwanted` (the relay left
+    /// the set) while it is down.
+    pub async fn run(self, unwanted: CancellationToken, stop: CancellationToken) {
         let mut backoff = BACKOFF_MIN;
         let mut was_up = true; // log the first failure
-        let id = &self.hello.server_id;
-        while !shutdown.is_cancelled() {
-            match self.link_once(&shutdown).await {
-                Ok(()) => {
+        let id = &self.parts.hello.server_id;
+        while !stop.is_cancelled() && !unwanted.is_cancelled() {
+            match self.link_once(&stop).await {
+                Ok(Ended::Down) => {
                     backoff = BACKOFF_MIN;
                     was_up = true;
-                    let failed = self.forwards.link_down();
-                    tracing::warn!(server = %id, unavailable = failed, "relay link down; reconnecting");
+                }
+                Ok(Ended::Alias) => {
+                    tracing::info!(server = %id, target = %self.target, "this address reaches a relay linked already; not linking it twice");
+                    return;
                 }
                 Err(e) => {
                     if was_up {
-                        tracing::warn!(server = %id, relay = %self.relay.url, error = %format_args!("{e:#}"), "cannot reach the relay; retrying with backoff");
+                        tracing::warn!(server = %id, relay = %self.target, error = %format_args!("{e:#}"), "cannot reach the relay; retrying with backoff");
                     } else {
                         tracing::debug!(server = %id, error = %format_args!("{e:#}"), "relay still unreachable");
                     }
@@ -60,26 +85,27 @@ impl RelayLink {
                 }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
+                _ = unwanted.cancelled() => break,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
-        self.forwards.link_down();
     }
 
-    /// One life of the link. Ok(()) if it was established and later ended.
-    async fn link_once(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let channel = dial(&self.relay.url, self.relay.tls.as_ref()).await?;
-        let (tx, rx) = queue(self.queue_bytes);
+    /// One life of the link.
+    async fn link_once(&self, stop: &CancellationToken) -> anyhow::Result<Ended> {
+        let parts = &self.parts;
+        let channel = dial(&self.target, parts.relay.tls.as_ref()).await?;
+        let (tx, rx) = queue(parts.queue_bytes);
         let first = pb::ServerFrame {
-            kind: Some(server_frame::Kind::Hello(self.hello.clone())),
+            kind: Some(server_frame::Kind::Hello(parts.hello.clone())),
         };
         let rest = batches(rx).map(|b| pb::ServerFrame {
             kind: Some(server_frame::Kind::Batch(b)),
         });
         let mut request = tonic::Request::new(futures::stream::once(async { first }).chain(rest));
-        if let Some(token) = &self.relay.link_token {
+        if let Some(token) = &parts.relay.link_token {
             Bearer::attach(&mut request, token)?;
         }
         let mut inbound = RelayClient::new(channel)
@@ -88,49 +114,77 @@ impl RelayLink {
             .await
             .map_err(refusal)?
             .into_inner();
-        self.forwards.link_up(tx.clone());
-        tracing::info!(server = %self.hello.server_id, relay = %self.relay.url, "relay link up");
+        let welcome = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await;
+        let relay = match welcome {
+            Ok(Ok(Some(pb::RelayFrame {
+                kind: Some(relay_frame::Kind::Welcome(w)),
+            }))) => w.relay_id,
+            _ => anyhow::bail!("the relay did not welcome the link"),
+        };
+        let Some(key) = parts.forwards.link_up(&relay, tx.clone()) else {
+            return Ok(Ended::Alias);
+        };
+        tracing::info!(server = %parts.hello.server_id, %relay, target = %self.target, "relay link up");
+        self.serve(&mut inbound, &tx, key, stop).await;
+        let failover = parts.forwards.link_down(key);
+        tracing::warn!(server = %parts.hello.server_id, %relay, resent = failover.resent, unavailable = failover.unavailable, "relay link down");
+        Ok(Ended::Down)
+    }
+
+    /// Serves inbound frames until the stream ends or `stop`.
+    async fn serve(
+        &self,
+        inbound: &mut tonic::Streaming<pb::RelayFrame>,
+        tx: &LinkSender,
+        key: LinkKey,
+        stop: &CancellationToken,
+    ) {
         loop {
             let frame = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => return,
                 f = inbound.message() => f,
             };
-            match frame {
-                Ok(Some(frame)) => {
-                    for envelope in frame.batch.into_iter().flat_map(|b| b.envelopes) {
-                        self.on_envelope(&tx, envelope.kind);
+            match frame.map(|f| f.and_then(|f| f.kind)) {
+                Ok(Some(relay_frame::Kind::Batch(batch))) => {
+                    for envelope in batch.envelopes {
+                        self.on_envelope(tx, envelope.kind);
                     }
                 }
-                Ok(None) => break,
+                Ok(Some(relay_frame::Kind::Drain(_))) => {
+                    tracing::info!(server = %self.parts.hello.server_id, target = %self.target, "relay draining: no new chats through it");
+                    self.parts.forwards.link_draining(key);
+                }
+                Ok(Some(relay_frame::Kind::Welcome(_))) => {}
+                Ok(None) => return,
                 Err(status) => {
-                    tracing::debug!(server = %self.hello.server_id, %status, "relay stream error");
-                    break;
+                    tracing::debug!(server = %self.parts.hello.server_id, %status, "relay stream error");
+                    return;
                 }
             }
         }
-        Ok(())
     }
 
     fn on_envelope(&self, tx: &LinkSender, kind: Option<Kind>) {
         match kind {
             Some(Kind::Forward(forward)) => {
-                if let Some(refused) = self.deliver(tx, forward) {
-                    tx.send_outcome(refused);
+                if let Some(answer) = self.deliver(tx, forward) {
+                    tx.send_outcome(answer);
                 }
             }
             Some(Kind::Outcome(outcome)) => {
                 let status = Status::try_from(outcome.status).unwrap_or(Status::Unavailable);
-                self.forwards.resolve(&outcome.message_id, status);
+                self.parts.forwards.resolve(&outcome.message_id, status);
             }
             None => {}
         }
     }
 
     /// Queues a message forwarded by the relay for a local session: its
-    /// outcome goes back on the link once it is written (or dropped).
-    /// Returns the outcome of a refusal at once; a NOT_HERE outcome
-    /// carries the message back for re-routing.
+    /// outcome goes back once it is written (or dropped). Returns the
+    /// outcome to send at once: a refusal (a NOT_HERE outcome carries the
+    /// message back for re-routing), or a copy's answer.
     fn deliver(&self, tx: &LinkSender, forward: pb::Forward) -> Option<pb::Outcome> {
+        let parts = &self.parts;
         let Some(message) = &forward.message else {
             return Some(outcome(
                 String::new(),
@@ -138,14 +192,27 @@ impl RelayLink {
                 Status::Unavailable,
             ));
         };
+        match parts.dedupe.arrive(&message.id, tx) {
+            Arrival::Fresh => {}
+            Arrival::Waiting => {
+                parts.metrics.duplicates_dropped.inc();
+                return None;
+            }
+            Arrival::Settled(status) => {
+                parts.metrics.duplicates_dropped.inc();
+                return Some(outcome(message.id.clone(), forward.origin_server, status));
+            }
+        }
         let receipt = || {
             Receipt::remote(
                 tx.clone(),
                 message.id.clone(),
                 forward.origin_server.clone(),
+                parts.dedupe.clone(),
             )
         };
-        let status = deliver_local(&self.sessions, message, receipt).err()?;
+        let status = deliver_local(&parts.sessions, message, receipt).err()?;
+        parts.dedupe.refused(&message.id);
         let mut result = outcome(message.id.clone(), forward.origin_server.clone(), status);
         if status == Status::NotHere {
             result.returned = Some(forward);

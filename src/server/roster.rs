@@ -310,7 +310,11 @@ mod tests {
     use tokio::sync::{Semaphore, mpsc};
 
     use super::*;
-    use crate::presence::{KickStream, MemoryStore, PresenceError, ServerInfo};
+    use std::time::Duration;
+
+    use crate::presence::{
+        KickStream, LinkInfo, MemoryStore, PresenceError, RelayInfo, Retired, ServerInfo,
+    };
     use crate::server::control::Control;
     use crate::server::outbox::{Budget, Outbound};
     use crate::server::sessions::SessionHandle;
@@ -363,7 +367,7 @@ mod tests {
             }
             self.inner.reassert(e).await
         }
-        async fn retire(&self, server: &str, inc: &str) -> presence::Result<u64> {
+        async fn retire(&self, server: &str, inc: &str) -> presence::Result<Retired> {
             self.inner.retire(server, inc).await
         }
         async fn purge(&self, server: &str, inc: &str) -> presence::Result<u64> {
@@ -387,8 +391,11 @@ mod tests {
             inc: &str,
             connections: u64,
             stats: &BTreeMap<String, u64>,
+            links: &[LinkInfo],
         ) -> presence::Result<bool> {
-            self.inner.heartbeat(id, inc, connections, stats).await
+            self.inner
+                .heartbeat(id, inc, connections, stats, links)
+                .await
         }
         async fn servers(&self) -> presence::Result<Vec<ServerInfo>> {
             self.inner.servers().await
@@ -401,6 +408,15 @@ mod tests {
         }
         async fn kicks(&self, server: &str) -> presence::Result<KickStream> {
             self.inner.kicks(server).await
+        }
+        async fn announce_relay(&self, info: &RelayInfo, ttl: Duration) -> presence::Result<()> {
+            self.inner.announce_relay(info, ttl).await
+        }
+        async fn withdraw_relay(&self, id: &str, inc: &str) -> presence::Result<()> {
+            self.inner.withdraw_relay(id, inc).await
+        }
+        async fn relays(&self) -> presence::Result<Vec<RelayInfo>> {
+            self.inner.relays().await
         }
     }
 

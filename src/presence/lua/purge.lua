@@ -8,13 +8,17 @@
 -- re-asserts its sessions) nothing is deleted.
 -- KEYS[1] index set, KEYS[2] server hash, KEYS[3] set of server ids
 -- ARGV: server, incarnation, batch size, retire (1/0)
--- Returns {deleted, remaining in the index}, remaining -1 if fenced off.
+-- Returns {deleted, remaining in the index, deregistered (1/0)},
+-- remaining -1 if fenced off. Of concurrent retires of one incarnation
+-- (several relays) exactly one deregisters it.
+local deregistered = 0
 if redis.call('HGET', KEYS[2], 'inc') == ARGV[2] then
   if ARGV[4] ~= '1' then
-    return {0, -1}
+    return {0, -1, 0}
   end
   redis.call('DEL', KEYS[2])
   redis.call('SREM', KEYS[3], ARGV[1])
+  deregistered = 1
 end
 local names = redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
 local deleted = 0
@@ -26,4 +30,4 @@ for _, name in ipairs(names) do
     deleted = deleted + 1
   end
 end
-return {deleted, redis.call('SCARD', KEYS[1])}
+return {deleted, redis.call('SCARD', KEYS[1]), deregistered}
