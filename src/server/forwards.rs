@@ -264,12 +264,15 @@ impl Forwards {
             let mut state = self.state.lock();
             state.links.retain(|l| l.key != key);
             self.metrics.relay_links.set(state.links.len() as i64);
-            let stranded: Vec<String> = state
+            // Oldest first: chats to one recipient keep their order.
+            let mut stranded: Vec<(Instant, String)> = state
                 .pending
                 .iter()
                 .filter(|(_, e)| e.via == key)
-                .map(|(id, _)| id.clone())
+                .map(|(id, e)| (e.started, id.clone()))
                 .collect();
+            stranded.sort_unstable();
+            let stranded = stranded.into_iter().map(|(_, id)| id);
             for id in stranded {
                 if let Some(via) = self.resend(&mut state, &id) {
                     if let Some(e) = state.pending.get_mut(&id) {

@@ -17,9 +17,23 @@ pub struct Progress {
     pub received: AtomicU64,
     pub outcomes: AtomicU64,
     pub done: AtomicU64,
+    /// When the last message arrived (ns of the run's clock), and the
+    /// longest wait between two arrivals so far: how long deliveries
+    /// paused, e.g. while a failure was being handled.
+    pub last_arrival_ns: AtomicU64,
+    pub max_arrival_gap_ns: AtomicU64,
 }
 
 impl Progress {
+    /// Messages arrived at `now`.
+    pub fn arrived(&self, now: u64) {
+        let before = self.last_arrival_ns.swap(now, Ordering::Relaxed);
+        if before > 0 {
+            self.max_arrival_gap_ns
+                .fetch_max(now.saturating_sub(before), Ordering::Relaxed);
+        }
+    }
+
     fn snapshot(&self) -> [u64; 4] {
         [
             self.sent.load(Ordering::Relaxed),

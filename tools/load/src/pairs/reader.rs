@@ -233,6 +233,7 @@ impl Reader {
         if batch.messages > 0 {
             self.res.last_receive_ns = now;
             let progress = &self.ctx.progress;
+            progress.arrived(now);
             progress
                 .received
                 .fetch_add(batch.messages, Ordering::Relaxed);

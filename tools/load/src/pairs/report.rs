@@ -145,6 +145,7 @@ impl Finished<'_> {
             "ack_p50_ms": m.ack.p50_ms,
             "ack_p99_ms": m.ack.p99_ms,
             "ack_max_ms": m.ack.max_ms,
+            "max_arrival_gap_ms": round3(self.ended.max_arrival_gap_ns as f64 / 1e6),
             "outcomes": {
                 "delivered": o(outcome::DELIVERED),
                 "offline": o(outcome::OFFLINE),

@@ -36,6 +36,8 @@ pub(super) struct Ended {
     pub(super) sent: u64,
     /// Writers that stopped on a write error.
     pub(super) write_errors: u64,
+    /// The longest wait between two message arrivals.
+    pub(super) max_arrival_gap_ns: u64,
 }
 
 /// Runs the traffic of logged-in `users` to its end; `names` go into the
@@ -91,6 +93,7 @@ pub(super) async fn run(
         timed_out,
         write_errors: close_writers(writers).await?,
         sent: progress.sent.load(Ordering::Relaxed),
+        max_arrival_gap_ns: progress.max_arrival_gap_ns.load(Ordering::Relaxed),
     };
     Ok((ended, results))
 }
