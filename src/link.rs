@@ -98,40 +98,50 @@ pub enum Refused {
 }
 
 impl LinkSender {
-    /// Queues a forward, holding `slot` until it has left the queue.
+    /// Queues a forward, holding `slot` until it has left the queue; a
+    /// refusal hands the forward back.
+    #[allow(clippy::result_large_err, reason = "handing it back saves a copy per message")]
     pub fn try_forward(
         &self,
         forward: Forward,
         slot: Option<Arc<OwnedSemaphorePermit>>,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), (Refused, Forward)> {
         let bytes = forward.encoded_len();
         if self.queued.load(Ordering::Relaxed) + bytes > self.budget {
-            return Err(Refused::Full);
+            return Err((Refused::Full, forward));
         }
         match self.push(Kind::Forward(forward), bytes, slot) {
-            true => Ok(()),
-            false => Err(Refused::Closed),
+            Ok(()) => Ok(()),
+            Err(Kind::Forward(f)) => Err((Refused::Closed, f)),
+            // `push` gives back what it was given.
+            Err(Kind::Outcome(_)) => Err((Refused::Closed, Forward::default())),
         }
     }
 
     /// Queues an outcome; false if the link is gone.
     pub fn send_outcome(&self, outcome: Outcome) -> bool {
         let bytes = outcome.encoded_len();
-        self.push(Kind::Outcome(outcome), bytes, None)
+        self.push(Kind::Outcome(outcome), bytes, None).is_ok()
     }
 
-    fn push(&self, kind: Kind, bytes: usize, slot: Option<Arc<OwnedSemaphorePermit>>) -> bool {
+    /// Queues `kind`; gives it back if the link is gone.
+    #[allow(clippy::result_large_err, reason = "handing it back saves a copy per message")]
+    fn push(
+        &self,
+        kind: Kind,
+        bytes: usize,
+        slot: Option<Arc<OwnedSemaphorePermit>>,
+    ) -> Result<(), Kind> {
         self.queued.fetch_add(bytes, Ordering::Relaxed);
         let queued = Queued {
             kind,
             bytes,
             _slot: slot,
         };
-        if self.tx.send(queued).is_err() {
+        self.tx.send(queued).map_err(|e| {
             self.queued.fetch_sub(bytes, Ordering::Relaxed);
-            return false;
-        }
-        true
+            e.0.kind
+        })
     }
 }
 
@@ -178,16 +188,24 @@ mod tests {
     async fn forwards_beyond_the_budget_are_refused_until_batches_drain() {
         let (tx, rx) = queue(250);
         let big = "x".repeat(100);
-        assert_eq!(tx.try_forward(forward(&big), None), Ok(()));
-        assert_eq!(tx.try_forward(forward(&big), None), Ok(()));
-        assert_eq!(tx.try_forward(forward(&big), None), Err(Refused::Full));
+        assert!(tx.try_forward(forward(&big), None).is_ok());
+        assert!(tx.try_forward(forward(&big), None).is_ok());
+        let refused = tx
+            .try_forward(forward(&big), None)
+            .map_err(|(why, f)| (why, f.message.unwrap().content.len()));
+        assert_eq!(
+            refused,
+            Err((Refused::Full, 100)),
+            "refused, and handed back"
+        );
         assert!(tx.send_outcome(Outcome::default()), "outcomes always queue");
         let mut batches = Box::pin(batches(rx));
         let batch = batches.next().await.unwrap();
         assert_eq!(batch.envelopes.len(), 3);
-        assert_eq!(tx.try_forward(forward(&big), None), Ok(()), "drained");
+        assert!(tx.try_forward(forward(&big), None).is_ok(), "drained");
         drop(batches);
-        assert_eq!(tx.try_forward(forward(&big), None), Err(Refused::Closed));
+        let refused = tx.try_forward(forward(&big), None).map_err(|(why, _)| why);
+        assert_eq!(refused, Err(Refused::Closed));
     }
 
     #[tokio::test]
@@ -195,7 +213,7 @@ mod tests {
         let slots = Arc::new(Semaphore::new(1));
         let (tx, rx) = queue(1 << 20);
         let slot = Arc::new(slots.clone().try_acquire_owned().unwrap());
-        assert_eq!(tx.try_forward(forward("hi"), Some(slot.clone())), Ok(()));
+        assert!(tx.try_forward(forward("hi"), Some(slot.clone())).is_ok());
         // The sender gives up its share (say, the chat timed out) ...
         drop(slot);
         assert_eq!(slots.available_permits(), 0, "still queued: slot held");

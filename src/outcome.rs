@@ -22,7 +22,9 @@ impl ClientOutcome {
             // NOT_HERE reaches a sender only when re-routing found nobody.
             Status::Offline | Status::NotHere => Self::Failed(ErrorCode::Offline),
             Status::Busy => Self::Failed(ErrorCode::RecipientBusy),
-            Status::Unavailable | Status::Unspecified => Self::Failed(ErrorCode::Unavailable),
+            Status::Unavailable | Status::Unspecified | Status::NoLink => {
+                Self::Failed(ErrorCode::Unavailable)
+            }
         }
     }
 
@@ -52,6 +54,7 @@ mod tests {
             Status::Busy,
             Status::Unavailable,
             Status::NotHere,
+            Status::NoLink,
         ] {
             assert!(OUTCOME_CODES.contains(&ClientOutcome::of(status).code()));
         }

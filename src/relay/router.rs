@@ -260,6 +260,16 @@ impl Router {
                     // No link to that server: drop the route so the next
                     // message asks the store again (it may have moved on).
                     self.cache.forget_route(&to, &server);
+                    if forward.origin_server != RELAY_ORIGIN {
+                        // Another relay may have one (this one has just
+                        // started): the origin tries it.
+                        return self.send_outcome(pb::Outcome {
+                            message_id: id,
+                            origin_server: forward.origin_server.clone(),
+                            status: Status::NoLink as i32,
+                            returned: Some(forward),
+                        });
+                    }
                     Status::Unavailable
                 }
             },

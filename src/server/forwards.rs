@@ -69,6 +69,8 @@ struct Entry {
     via: LinkKey,
     /// Kept to send it again if that link dies (once, within the budget).
     copy: Option<pb::ChatMessage>,
+    /// Sent back once already by a relay without a link to its recipient.
+    redirected: bool,
 }
 
 struct Live {
@@ -133,18 +135,19 @@ impl State {
         Some(candidates[hash as usize % candidates.len()])
     }
 
+    /// Sends on link `i`; a refusal (closing, or its queue full) hands
+    /// the forward back.
+    #[allow(clippy::result_large_err, reason = "handing it back saves a copy per message")]
     fn send(
         &self,
         i: usize,
         forward: pb::Forward,
         slot: Option<Arc<OwnedSemaphorePermit>>,
-    ) -> bool {
+    ) -> Result<(), pb::Forward> {
         let live = &self.links[i];
-        let sent = live.sender.try_forward(forward, slot).is_ok();
-        if sent {
-            live.sent.inc();
-        }
-        sent
+        live.sender.try_forward(forward, slot).map_err(|(_, f)| f)?;
+        live.sent.inc();
+        Ok(())
     }
 
     fn release(&mut self, entry: &mut Entry) {
@@ -193,10 +196,22 @@ impl Forwards {
             resent: false,
         };
         // Sent under the lock (it never blocks): a link going down cannot
-        // slip between choosing it and recording the chat as in flight on it.
-        let via = state.links[i].key;
+        // slip between choosing it and recording the chat as in flight on
+        // it. A link that refuses (closing, or its queue full) gets one
+        // alternative.
+        let mut via = state.links[i].key;
+        let sent = match state.send(i, forward, slot.clone()) {
+            Ok(()) => true,
+            Err(back) => match state.pick(&forward_to(&back), Some(via)) {
+                Some(j) => {
+                    via = state.links[j].key;
+                    state.send(j, back, slot).is_ok()
+                }
+                None => false,
+            },
+        };
         let entry = new_entry(waiter, via, copy, self.timeout);
-        if !state.send(i, forward, slot) {
+        if !sent {
             drop(state);
             return self.answer(&id, entry, Status::Unavailable);
         }
@@ -221,6 +236,39 @@ impl Forwards {
         };
         if let Some(entry) = entry {
             self.answer(id, entry, status);
+        }
+    }
+
+    /// The relay of link `from` had no link to the recipient's server and
+    /// sent `forward` back: it goes out through another live link, or
+    /// gets `unavailable`.
+    pub fn redirect(&self, id: &str, forward: pb::Forward, from: LinkKey) {
+        let mut state = self.state.lock();
+        let Some(entry) = state.pending.get_mut(id) else {
+            return; // answered meanwhile (timeout)
+        };
+        if std::mem::replace(&mut entry.redirected, true) {
+            // No relay tried twice has a link: give up rather than loop.
+            drop(state);
+            return self.resolve(id, Status::Unavailable);
+        }
+        let slot = entry.waiter.slot();
+        let to = forward_to(&forward);
+        let sent = state
+            .pick(&to, Some(from))
+            .filter(|&i| state.send(i, forward, slot).is_ok())
+            .map(|i| state.links[i].key);
+        match sent {
+            Some(via) => {
+                if let Some(e) = state.pending.get_mut(id) {
+                    e.via = via;
+                }
+                self.metrics.forwards_resent.inc();
+            }
+            None => {
+                drop(state);
+                self.resolve(id, Status::Unavailable);
+            }
         }
     }
 
@@ -305,7 +353,10 @@ impl Forwards {
             rerouted: false,
             resent: true,
         };
-        state.send(i, forward, slot).then(|| state.links[i].key)
+        state
+            .send(i, forward, slot)
+            .ok()
+            .map(|()| state.links[i].key)
     }
 
     /// The links as published with the heartbeat.
@@ -376,6 +427,14 @@ impl Forwards {
     }
 }
 
+fn forward_to(forward: &pb::Forward) -> String {
+    forward
+        .message
+        .as_ref()
+        .map(|m| m.to.clone())
+        .unwrap_or_default()
+}
+
 fn new_entry(
     waiter: Waiter,
     via: LinkKey,
@@ -389,6 +448,7 @@ fn new_entry(
         deadline: now + timeout,
         via,
         copy,
+        redirected: false,
     }
 }
 

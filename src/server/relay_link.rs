@@ -147,7 +147,7 @@ impl RelayLink {
             match frame.map(|f| f.and_then(|f| f.kind)) {
                 Ok(Some(relay_frame::Kind::Batch(batch))) => {
                     for envelope in batch.envelopes {
-                        self.on_envelope(tx, envelope.kind);
+                        self.on_envelope(tx, key, envelope.kind);
                     }
                 }
                 Ok(Some(relay_frame::Kind::Drain(_))) => {
@@ -164,7 +164,7 @@ impl RelayLink {
         }
     }
 
-    fn on_envelope(&self, tx: &LinkSender, kind: Option<Kind>) {
+    fn on_envelope(&self, tx: &LinkSender, key: LinkKey, kind: Option<Kind>) {
         match kind {
             Some(Kind::Forward(forward)) => {
                 if let Some(answer) = self.deliver(tx, forward) {
@@ -173,7 +173,14 @@ impl RelayLink {
             }
             Some(Kind::Outcome(outcome)) => {
                 let status = Status::try_from(outcome.status).unwrap_or(Status::Unavailable);
-                self.parts.forwards.resolve(&outcome.message_id, status);
+                match (status, outcome.returned) {
+                    (Status::NoLink, Some(forward)) => {
+                        self.parts
+                            .forwards
+                            .redirect(&outcome.message_id, forward, key)
+                    }
+                    _ => self.parts.forwards.resolve(&outcome.message_id, status),
+                }
             }
             None => {}
         }
