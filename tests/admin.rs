@@ -161,7 +161,16 @@ async fn every_readme_grpcurl_command_works_against_a_running_cluster() {
                     assert_eq!(s["health"], "SERVING");
                     assert_eq!(s["linked"], true);
                     assert!(s["grpcAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
+                    assert_eq!(s["links"][0]["relayId"], "relay", "{s}");
+                    assert_eq!(s["links"][0]["state"], "LINKED", "{s}");
                 }
+            }
+            "switchboard.v1.Admin/ListRelays" => {
+                let relays = json(&out)["relays"].as_array().unwrap().clone();
+                assert_eq!(relays.len(), 1, "{out}");
+                assert_eq!(relays[0]["id"], "relay");
+                assert_eq!(relays[0]["state"], "SERVING");
+                assert_eq!(relays[0]["links"], 2, "{out}");
             }
             "switchboard.v1.Admin/LookupUser" => {
                 let v = json(&out);
