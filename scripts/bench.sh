@@ -11,6 +11,10 @@
 #   scripts/bench.sh            # default: 3 runs per measurement (~5-10 min)
 #   scripts/bench.sh --quick    # smoke test: 1 run, smaller runs (< 2 min)
 #   scripts/bench.sh --full     # default + up to 50,000 held connections
+#   scripts/bench.sh --relays   # only: relay failover with one and two
+#                               # relays, throughput through one vs two
+#                               # (also part of every other run); prints
+#                               # the figures, writes no report
 #
 # Other options: --runs N, --no-build, --no-report (print only),
 #   --out FILE (default docs/benchmarks.md), --keep (keep the work dir),
@@ -24,6 +28,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
 MODE=default
+RELAYS_ONLY=0
 RUNS=""
 BUILD=1
 REPORT=1
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
         --full) MODE=full ;;
+        --relays) RELAYS_ONLY=1; REPORT=0 ;;
         --runs) RUNS="$2"; shift ;;
         --no-build) BUILD=0 ;;
         --no-report) REPORT=0 ;;
@@ -43,7 +49,7 @@ while [ $# -gt 0 ]; do
         --bin)
             [ -d "${2:-}" ] || { echo "bench: --bin needs a directory" >&2; exit 2; }
             BIN="$(cd "$2" && pwd)"; BUILD=0; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -228,6 +234,10 @@ if m == "pairs":
          f'  ack p50 {r["ack_p50_ms"]} ms  ok={r["ok"]}')
 elif m == "logins":
     s = f'{r["logins_per_sec"]:>9.0f} logins/s  p50 {r["login_p50_ms"]} p99 {r["login_p99_ms"]} ms  ok={r["ok"]}'
+elif m == "failover":
+    s = (f'{r["relays"]} relay(s): longest pause {r["max_gap_ms"]} ms, {r["unavailable"]} unavailable, '
+         f'{r["resent"]} re-sent, {r["duplicates_dropped"]} copies dropped, '
+         f'{r["delivered"]}/{r["chats"]} delivered  ok={r["ok"]}')
 elif m == "conns":
     s = (f'{r["opened"]} conns in {r["open_secs"]} s, {r["rss_per_conn_kib"]} KiB/conn, '
          f'checks {r["check_delivered"]}/{r["check_chats"]}  ok={r["ok"]}')
@@ -285,6 +295,12 @@ log "binaries from $BIN"
 
 log "mode $MODE, $RUNS run(s) per measurement, work dir $WORK"
 start_redis
+# shellcheck source=scripts/bench_relays.sh
+source "$ROOT/scripts/bench_relays.sh"
+if [ "$RELAYS_ONLY" = 1 ]; then
+    relays_bench
+    exit 0
+fi
 start_relay
 start_server s1
 start_server s2
@@ -374,6 +390,8 @@ for ((i = 1; i <= RELINK_RUNS; i++)); do
     echo "  relink                       run $i: $(python3 -c "print('%.3f s after the restart (%.3f s after the kill)' % ($t_ok - $t_start, $t_ok - $t_kill))")"
     wait_chat "$PORT_s2" "$PORT_s1" 30
 done
+
+relays_bench
 
 ELAPSED=$((SECONDS - T0))
 log "measurements done in ${ELAPSED} s"

@@ -358,6 +358,50 @@ def main():
               f"| {runs_list(rl, 'since_kill_secs', 3)} | |")
         p("")
 
+    # ---------------------------------------------------------------- relays
+    fo = [(n, get(f"failover_r{n}")) for n in (1, 2)]
+    if any(r for _, r in fo):
+        p("## Relay failover")
+        p("")
+        r0 = next(r for _, r in fo if r)[0]
+        p("Two message servers linked to every relay, 8 pairs of users sending to each other at "
+          "150 chats/s per sender (2,400 chats/s in all, every chat verified); about 1 s into the "
+          "run one relay is killed with `kill -9`. With one relay it is started again on the same "
+          "port at once (what Kubernetes does); with two the other relay carries on. *Pause* = "
+          "the longest time between two deliveries anywhere in the run; *re-sent* and *copies "
+          "dropped* are the servers' `switchboard_forwards_resent_total` and "
+          "`switchboard_duplicates_dropped_total`.")
+        p("")
+        p("| relays | longest pause ms (median) | `unavailable` (median) | re-sent (median) | copies dropped (median) | delivered / chats, every run | ok | pause ms, every run |")
+        p("|---|---|---|---|---|---|---|---|")
+        for n, r in fo:
+            if not r:
+                continue
+            every = ", ".join(f"{x['result'].get('delivered')}/{x['result'].get('chats')}" for x in r)
+            p(f"| {n} | {fmt(med(r, 'max_gap_ms'), 1)} | {fmt(med(r, 'unavailable'))} | {fmt(med(r, 'resent'))} "
+              f"| {fmt(med(r, 'duplicates_dropped'))} | {every} | {'yes' if all_ok(r) else '**NO**'} "
+              f"| {runs_list(r, 'max_gap_ms', 1)} |")
+        p("")
+    r1, r2 = get("relays_r1"), get("relays_r2")
+    if r1 and r2:
+        p("## One relay or two")
+        p("")
+        p("Cross-server P=50, W=32, 64 B through two servers linked to one relay and two servers "
+          "linked to two relays, both clusters up at once and measured alternately. On this "
+          "machine every process shares the same cores, so a second relay can only help while a "
+          "core is idle; the figure shows what spreading costs or gains here, not on a cluster.")
+        p("")
+        p("| relays | msgs/s (median) | e2e p50 ms | e2e p99 ms | ok | msgs/s, every run |")
+        p("|---|---|---|---|---|---|")
+        for n, r in ((1, r1), (2, r2)):
+            p(f"| {n} | {fmt(med(r, 'msgs_per_sec'))} | {fmt(med(r, 'e2e_p50_ms'), 3)} | {fmt(med(r, 'e2e_p99_ms'), 3)} "
+              f"| {'yes' if all_ok(r) else '**NO**'} | {runs_list(r, 'msgs_per_sec')} |")
+        a1, a2 = med(r1, "msgs_per_sec"), med(r2, "msgs_per_sec")
+        if a1 and a2:
+            p("")
+            p(f"Two relays / one relay: **{a2 / a1:.2f}×**.")
+        p("")
+
     # ---------------------------------------------------------------- notes
     # Hand-written analysis (profiles, what stands in the way of the
     # targets) lives beside the report and is included verbatim.
