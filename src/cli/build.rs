@@ -43,6 +43,35 @@ pub fn dialable(addr: SocketAddr) -> String {
     SocketAddr::new(ip, addr.port()).to_string()
 }
 
+/// `host:port`, with an IPv6 address in brackets (`[fd00::1]:9601`).
+pub fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => SocketAddr::new(ip.into(), port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
+/// An advertised host: an IP address (IPv6 with or without brackets) or
+/// a DNS name; no port.
+pub fn advertise_host(s: &str) -> Result<String, String> {
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(s);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(bare.to_owned());
+    }
+    let name_like = !bare.is_empty()
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if name_like {
+        Ok(bare.to_owned())
+    } else {
+        Err("an IP address or a DNS name, without a port".into())
+    }
+}
+
 /// Connects to the presence registry's Redis, waiting for it up to
 /// `--redis-connect-timeout-ms` if it is not reachable yet; a wrong URL,
 /// password or certificate fails at once.
@@ -263,6 +292,18 @@ mod tests {
         assert!(!worth_retrying(&PresenceError::Redis(auth)));
         let url = redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad"));
         assert!(!worth_retrying(&PresenceError::Redis(url)));
+    }
+
+    #[test]
+    fn advertised_addresses_bracket_ipv6() {
+        assert_eq!(host_port("10.1.2.3", 9601), "10.1.2.3:9601");
+        assert_eq!(host_port("fd00::1", 9601), "[fd00::1]:9601");
+        assert_eq!(host_port("pod.example", 9501), "pod.example:9501");
+        assert_eq!(advertise_host("[fd00::1]").as_deref(), Ok("fd00::1"));
+        assert_eq!(advertise_host("::1").as_deref(), Ok("::1"));
+        for bad in ["", "10.0.0.1:9601", "[fd00::1]:9601", "a b", "fd00::zz"] {
+            assert!(advertise_host(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
