@@ -8,6 +8,7 @@
 //! here runs after start-up.
 
 mod build;
+mod check;
 mod cluster;
 mod relay;
 mod server;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+pub use check::CheckArgs;
 pub use cluster::ClusterArgs;
 pub use relay::RelayArgs;
 pub use server::ServerArgs;
