@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{
-    Client, Cluster, ClusterOpts, Proc, RELAY_STARTED, Redis, SERVER_STARTED, SLACK, STEP,
+    Client, Cluster, ClusterOpts, RELAY_STARTED, Redis, Relay, SERVER_STARTED, SLACK, STEP, Server,
     ServerOpts, eventually, free_port, grpcurl,
 };
 
@@ -69,16 +69,6 @@ fn health(addr: &str, service: &str) -> String {
     out
 }
 
-async fn incarnation(c: &Cluster, id: &str) -> String {
-    let mut conn = c.redis.conn().await;
-    redis::cmd("HGET")
-        .arg(format!("sb:server:{id}"))
-        .arg("inc")
-        .query_async(&mut conn)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lame_duck_then_kicks_spread_over_the_drain_window() {
     let mut c = Cluster::start_with(ClusterOpts {
@@ -107,7 +97,8 @@ async fn lame_duck_then_kicks_spread_over_the_drain_window() {
         client.login(&name).await;
         waiting.push(tokio::spawn(kicked_then_moved(client, name, c.b.port)));
     }
-    let own_health = format!("switchboard.server:a:{}", incarnation(&c, "a").await);
+    let inc = c.redis.server_incarnation("a").await.expect("a registered");
+    let own_health = format!("switchboard.server:a:{inc}");
     let a_grpc = format!("127.0.0.1:{}", c.a.grpc_port);
 
     let signalled = Instant::now();
@@ -193,39 +184,19 @@ const REDIS_PATIENCE: Duration = Duration::from_secs(20);
 /// The longest pause between two attempts to reach Redis (`cli::build`).
 const REDIS_RETRY_MAX: Duration = Duration::from_secs(5);
 
-fn spawn_relay(redis_url: &str, port: u16, patience: Duration) -> Proc {
-    let args = [
-        "--grpc-listen".to_string(),
-        format!("127.0.0.1:{port}"),
-        "--redis-url".into(),
-        redis_url.into(),
-        "--redis-connect-timeout-ms".into(),
-        patience.as_millis().to_string(),
-    ];
-    Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, &[])
+/// Waits for Redis at start up to `patience` (`--redis-connect-timeout-ms`).
+fn patient(patience: Duration) -> Vec<String> {
+    let ms = patience.as_millis().to_string();
+    vec!["--redis-connect-timeout-ms".into(), ms]
 }
 
-fn spawn_server(redis_url: &str, relay_port: u16, client_port: u16, patience: Duration) -> Proc {
-    let args = [
-        "--id".to_string(),
-        "early".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{client_port}"),
-        "--grpc-listen".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--relay".into(),
-        format!("http://127.0.0.1:{relay_port}"),
-        "--redis-url".into(),
-        redis_url.into(),
-        "--redis-connect-timeout-ms".into(),
-        patience.as_millis().to_string(),
-    ];
-    Proc::spawn(
-        "early",
-        env!("CARGO_BIN_EXE_switchboard-server"),
-        &args,
-        &[],
-    )
+fn spawn_server(redis_url: &str, relay_port: u16, patience: Duration) -> Server {
+    let relay = format!("http://127.0.0.1:{relay_port}");
+    let opts = ServerOpts {
+        extra: patient(patience),
+        ..Default::default()
+    };
+    Server::spawn_with("early", &relay, redis_url, opts)
 }
 
 /// A fresh install starts everything at once: the relay and the servers
@@ -234,10 +205,10 @@ fn spawn_server(redis_url: &str, relay_port: u16, client_port: u16, patience: Du
 async fn relay_and_server_started_before_redis_wait_for_it() {
     let redis_port = free_port();
     let url = format!("redis://127.0.0.1:{redis_port}");
-    let (relay_port, client_port) = (free_port(), free_port());
-    let mut relay = spawn_relay(&url, relay_port, REDIS_PATIENCE);
-    let mut server = spawn_server(&url, relay_port, client_port, REDIS_PATIENCE);
-    for p in [&mut relay, &mut server] {
+    let relay_port = free_port();
+    let mut relay = Relay::spawn_env(&url, relay_port, patient(REDIS_PATIENCE), &[]);
+    let mut server = spawn_server(&url, relay_port, REDIS_PATIENCE);
+    for p in [&mut relay.proc, &mut server.proc] {
         // Twice, and still running (`wait_ready` fails if it exits).
         let log = p.log.clone();
         let retried_twice = || {
@@ -249,12 +220,14 @@ async fn relay_and_server_started_before_redis_wait_for_it() {
     }
     let _redis = Redis::start_on(redis_port).await;
     relay
+        .proc
         .wait_logged(REDIS_RETRY_MAX + STEP, RELAY_STARTED)
         .await;
     server
+        .proc
         .wait_logged(REDIS_RETRY_MAX + STEP, SERVER_STARTED)
         .await;
-    let mut client = Client::connect(client_port).await;
+    let mut client = server.client().await;
     client.login("first").await;
 }
 
@@ -265,7 +238,7 @@ async fn without_redis_a_server_gives_up_after_its_bound() {
     let patience = Duration::from_millis(1500);
     let url = format!("redis://127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let mut server = spawn_server(&url, free_port(), free_port(), patience);
+    let mut server = spawn_server(&url, free_port(), patience).proc;
     let status = server.wait_exit(patience + SLACK).await;
     assert!(!status.success());
     assert!(started.elapsed() >= patience, "gave up early");
