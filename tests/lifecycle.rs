@@ -109,6 +109,9 @@ async fn lame_duck_then_kicks_spread_over_the_drain_window() {
     .await;
     // Alive all the same: the relay checks this name, not "".
     assert!(health(&a_grpc, &own_health).contains("\"SERVING\""));
+    // Operators asking the server itself see that it is on its way out.
+    let (_, servers) = grpcurl(&["-plaintext", &a_grpc, "switchboard.v1.Admin/ListServers"]);
+    assert!(servers.contains("\"health\": \"NOT_SERVING\""), "{servers}");
 
     // Stale endpoints still send clients here: served, not refused.
     let mut late = Vec::new();
