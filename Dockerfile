@@ -2,8 +2,9 @@
 # switchboard: one image with all the binaries in /usr/local/bin:
 #   switchboard-relay, switchboard-server (used by the Helm chart's `command`),
 #   switchboard-token (prints login tokens: `kubectl exec ... -- switchboard-token
-#   --name alice`, as the chart's notes show), switchboard-load (load generator)
-#   and switchboard (local all-in-one cluster, the default CMD for a quick try).
+#   --name alice`, as the chart's notes show), switchboard-load (load generator),
+#   switchboard-check (smoke test of a deployment, run by `helm test`) and
+#   switchboard (local all-in-one cluster, the default CMD for a quick try).
 #
 #   docker build -t ghcr.io/switchboard-chat/switchboard:0.1.0 .
 #   docker run --rm -p 9501:9501 -p 9502:9502 ghcr.io/switchboard-chat/switchboard:0.1.0
@@ -27,6 +28,7 @@ RUN cargo build --release --locked --offline --workspace --bins \
  && mkdir -p /out \
  && cp target/release/switchboard-server target/release/switchboard-relay \
        target/release/switchboard-token target/release/switchboard-load \
+       target/release/switchboard-check \
        target/release/switchboard /out/
 
 # ---------------------------------------------------------------- runtime

@@ -68,6 +68,7 @@ if [ "$MODE" = quick ]; then
     PURGE_USERS=1000
     PURGE_RUNS=1
     RELINK_RUNS=1
+    CPU_SECS=5        # paced run for the CPU cost per message
 else
     RUNS="${RUNS:-3}"
     BIG_M=2000
@@ -79,7 +80,10 @@ else
     PURGE_USERS=1000
     PURGE_RUNS=3
     RELINK_RUNS=3
+    CPU_SECS=15
 fi
+# The paced run for the CPU cost: 50 senders x CPU_RATE chats/s, cross-server.
+CPU_RATE=400
 WINDOWS=(1 2 4 8 16 32 64)
 CONNS_WANTED=$CONNS
 [ "$MODE" = full ] && CONNS_WANTED=50000
@@ -319,6 +323,32 @@ pairs same_p50_w1 50 "$LAT_M" 1 1
 log "window sweep (P=50, cross-server, M=$SWEEP_M)"
 for w in "${WINDOWS[@]}"; do
     pairs "sweep_w$w" 50 "$SWEEP_M" "$w" 0
+done
+
+log "CPU per 10k msgs/s (P=50 x $CPU_RATE msgs/s, cross-server, ${CPU_SECS} s; /proc/PID/stat)"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for ((i = 1; i <= RUNS; i++)); do
+    declare -A before=()
+    for name in relay s1 s2 redis; do before[$name]="$(cpu_ticks "${PID[$name]}")"; done
+    messages=$((50 * CPU_RATE * CPU_SECS))
+    "$LOAD" --quiet pairs --a "127.0.0.1:$PORT_s1" --b "127.0.0.1:$PORT_s2" --pairs 50 \
+        --messages $((CPU_RATE * CPU_SECS)) --window 32 --size 64 --rate "$CPU_RATE" \
+        >"$WORK/cpu$i.out" 2>>"$WORK/load.log" || log "cpu run $i: the generator reported a failure"
+    used=()
+    for name in relay s1 s2 redis; do used+=("$(($(cpu_ticks "${PID[$name]}") - before[$name]))"); done
+    # Cores a process needs per 10,000 msgs/s: its CPU seconds per message x 10,000.
+    json="$(python3 - "$(getconf CLK_TCK)" "$messages" "${used[@]}" <<'EOF'
+import json, sys
+hz, messages, *ticks = map(int, sys.argv[1:])
+relay, origin, dest, redis = (round(t / hz / messages * 10000, 4) for t in ticks)
+print(json.dumps({"mode": "cpu", "messages": messages, "relay_cores_per_10k": relay,
+                  "origin_server_cores_per_10k": origin, "destination_server_cores_per_10k": dest,
+                  "redis_cores_per_10k": redis, "ok": True}))
+EOF
+)"
+    record cpu "$i" "switchboard-load pairs --pairs 50 --rate $CPU_RATE --messages $((CPU_RATE * CPU_SECS)) (cross-server); CPU of each process from /proc/PID/stat" "$json"
+    show cpu "$i" "$json"
+    unset before
 done
 
 log "logins"

@@ -2,8 +2,10 @@
 # Offline checks of the Helm chart (helm/switchboard), run by scripts/test.sh
 # right after scripts/setup.sh (which installs helm and kubernetes-validate):
 #   1. helm lint --strict, with the defaults and with every helm/tests/*.yaml;
-#   2. helm template of the same, every rendered manifest validated with
-#      kubernetes-validate --strict against Kubernetes $KUBE_VERSION;
+#   2. helm template of the same for every Kubernetes version the chart
+#      supports ($KUBE_VERSIONS, 1.27 to 1.31; a values file with a
+#      "# min-kube-version: X" line only from X on), every rendered manifest
+#      validated with kubernetes-validate --strict against that version;
 #      ServiceMonitor (a CRD: kubernetes-validate has no schema for it and only
 #      WARNs) is checked against a subset schema of monitoring.coreos.com/v1
 #      below; any other kind without a schema is an error (a typo'd kind would
@@ -17,18 +19,33 @@
 #      csi-driver volume with their server identity); NetworkPolicies (on
 #      unless turned off): the gRPC
 #      ports and Redis reachable only from the release's own pods;
+#      operations: pod-template labels without chart or app version, the
+#      grace period covering preStop + lame duck + drain + clean-up, the
+#      advertised pod IP, soft topology spread, the relay's node-failure
+#      tolerations and ClusterIP Service, HPA replicas kept, the bundled
+#      Redis's password, maxmemory and protected mode, the helm test pod;
 #   3b. NOTES.txt rendered (helm install --dry-run=client, offline) for the
 #      defaults, tls.yaml and auth-off.yaml: token / Admin / TLS instructions;
 #   4. every helm/tests/bad/*.yaml must be REJECTED by values.schema.json, by
 #      both helm template and helm lint, with the message given in its
 #      "# error-contains: ..." line;
-#   5. the chart's own fail() guards fire.
+#   5. the chart's own fail() guards fire: every helm/tests/bad-template/*.yaml
+#      must be rejected by helm template (with its "# error-contains:"
+#      message; "# kube-version: X" renders for that version), and a few
+#      --set cases;
+#   6. the bundled Redis as rendered, run for real: redis-server with the
+#      rendered args (password filled in as Kubernetes would) refuses a
+#      client without the password, answers with it, and has the rendered
+#      maxmemory policy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CHART=helm/switchboard
 TESTS=helm/tests
-KUBE_VERSION="${SWITCHBOARD_KUBE_VERSION:-1.30.0}"
+# The versions the chart supports (Chart.yaml: kubeVersion >= 1.27); the
+# last one is used for the invariants and the guards.
+read -r -a KUBE_VERSIONS <<<"${SWITCHBOARD_KUBE_VERSIONS:-1.27.0 1.28.0 1.29.0 1.30.0 1.31.0}"
+KUBE_VERSION="${KUBE_VERSIONS[-1]}"
 RELEASE=sb
 NAMESPACE=switchboard
 start=$SECONDS
@@ -36,7 +53,7 @@ start=$SECONDS
 log() { echo "check-helm: $*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
-for tool in helm kubernetes-validate; do
+for tool in helm kubernetes-validate redis-server redis-cli; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found: run scripts/setup.sh first"
 done
 # Python with yaml + jsonschema: the one kubernetes-validate runs on (its venv).
@@ -53,47 +70,59 @@ trap 'rm -rf "$tmp"' EXIT
 shopt -s nullglob
 good=("$TESTS"/*.yaml)
 bad=("$TESTS"/bad/*.yaml)
+bad_template=("$TESTS"/bad-template/*.yaml)
 [ ${#good[@]} -gt 0 ] || die "no values files in $TESTS"
 [ ${#bad[@]} -gt 0 ] || die "no values files in $TESTS/bad"
+[ ${#bad_template[@]} -gt 0 ] || die "no values files in $TESTS/bad-template"
+
+# The value of a "# key: value" header line of a values file.
+header() { sed -n "s/^# $2: //p" "$1" | head -1; }
 
 # ---------------------------------------------------------------- 1+2. lint and render
-render() { # name [values file]
-    local name="$1" out
-    shift
+render() { # kube-version name [values file]
+    local kube="$1" name="$2" out
+    shift 2
     local args=(--strict "$CHART")
     [ $# -eq 0 ] || args+=(-f "$1")
-    if ! out="$(helm lint "${args[@]}" 2>&1)"; then
+    if [ "$kube" = "$KUBE_VERSION" ] && ! out="$(helm lint "${args[@]}" 2>&1)"; then
         echo "$out" >&2
         die "helm lint --strict failed for $name"
     fi
+    mkdir -p "$tmp/$kube"
     if ! helm template "$RELEASE" "$CHART" --namespace "$NAMESPACE" \
-        --kube-version "$KUBE_VERSION" ${1:+-f "$1"} >"$tmp/$name.yaml" 2>"$tmp/$name.err"; then
+        --kube-version "$kube" ${1:+-f "$1"} >"$tmp/$kube/$name.yaml" 2>"$tmp/$name.err"; then
         cat "$tmp/$name.err" >&2
-        die "helm template failed for $name"
+        die "helm template failed for $name (Kubernetes $kube)"
     fi
 }
 
-render defaults
-for f in "${good[@]}"; do
-    render "$(basename "$f" .yaml)" "$f"
-done
-log "lint + template ok: defaults ${good[*]}"
+# True if version $1 >= version $2 (x.y.z).
+at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
 
-rendered=("$tmp"/*.yaml)
 kv_out="$tmp/kubernetes-validate.out"
-if ! kubernetes-validate --strict --quiet -k "$KUBE_VERSION" "${rendered[@]}" >"$kv_out" 2>&1; then
-    sed "s|$tmp/||" "$kv_out" >&2
-    die "kubernetes-validate --strict (Kubernetes $KUBE_VERSION) rejected rendered manifests"
-fi
-# Only the ServiceMonitor CRD may lack a schema; anything else is an error.
-if unexpected="$(grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1 " "$kv_out")"; then
-    echo "$unexpected" | sed "s|$tmp/||" >&2
-    die "kubernetes-validate: unexpected output (unknown kind or apiVersion?)"
-fi
-log "kubernetes-validate --strict ok (Kubernetes $KUBE_VERSION): ${#rendered[@]} rendered sets"
+for kube in "${KUBE_VERSIONS[@]}"; do
+    render "$kube" defaults
+    for f in "${good[@]}"; do
+        min="$(header "$f" min-kube-version)"
+        if [ -z "$min" ] || at_least "$kube" "$min"; then
+            render "$kube" "$(basename "$f" .yaml)" "$f"
+        fi
+    done
+    rendered=("$tmp/$kube"/*.yaml)
+    if ! kubernetes-validate --strict --quiet -k "$kube" "${rendered[@]}" >"$kv_out" 2>&1; then
+        sed "s|$tmp/||" "$kv_out" >&2
+        die "kubernetes-validate --strict (Kubernetes $kube) rejected rendered manifests"
+    fi
+    # Only the ServiceMonitor CRD may lack a schema; anything else is an error.
+    if unexpected="$(grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1 " "$kv_out")"; then
+        echo "$unexpected" | sed "s|$tmp/||" >&2
+        die "kubernetes-validate: unexpected output (unknown kind or apiVersion?)"
+    fi
+    log "lint + template + kubernetes-validate --strict ok (Kubernetes $kube): ${#rendered[@]} rendered sets"
+done
 
 # ---------------------------------------------------------------- 3. CRD + invariants
-"$PY" - "$tmp" <<'PY'
+"$PY" - "$tmp/$KUBE_VERSION" <<'PY'
 import base64, glob, os, re, sys
 import jsonschema, yaml
 
@@ -160,6 +189,122 @@ TLS_ON = {"tls": "switchboard-tls", "tls-per-pod": "switchboard-tls"}
 # Servers' certificates from cert-manager's csi-driver: (issuer, kind).
 PER_POD = {"tls-per-pod": ("switchboard-ca", "ClusterIssuer")}
 REDIS_CA = {"external-redis": ("switchboard-redis-ca", "ca.pem")}
+REDIS_EXTERNAL = {"external-redis"}
+# Sets with the bundled Redis's password from an existing Secret: (name, key).
+REDIS_EXISTING = {"operations": ("switchboard-redis-password", "redis-password")}
+# Sets with an HPA: their minReplicas.
+HPA = {"hpa": 2, "hpa-connections": 3}
+# Sets without the helm test pod.
+TESTS_OFF = {"operations"}
+# Sets that replace the default topology spread / keep Kubernetes' default
+# node-failure tolerations for the relay.
+CUSTOM_SPREAD = {"operations"}
+DEFAULT_TOLERATIONS = {"operations"}
+IPV6 = {"ipv6"}
+
+def env_of(c):
+    return {e["name"]: e.get("value") for e in c.get("env", [])}
+
+def ceil_s(ms):
+    return -(-int(ms) // 1000)
+
+def check_operations(name, ds):
+    """What keeps users connected when the cluster changes: stable pod
+    labels, a grace period that covers the whole shutdown, spread pods,
+    a relay that leaves a failed node, a password-protected bounded Redis,
+    and the helm test pod."""
+    workloads = {d["metadata"]["name"]: d for d in ds if d["kind"] in ("Deployment", "StatefulSet")}
+    for wname, d in workloads.items():
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        for moving in ("helm.sh/chart", "app.kubernetes.io/version"):
+            if moving in labels:
+                errors.append("%s: %s pod template carries %s (a chart upgrade would restart it)" % (name, wname, moving))
+        for k, v in d["spec"]["selector"]["matchLabels"].items():
+            if labels.get(k) != v:
+                errors.append("%s: %s pod template label %s is %r, not the selector's %r" % (name, wname, k, labels.get(k), v))
+        spread = d["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
+        keys = sorted(c["topologyKey"] for c in spread if c.get("whenUnsatisfiable") == "ScheduleAnyway")
+        if not (name in CUSTOM_SPREAD and wname == "sb-switchboard-server") \
+                and keys != ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]:
+            errors.append("%s: %s has no soft spread by hostname and zone: %s" % (name, wname, spread))
+    sts = workloads["sb-switchboard-server"]
+    pod = sts["spec"]["template"]["spec"]
+    server = next(c for c in pod["containers"] if c["name"] == "server")
+    env = env_of(server)
+    pre_stop = server.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    need = pre_stop + ceil_s(env["SWITCHBOARD_LAME_DUCK_MS"]) + ceil_s(env["SWITCHBOARD_DRAIN_TIMEOUT_MS"]) + 6
+    if pod["terminationGracePeriodSeconds"] < need:
+        errors.append("%s: terminationGracePeriodSeconds %d < preStop + lame duck + drain + clean-up = %d"
+                      % (name, pod["terminationGracePeriodSeconds"], need))
+    if name == "defaults" and env["SWITCHBOARD_LAME_DUCK_MS"] != "15000":
+        errors.append("defaults: lame duck %s, want the readiness probe's 5 s x (2 + 1)" % env["SWITCHBOARD_LAME_DUCK_MS"])
+    listen = "[::]:9501" if name in IPV6 else "0.0.0.0:9501"
+    if env.get("SWITCHBOARD_LISTEN") != listen:
+        errors.append("%s: SWITCHBOARD_LISTEN %r, want %r" % (name, env.get("SWITCHBOARD_LISTEN"), listen))
+    relay = workloads["sb-switchboard-relay"]
+    tolerations = {t.get("key"): t.get("tolerationSeconds") for t in relay["spec"]["template"]["spec"].get("tolerations", [])}
+    want = {} if name in DEFAULT_TOLERATIONS else {"node.kubernetes.io/unreachable": 30, "node.kubernetes.io/not-ready": 30}
+    if {k: v for k, v in tolerations.items() if k in want or k.startswith("node.kubernetes.io/")} != want:
+        errors.append("%s: relay node-failure tolerations %s, want %s" % (name, tolerations, want))
+    relay_c = next(c for c in relay["spec"]["template"]["spec"]["containers"] if c["name"] == "relay")
+    if "cpu" in relay_c["resources"].get("limits", {}):
+        errors.append("%s: the relay has a CPU limit (it throttles every cross-server message)" % name)
+    for d in ds:
+        if d["kind"] == "Service" and d["metadata"]["name"] == "sb-switchboard-relay" and d["spec"]["type"] != "ClusterIP":
+            errors.append("%s: the relay Service is %s, not ClusterIP" % (name, d["spec"]["type"]))
+    check_bundled_redis(name, workloads.get("sb-switchboard-redis"))
+    check_test_pod(name, ds)
+
+def check_bundled_redis(name, d):
+    if name in REDIS_EXTERNAL:
+        if d:
+            errors.append("%s: bundled Redis rendered with an external one" % name)
+        return
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    opt = lambda flag: args[args.index(flag) + 1] if flag in args else None
+    if opt("--requirepass") != "$(REDIS_PASSWORD)" or opt("--protected-mode") != "yes":
+        errors.append("%s: bundled Redis without its password or protected mode: %s" % (name, args))
+    if not re.match(r"^[0-9]+(mb)?$", opt("--maxmemory") or "") or opt("--maxmemory-policy") not in ("noeviction", "volatile-lru"):
+        errors.append("%s: bundled Redis without maxmemory and a presence-safe policy: %s" % (name, args))
+    if not re.search(r"(:[0-9]+\.[0-9]+\.[0-9]+-alpine|@sha256:[0-9a-f]{64})$", c["image"]):
+        errors.append("%s: bundled Redis image %s is not pinned" % (name, c["image"]))
+    sec, key = REDIS_EXISTING.get(name, ("sb-switchboard-redis", "password"))
+    refs = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}) for e in c.get("env", [])}
+    for var in ("REDIS_PASSWORD", "REDISCLI_AUTH"):
+        if (refs.get(var, {}).get("name"), refs.get(var, {}).get("key")) != (sec, key):
+            errors.append("%s: bundled Redis %s is not from %s/%s" % (name, var, sec, key))
+
+def check_test_pod(name, ds):
+    pods = [d for d in ds if d["kind"] == "Pod"]
+    if name in TESTS_OFF:
+        if pods:
+            errors.append("%s: helm test pod rendered although tests.enabled=false" % name)
+        return
+    if len(pods) != 1:
+        errors.append("%s: %d helm test pods, want 1" % (name, len(pods)))
+        return
+    d = pods[0]
+    spec = d["spec"]
+    c = spec["containers"][0]
+    env = env_of(c)
+    if d["metadata"].get("annotations", {}).get("helm.sh/hook") != "test" or spec.get("restartPolicy") != "Never":
+        errors.append("%s: test pod is not a helm test hook that runs once" % name)
+    if c.get("command") != ["/usr/local/bin/switchboard-check"]:
+        errors.append("%s: test pod runs %s" % (name, c.get("command")))
+    if env.get("SWITCHBOARD_CHECK_CLIENT") != "sb-switchboard-client:9501" or \
+            env.get("SWITCHBOARD_CHECK_HEALTH") != "sb-switchboard-relay:9600,sb-switchboard-server-headless:9601":
+        errors.append("%s: test pod checks %s / %s" % (name, env.get("SWITCHBOARD_CHECK_CLIENT"), env.get("SWITCHBOARD_CHECK_HEALTH")))
+    sc = c.get("securityContext", {})
+    if not (sc.get("readOnlyRootFilesystem") is True and sc.get("runAsNonRoot") is True
+            and sc.get("allowPrivilegeEscalation") is False):
+        errors.append("%s: test pod securityContext is not locked down" % name)
+    mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+    for var, val in env.items():
+        if (val or "").startswith("/etc/switchboard/") and val.rsplit("/", 1)[0] not in mounts:
+            errors.append("%s: test pod %s=%s is not mounted" % (name, var, val))
+    if ("SWITCHBOARD_AUTH_SECRET_FILE" in env) == (name in AUTH_OFF):
+        errors.append("%s: test pod login tokens do not match auth.enabled" % name)
 
 def check_security(name, w, d, c, ds, health_port):
     """Login-token / Admin-token / TLS / Redis-CA / rate-limit env, mounts and volumes."""
@@ -285,6 +430,8 @@ def check_secrets(name, ds):
     got = {s["metadata"]["name"]: s for s in ds if s["kind"] == "Secret"}
     want = {} if name in AUTH_OFF or name in EXISTING else \
         {"sb-switchboard-auth": "secret", "sb-switchboard-admin": "token", "sb-switchboard-link": "token"}
+    if name not in REDIS_EXTERNAL and name not in REDIS_EXISTING:
+        want["sb-switchboard-redis"] = "password"
     if sorted(got) != sorted(want):
         errors.append("%s: rendered Secrets %s, want %s" % (name, sorted(got), sorted(want)))
     for sname, key in want.items():
@@ -325,7 +472,9 @@ def check_network_policies(name, ds):
                 peers += [p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
                           for p in rule["from"]]
         return sorted(peers, key=str)
-    only = {"sb-switchboard-relay": (9600, ["server"]), "sb-switchboard-server": (9601, ["relay"]),
+    test = [] if name in TESTS_OFF else ["test"]
+    only = {"sb-switchboard-relay": (9600, sorted(["server"] + test)),
+            "sb-switchboard-server": (9601, sorted(["relay"] + test)),
             "sb-switchboard-redis": (6379, ["relay", "server"])}
     open_ports = {9501, 9090}
     for pname, pol in pols.items():
@@ -375,6 +524,8 @@ for name in sets:
                 errors.append(w + ": resources requests/limits missing")
             if c["name"] == "redis":
                 continue
+            if c["name"] not in ("relay", "server"):
+                continue  # a user's sidecar (extraContainers)
             if c.get("command") not in (["/usr/local/bin/switchboard-relay"], ["/usr/local/bin/switchboard-server"]):
                 errors.append(w + ": unexpected command %s" % c.get("command"))
             grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
@@ -390,7 +541,7 @@ for name in sets:
                 if a in env and b in env and env.index(a) > env.index(b):
                     errors.append(w + ": env %s must come before %s (for $(%s) to expand)" % (a, b, a))
             before("REDIS_PASSWORD", "SWITCHBOARD_REDIS_URL")
-            before("POD_IP", "SWITCHBOARD_ADVERTISE_GRPC")
+            before("POD_IP", "SWITCHBOARD_ADVERTISE_HOST")
             url = next((e["value"] for e in c["env"] if e["name"] == "SWITCHBOARD_REDIS_URL"), "")
             if not url.startswith(("redis://", "rediss://")):
                 errors.append(w + ": bad SWITCHBOARD_REDIS_URL %r" % url)
@@ -402,27 +553,38 @@ for name in sets:
                 ids = {e["name"]: e for e in c["env"]}
                 if ids.get("SWITCHBOARD_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
                     errors.append(w + ": SWITCHBOARD_ID is not the pod name")
-                if not ids.get("SWITCHBOARD_ADVERTISE_GRPC", {}).get("value", "").startswith("$(POD_IP):"):
-                    errors.append(w + ": SWITCHBOARD_ADVERTISE_GRPC is not $(POD_IP):port")
+                # The server formats (and brackets) <pod IP>:<port> itself.
+                if ids.get("SWITCHBOARD_ADVERTISE_HOST", {}).get("value") != "$(POD_IP)":
+                    errors.append(w + ": SWITCHBOARD_ADVERTISE_HOST is not $(POD_IP)")
+                for gone in ("SWITCHBOARD_ADVERTISE_GRPC", "SWITCHBOARD_ADVERTISE_CLIENT"):
+                    if gone in ids:
+                        errors.append(w + ": %s set (an IPv6 pod IP would need brackets)" % gone)
                 relay = ids.get("SWITCHBOARD_RELAY", {}).get("value", "")
                 host = relay.split("//")[-1].split(":")[0]
                 if host not in services:
                     errors.append(w + ": SWITCHBOARD_RELAY %r names no rendered Service" % relay)
                 if services.get(d["spec"]["serviceName"], {}).get("spec", {}).get("clusterIP") != "None":
                     errors.append(w + ": serviceName is not a headless Service")
-    if name == "hpa":
+    hpas = [d for d in ds if d["kind"] == "HorizontalPodAutoscaler"]
+    if name in HPA:
         sts = [d for d in ds if d["kind"] == "StatefulSet"][0]
-        if "replicas" in sts["spec"]:
-            errors.append("hpa: StatefulSet still sets replicas (fights the HPA)")
-        if not any(d["kind"] == "HorizontalPodAutoscaler" for d in ds):
-            errors.append("hpa: no HorizontalPodAutoscaler rendered")
+        # Rendered (the live count, looked up; minReplicas offline): a
+        # manifest without replicas would reset them to 1 on the upgrade
+        # that turns the HPA on.
+        if sts["spec"].get("replicas") != HPA[name]:
+            errors.append("%s: StatefulSet replicas %r, want minReplicas %d" % (name, sts["spec"].get("replicas"), HPA[name]))
+        if len(hpas) != 1:
+            errors.append("%s: no HorizontalPodAutoscaler rendered" % name)
+    elif hpas:
+        errors.append("%s: HorizontalPodAutoscaler rendered although not enabled" % name)
     check_network_policies(name, ds)
+    check_operations(name, ds)
 
 # The image must provide the binaries the chart runs (and switchboard-token,
 # which NOTES.txt tells operators to exec), and copy only binaries that exist.
 with open("Dockerfile") as f:
     dockerfile = f.read()
-for b in ("switchboard-relay", "switchboard-server", "switchboard-token"):
+for b in ("switchboard-relay", "switchboard-server", "switchboard-token", "switchboard-check"):
     if "target/release/" + b not in dockerfile or "/usr/local/bin/" not in dockerfile:
         errors.append("Dockerfile does not install %s into /usr/local/bin" % b)
 # Binaries of the workspace: src/bin/*.rs, and the load generator's package.
@@ -459,6 +621,7 @@ has defaults "link token and NetworkPolicies" "link token ON, NetworkPolicies ON
 has auth-off "no link token" "link token OFF (any link accepted)"
 hasnt auth-off "no token when auth is off" "switchboard-token"
 hasnt auth-off "no Admin token when off" "authorization: Bearer"
+has defaults "helm test" "helm test $RELEASE -n $NAMESPACE --logs"
 log "NOTES.txt ok (defaults, tls, auth-off)"
 
 # ---------------------------------------------------------------- 4. bad values
@@ -490,22 +653,68 @@ done
 expect_fail() { # message -- helm template args...
     local want="$1" out
     shift
-    if out="$(helm template "$RELEASE" "$CHART" --kube-version "$KUBE_VERSION" "$@" 2>&1)"; then
+    if out="$(helm template "$RELEASE" "$CHART" "$@" 2>&1)"; then
         die "helm template accepted $* (expected: $want)"
     fi
     grep -qF -- "$want" <<<"$out" || { echo "$out" >&2; die "helm template $* failed for another reason than: $want"; }
     log "rejected as expected: $*: $want"
 }
-expect_fail "must exceed server.drainTimeoutMs" --set server.drainTimeoutMs=30000
-expect_fail "must not contain credentials" --set redis.enabled=false \
+for f in "${bad_template[@]}"; do
+    want="$(header "$f" error-contains)"
+    [ -n "$want" ] || die "$f has no '# error-contains: ...' line"
+    kube="$(header "$f" kube-version)"
+    expect_fail "$want" --kube-version "${kube:-$KUBE_VERSION}" -f "$f"
+done
+expect_fail "must be at least 51 s" --kube-version "$KUBE_VERSION" --set server.drainTimeoutMs=30000
+expect_fail "must not contain credentials" --kube-version "$KUBE_VERSION" --set redis.enabled=false \
     --set redis.external.url=redis://u:p@h:6379 --set redis.external.existingSecret=s
-expect_fail "minReplicas must not exceed maxReplicas" --set server.autoscaling.enabled=true \
+expect_fail "minReplicas must not exceed maxReplicas" --kube-version "$KUBE_VERSION" --set server.autoscaling.enabled=true \
     --set server.autoscaling.minReplicas=5 --set server.autoscaling.maxReplicas=3
-expect_fail "caSecret needs a rediss://" --set redis.enabled=false \
+expect_fail "caSecret needs a rediss://" --kube-version "$KUBE_VERSION" --set redis.enabled=false \
     --set redis.external.url=redis://h:6379 --set redis.external.caSecret=ca
 # Behind the schema (which rejects it first, see bad/tls-no-secret.yaml).
-expect_fail "tls.existingSecret is required" --skip-schema-validation --set tls.enabled=true
-expect_fail "tls.perPodCertificates needs tls.enabled=true" --set tls.perPodCertificates.enabled=true \
-    --set tls.perPodCertificates.issuerName=ca
+expect_fail "tls.existingSecret is required" --kube-version "$KUBE_VERSION" --skip-schema-validation --set tls.enabled=true
+expect_fail "tls.perPodCertificates needs tls.enabled=true" --kube-version "$KUBE_VERSION" \
+    --set tls.perPodCertificates.enabled=true --set tls.perPodCertificates.issuerName=ca
+expect_fail "cannot read the memory quantity" --kube-version "$KUBE_VERSION" --set server.resources.limits.memory=lots
+
+# ---------------------------------------------------------------- 6. the bundled Redis, run
+# Its container args as rendered, with $(REDIS_PASSWORD) expanded as the
+# kubelet would, on a free loopback port (the rendered --port replaced).
+"$PY" - "$tmp/$KUBE_VERSION/defaults.yaml" >"$tmp/redis.args" <<'PY'
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-redis"):
+        for a in d["spec"]["template"]["spec"]["containers"][0]["args"]:
+            print(a)
+PY
+password="$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+redis_port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+mapfile -t redis_args <"$tmp/redis.args"
+[ "${redis_args[0]}" = redis-server ] || die "the bundled Redis does not run redis-server: ${redis_args[*]}"
+for i in "${!redis_args[@]}"; do
+    case "${redis_args[$i]}" in
+        '$(REDIS_PASSWORD)') redis_args[$i]="$password" ;;
+    esac
+    [ "${redis_args[$i]}" = --port ] && redis_args[$((i + 1))]="$redis_port"
+done
+redis-server "${redis_args[@]:1}" --bind 127.0.0.1 --dir "$tmp" >"$tmp/redis.log" 2>&1 &
+redis_pid=$!
+trap 'kill "$redis_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 100); do
+    grep -q "Ready to accept connections" "$tmp/redis.log" && break
+    kill -0 "$redis_pid" 2>/dev/null || { cat "$tmp/redis.log" >&2; die "redis-server refused the rendered args"; }
+    sleep 0.05
+done
+cli() { redis-cli --no-auth-warning -p "$redis_port" "$@" 2>&1; }
+[[ "$(cli ping)" == *NOAUTH* ]] || die "the bundled Redis answers without its password"
+[ "$(cli -a "$password" ping)" = PONG ] || die "the bundled Redis does not take its password"
+policy="$(cli -a "$password" config get maxmemory-policy | tail -1)"
+[ "$policy" = noeviction ] || die "the bundled Redis's maxmemory-policy is $policy"
+maxmemory="$(cli -a "$password" config get maxmemory | tail -1)"
+[ "$maxmemory" = $((192 * 1024 * 1024)) ] || die "the bundled Redis's maxmemory is $maxmemory, not 75 % of 256Mi"
+[ "$(cli -a "$password" config get protected-mode | tail -1)" = yes ] || die "protected mode is off"
+kill "$redis_pid"
+log "bundled Redis run with its rendered args: password required, maxmemory 192mb, noeviction, protected mode"
 
 log "all checks passed in $((SECONDS - start)) s"

@@ -31,12 +31,16 @@ const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 /// The health service name under which a message server incarnation
 /// reports, besides "": whoever checks it learns that this very process
 /// answered, not another one that reuses the address (NOT_FOUND there).
+/// It says "alive", not "ready": it stays SERVING while the server drains
+/// (when "" is NOT_SERVING), so that the relay does not take a draining
+/// server for dead and purge the users it still serves.
 /// Server ids hold no `:`, so the name is unambiguous.
 pub fn incarnation_service(server: &str, incarnation: &str) -> String {
     format!("switchboard.server:{server}:{incarnation}")
 }
 
-/// Flips the overall health (service "") and every named service at once.
+/// A node's health: the overall status (service "", what Kubernetes
+/// probes ask) and named services.
 #[derive(Clone)]
 pub struct Health {
     reporter: HealthReporter,
@@ -51,16 +55,26 @@ impl Health {
         (Self { reporter, services }, service)
     }
 
+    /// Flips "" and every named service at once.
     pub async fn set(&self, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        self.reporter.set_service_status("", status).await;
+        self.set_overall(serving).await;
         for s in &self.services {
-            self.reporter.set_service_status(s, status).await;
+            self.reporter.set_service_status(s, status(serving)).await;
         }
+    }
+
+    /// Flips "" alone: the node stops taking new work (readiness), while
+    /// the named services still say that it is alive.
+    pub async fn set_overall(&self, serving: bool) {
+        self.reporter.set_service_status("", status(serving)).await;
+    }
+}
+
+fn status(serving: bool) -> ServingStatus {
+    if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
     }
 }
 

@@ -16,12 +16,14 @@
 //!   (login tokens), `metrics`, `names` (the name alphabet), `clock`, `sync`,
 //!   [`shutdown`], [`telemetry`].
 //!
-//! Above them: [`cluster`] (the one-command local cluster) and [`cli`]
-//! (every binary's flags and build step). The binaries in `src/bin/` only
+//! Above them: [`cluster`] (the one-command local cluster), [`check`]
+//! (a smoke test of a deployment, `helm test`) and [`cli`] (every
+//! binary's flags and build step). The binaries in `src/bin/` only
 //! parse, build and run. `docs/architecture.md` has the module map and
 //! the allowed dependency directions; `tests/layering.rs` checks them.
 
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod names;

@@ -100,7 +100,10 @@ pub enum Refused {
 impl LinkSender {
     /// Queues a forward, holding `slot` until it has left the queue; a
     /// refusal hands the forward back.
-    #[allow(clippy::result_large_err, reason = "handing it back saves a copy per message")]
+    #[allow(
+        clippy::result_large_err,
+        reason = "handing it back saves a copy per message"
+    )]
     pub fn try_forward(
         &self,
         forward: Forward,
@@ -125,7 +128,10 @@ impl LinkSender {
     }
 
     /// Queues `kind`; gives it back if the link is gone.
-    #[allow(clippy::result_large_err, reason = "handing it back saves a copy per message")]
+    #[allow(
+        clippy::result_large_err,
+        reason = "handing it back saves a copy per message"
+    )]
     fn push(
         &self,
         kind: Kind,

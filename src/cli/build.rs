@@ -2,9 +2,11 @@
 //! secrets, connects to Redis, naming the flag or address in every error.
 //! Runs once at start-up.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -12,7 +14,7 @@ use tokio::net::TcpListener;
 use super::{AdminFlags, AuthFlags, GrpcFlags, LinkTokenFlags, RedisFlags};
 use crate::auth::Authenticator;
 use crate::grpc::Serving;
-use crate::presence::{PresenceStore, RedisStore};
+use crate::presence::{PresenceError, PresenceStore, RedisStore};
 use crate::tls::{TlsFiles, read};
 
 /// Binds a TCP listener, naming the address in the error.
@@ -41,17 +43,127 @@ pub fn dialable(addr: SocketAddr) -> String {
     SocketAddr::new(ip, addr.port()).to_string()
 }
 
-/// Connects to the presence registry's Redis (failing fast: a wrong URL
-/// or password is reported at start).
+/// `host:port`, with an IPv6 address in brackets (`[fd00::1]:9601`).
+pub fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => SocketAddr::new(ip.into(), port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
+/// An advertised host: an IP address (IPv6 with or without brackets) or
+/// a DNS name; no port.
+pub fn advertise_host(s: &str) -> Result<String, String> {
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(s);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(bare.to_owned());
+    }
+    let name_like = !bare.is_empty()
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if name_like {
+        Ok(bare.to_owned())
+    } else {
+        Err("an IP address or a DNS name, without a port".into())
+    }
+}
+
+/// Connects to the presence registry's Redis, waiting for it up to
+/// `--redis-connect-timeout-ms` if it is not reachable yet; a wrong URL,
+/// password or certificate fails at once.
 pub async fn connect_redis(flags: &RedisFlags) -> anyhow::Result<Arc<dyn PresenceStore>> {
     let ca = match &flags.redis_ca {
         Some(path) => Some(read(path)?),
         None => None,
     };
-    let store = RedisStore::connect_with(&flags.redis_url, ca)
+    let url = redact(&flags.redis_url);
+    let patience = super::millis(flags.redis_connect_timeout_ms);
+    let connect = || RedisStore::connect_with(&flags.redis_url, ca.clone());
+    let store = with_retries(&url, patience, connect)
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", redact(&flags.redis_url)))?;
+        .with_context(|| format!("cannot connect to Redis at {url}"))?;
     Ok(Arc::new(store))
+}
+
+/// First pause between two attempts to reach Redis; it doubles up to
+/// `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Runs `connect` until it succeeds, fails in a way that waiting cannot
+/// fix, or `patience` is spent; logs every failed attempt.
+async fn with_retries<T, F, Fut>(
+    url: &str,
+    patience: Duration,
+    mut connect: F,
+) -> Result<T, anyhow::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PresenceError>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut pause = RETRY_FIRST;
+    for attempt in 1.. {
+        let error = match connect().await {
+            Ok(store) => return Ok(store),
+            Err(e) if !worth_retrying(&e) => return Err(e.into()),
+            Err(e) => e,
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(anyhow::Error::new(error).context(format!(
+                "gave up after {attempt} attempts in {patience:?} (--redis-connect-timeout-ms)"
+            )));
+        }
+        let pause_now = pause.min(left);
+        tracing::warn!(redis = %url, attempt, error = %error, retry_in = ?pause_now, "Redis not reachable yet; retrying");
+        tokio::time::sleep(pause_now).await;
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+    unreachable!("the attempts never run out")
+}
+
+/// True for what may heal by itself while Redis starts: no answer on the
+/// port, a name not resolving yet, a connection dropped or timed out, a
+/// Redis still loading. Not for a refused password, a bad URL, or a TLS
+/// certificate that does not verify (invalid data).
+fn worth_retrying(e: &PresenceError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    let PresenceError::Redis(e) = e else {
+        return false;
+    };
+    match e.kind() {
+        ErrorKind::Io => !matches!(
+            io_kind(e),
+            Some(
+                std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::Unsupported
+            )
+        ),
+        ErrorKind::Server(kind) => matches!(
+            kind,
+            ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+        ),
+        _ => false,
+    }
+}
+
+/// The kind of the I/O error under a Redis error, if it is one (the
+/// crate keeps it behind an `Arc`).
+fn io_kind(e: &redis::RedisError) -> Option<std::io::ErrorKind> {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    let source = std::error::Error::source(e)?;
+    let io = match source.downcast_ref::<Shared>() {
+        Some(shared) => shared.downcast_ref::<std::io::Error>(),
+        None => source.downcast_ref::<std::io::Error>(),
+    };
+    io.map(std::io::Error::kind)
 }
 
 /// A URL without its password, for messages and logs.
@@ -163,6 +275,35 @@ mod tests {
         }
         assert_eq!(random_link_token().len(), 48);
         assert_ne!(random_link_token(), random_link_token());
+    }
+
+    #[test]
+    fn only_what_may_heal_is_retried() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind| PresenceError::Redis(Error::new(kind, "x").into());
+        assert!(worth_retrying(&io(ErrorKind::ConnectionRefused)));
+        assert!(worth_retrying(&io(ErrorKind::TimedOut)));
+        assert!(
+            worth_retrying(&io(ErrorKind::Other)),
+            "a name not resolving yet"
+        );
+        assert!(!worth_retrying(&io(ErrorKind::InvalidData)), "TLS");
+        let auth = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "no"));
+        assert!(!worth_retrying(&PresenceError::Redis(auth)));
+        let url = redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad"));
+        assert!(!worth_retrying(&PresenceError::Redis(url)));
+    }
+
+    #[test]
+    fn advertised_addresses_bracket_ipv6() {
+        assert_eq!(host_port("10.1.2.3", 9601), "10.1.2.3:9601");
+        assert_eq!(host_port("fd00::1", 9601), "[fd00::1]:9601");
+        assert_eq!(host_port("pod.example", 9501), "pod.example:9501");
+        assert_eq!(advertise_host("[fd00::1]").as_deref(), Ok("fd00::1"));
+        assert_eq!(advertise_host("::1").as_deref(), Ok("::1"));
+        for bad in ["", "10.0.0.1:9601", "[fd00::1]:9601", "a b", "fd00::zz"] {
+            assert!(advertise_host(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

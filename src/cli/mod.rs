@@ -8,6 +8,7 @@
 //! here runs after start-up.
 
 mod build;
+mod check;
 mod cluster;
 mod relay;
 mod server;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+pub use check::CheckArgs;
 pub use cluster::ClusterArgs;
 pub use relay::RelayArgs;
 pub use server::ServerArgs;
@@ -66,6 +68,13 @@ pub struct RedisFlags {
     /// trust store.
     #[arg(long, env = "SWITCHBOARD_REDIS_CA")]
     pub redis_ca: Option<PathBuf>,
+
+    /// How long to keep trying to reach Redis at start (retrying with
+    /// backoff, each attempt logged), so that a fresh install does not
+    /// crash-loop while Redis starts. A wrong password, a bad URL or a
+    /// certificate Redis cannot prove still fail at once.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CONNECT_TIMEOUT_MS", default_value_t = 60_000, value_parser = positive)]
+    pub redis_connect_timeout_ms: u64,
 }
 
 /// How a node's gRPC port is secured, and its health-only port.
@@ -242,7 +251,18 @@ pub struct LimitFlags {
     #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = positive)]
     pub write_timeout_ms: u64,
 
-    /// Upper bound on the graceful drain at shutdown.
+    /// After SIGTERM, how long to report NOT_SERVING while still accepting
+    /// and serving clients, before the drain: time for readiness probes,
+    /// endpoint updates and load balancers to stop sending clients here,
+    /// so that none is refused meanwhile. 0 = drain at once (the Helm
+    /// chart sizes it to the readiness probe).
+    #[arg(long, env = "SWITCHBOARD_LAME_DUCK_MS", default_value_t = 0)]
+    pub lame_duck_ms: u64,
+
+    /// The drain after the lame duck: no new connections, the clients
+    /// kicked one after another over 90 % of this window (at most 100 ms
+    /// apart), so that they reconnect elsewhere gradually; the server
+    /// waits for its connections at most this long.
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS", default_value_t = 5_000, value_parser = positive)]
     pub drain_timeout_ms: u64,
 
@@ -322,6 +342,7 @@ impl From<LimitFlags> for crate::server::Limits {
             max_inflight: f.max_inflight as usize,
             forward_timeout: millis(f.forward_timeout_ms),
             write_timeout: millis(f.write_timeout_ms),
+            lame_duck: millis(f.lame_duck_ms),
             drain_timeout: millis(f.drain_timeout_ms),
             heartbeat: millis(f.heartbeat_ms),
             rate_limit,

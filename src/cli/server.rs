@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use super::build::{self, bind, bind_opt, dialable};
+use super::build::{self, advertise_host, bind, bind_opt, dialable, host_port};
 use super::{
     AuthFlags, GrpcFlags, LimitFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, RedisFlags,
     server_id,
@@ -32,12 +32,21 @@ pub struct ServerArgs {
     #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "0.0.0.0:9601")]
     pub grpc_listen: SocketAddr,
 
+    /// Host (IP or DNS name) where the relay and operators reach this
+    /// server, with the ports of --grpc-listen and --listen: an IPv6
+    /// address gets its brackets (`fd00::1` -> `[fd00::1]:9601`). Under
+    /// Kubernetes the pod IP (`$(POD_IP)`), IPv4 or IPv6 alike.
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_HOST", value_parser = advertise_host)]
+    pub advertise_host: Option<String>,
+
     /// gRPC address the relay uses to health-check this server
-    /// [default: --grpc-listen, with an unspecified IP replaced by 127.0.0.1].
+    /// [default: --advertise-host with the --grpc-listen port, else
+    /// --grpc-listen with an unspecified IP replaced by loopback].
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_GRPC")]
     pub advertise_grpc: Option<String>,
 
-    /// Client address shown to operators [default: --listen, likewise].
+    /// Client address shown to operators [default: likewise, with the
+    /// --listen port].
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
 
@@ -88,13 +97,16 @@ impl ServerArgs {
     /// Binds the ports, loads certificates and secrets, connects to Redis.
     pub async fn build(self) -> anyhow::Result<(Options, Arc<dyn PresenceStore>)> {
         let store = build::connect_redis(&self.redis).await?;
+        let host = self.advertise_host.as_deref();
+        let advertised = |given: Option<String>, listen: SocketAddr| {
+            given.unwrap_or_else(|| match host {
+                Some(host) => host_port(host, listen.port()),
+                None => dialable(listen),
+            })
+        };
         let options = Options {
-            advertise_client: self
-                .advertise_client
-                .unwrap_or_else(|| dialable(self.listen)),
-            advertise_grpc: self
-                .advertise_grpc
-                .unwrap_or_else(|| dialable(self.grpc_listen)),
+            advertise_client: advertised(self.advertise_client, self.listen),
+            advertise_grpc: advertised(self.advertise_grpc, self.grpc_listen),
             client_listener: bind(self.listen).await?,
             grpc: build::serving(&self.grpc, self.grpc_listen).await?,
             relay: RelayEndpoint {

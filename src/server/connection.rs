@@ -20,13 +20,13 @@ use tokio_util::codec::FramedRead;
 
 use super::admission::Slots;
 use super::control::Control;
+use super::drain::Drain;
 use super::outbox::{Outbound, Share};
 use super::output::{Output, WriteFailed};
 use super::requests::{Context, Flow, Requests};
 use crate::pb::Status;
 use crate::protocol::reply::{code_line, error_line};
 use crate::protocol::{ErrorCode, Frame, KickReason, LineCodec, ProtocolError};
-use crate::shutdown::CancellationToken;
 
 /// Requests, messages and control lines taken per step, so that neither
 /// side starves the other.
@@ -54,11 +54,14 @@ struct Conn {
     input_done: bool,
 }
 
-pub async fn run(ctx: Arc<Context>, stream: TcpStream, _slots: Slots, shutdown: CancellationToken) {
+pub async fn run(ctx: Arc<Context>, stream: TcpStream, _slots: Slots, drain: Arc<Drain>) {
     let mut conn = Conn::new(ctx, stream);
     conn.ctx.metrics.connections.inc();
     let login_deadline = tokio::time::sleep(conn.ctx.limits.login_timeout);
     tokio::pin!(login_deadline);
+    // Pending until the drain starts, then until this connection's turn.
+    let drain_turn = drain.turn();
+    tokio::pin!(drain_turn);
     let mut ever_logged_in = false;
 
     while !conn.closing {
@@ -68,7 +71,7 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, _slots: Slots, shutdown: 
         // unbiased select would pick the one branch only now and then).
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => conn.kick(KickReason::ServerShutdown),
+            _ = &mut drain_turn => conn.kick(KickReason::ServerShutdown),
             Some(control) = conn.control.recv() => conn.apply_control(control),
             frame = conn.reader.next(), if !conn.input_done => {
                 if !conn.read_batch(frame).await {
@@ -90,7 +93,7 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, _slots: Slots, shutdown: 
             break;
         }
     }
-    conn.finish(shutdown.is_cancelled()).await;
+    conn.finish().await;
 }
 
 impl Conn {
@@ -217,9 +220,9 @@ impl Conn {
     /// Ends the connection: no more messages can be queued (the queue is
     /// closed before the session leaves the table), what was not written
     /// is offline, the session and its presence entry go.
-    async fn finish(mut self, shutting_down: bool) {
+    async fn finish(mut self) {
         self.messages.close();
-        self.requests.end(shutting_down).await;
+        self.requests.end().await;
         self.drop_queued();
         self.output.close().await;
         // Every message released its bytes when settled; a remainder would

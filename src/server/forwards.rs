@@ -137,7 +137,10 @@ impl State {
 
     /// Sends on link `i`; a refusal (closing, or its queue full) hands
     /// the forward back.
-    #[allow(clippy::result_large_err, reason = "handing it back saves a copy per message")]
+    #[allow(
+        clippy::result_large_err,
+        reason = "handing it back saves a copy per message"
+    )]
     fn send(
         &self,
         i: usize,

@@ -1,5 +1,8 @@
 //! The accept loop: admits connections (see `admission`) and refuses the
 //! rest with an error line, without disturbing anyone already connected.
+//! It runs until told to stop accepting, which at shutdown is after the
+//! lame-duck period, not at the signal: until then the load balancers may
+//! still send clients here, and they are served rather than refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::admission::Admission;
 use super::connection;
+use super::drain::Drain;
 use super::requests::Context;
 use crate::protocol::ProtocolError;
 use crate::protocol::reply::error_line;
@@ -18,16 +22,26 @@ use crate::shutdown::CancellationToken;
 /// How long a refused client gets to read its refusal.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
-pub async fn accept_loop(
-    ctx: Arc<Context>,
-    admission: &Admission,
-    listener: TcpListener,
-    connections: &TaskTracker,
-    shutdown: CancellationToken,
-) {
+/// What the accept loop hands each connection, and where it tracks them.
+pub struct Accepting {
+    pub ctx: Arc<Context>,
+    pub admission: Arc<Admission>,
+    pub connections: TaskTracker,
+    /// Each connection's turn to be kicked once the drain starts.
+    pub drain: Arc<Drain>,
+}
+
+/// Accepts until `stop`; the listener closes when it returns.
+pub async fn accept_loop(accepting: Accepting, listener: TcpListener, stop: CancellationToken) {
+    let Accepting {
+        ctx,
+        admission,
+        connections,
+        drain,
+    } = accepting;
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
@@ -42,12 +56,7 @@ pub async fn accept_loop(
         tune(&stream, ctx.limits.client_send_buffer_bytes);
         match admission.admit(peer.ip()) {
             Ok(slots) => {
-                connections.spawn(connection::run(
-                    ctx.clone(),
-                    stream,
-                    slots,
-                    shutdown.clone(),
-                ));
+                connections.spawn(connection::run(ctx.clone(), stream, slots, drain.clone()));
             }
             Err(refusal) => {
                 tracing::debug!(%peer, ?refusal, "connection refused");

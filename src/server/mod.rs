@@ -21,6 +21,7 @@ mod connection;
 mod control;
 mod dedupe;
 mod delivery;
+mod drain;
 mod forwards;
 mod identity;
 mod kicks;
@@ -89,8 +90,16 @@ impl Parts {
     }
 }
 
+/// How long the server's own clean-up after the drain may take at most:
+/// background tasks, leaving the registry and stopping gRPC, each bounded
+/// by `CLEAN_UP_STEP`. The Helm chart counts it in the grace period.
+pub const CLEAN_UP: Duration = Duration::from_secs(6);
+const CLEAN_UP_STEP: Duration = Duration::from_secs(2);
+
 /// Runs a message server until `shutdown`, then drains it: health
-/// NOT_SERVING, no new connections, clients told, presence removed.
+/// NOT_SERVING, a lame-duck period in which it still accepts and serves,
+/// then no new connections and its clients kicked one after another over
+/// the drain window, presence removed.
 pub async fn run(
     opts: Options,
     store: Arc<dyn PresenceStore>,
@@ -146,7 +155,10 @@ pub async fn run(
     tasks.spawn(expiry);
     tracing::info!(server = %parts.me.id, incarnation = %parts.me.incarnation, "message server started");
 
-    let drain_timeout = opts.limits.drain_timeout;
+    let timing = Timing {
+        lame_duck: opts.limits.lame_duck,
+        drain_window: opts.limits.drain_timeout,
+    };
     let lookup_budget = requests::lookup_budget(opts.limits.lookup_budget);
     let ctx = Arc::new(requests::Context {
         me: parts.me.clone(),
@@ -159,38 +171,97 @@ pub async fn run(
         metrics: parts.metrics.clone(),
         lookup_budget,
     });
-    let connections = TaskTracker::new();
-    let client_listener = opts.client_listener;
-    listener::accept_loop(
+    let accepting = listener::Accepting {
         ctx,
-        &parts.admission,
-        client_listener,
-        &connections,
+        admission: parts.admission.clone(),
+        connections: TaskTracker::new(),
+        drain: Arc::new(drain::Drain::new(timing.drain_window)),
+    };
+    shut_down(
+        &parts,
+        &grpc,
+        accepting,
+        opts.client_listener,
+        timing,
         shutdown,
     )
     .await;
-
-    // Drain. Connections see `shutdown` themselves and say goodbye.
-    parts.admission.start_drain();
-    grpc.health.set(false).await;
-    connections.close();
-    if tokio::time::timeout(drain_timeout, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(server = %parts.me.id, "drain timeout: exiting while some connections are still closing");
-    }
     background.cancel();
     tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
-    membership::leave(parts.store.as_ref(), &parts.me).await;
+    let _ = tokio::time::timeout(CLEAN_UP_STEP, tasks.wait()).await;
+    let leave = membership::leave(parts.store.as_ref(), &parts.me);
+    if tokio::time::timeout(CLEAN_UP_STEP, leave).await.is_err() {
+        tracing::warn!(server = %parts.me.id, "leaving the registry timed out; the relay will purge this server");
+    }
     grpc.stop().await;
     tracing::info!(server = %parts.me.id, "message server stopped");
     Ok(())
 }
 
-/// The gRPC port: health (SERVING until the drain, overall and under this
-/// incarnation's own name, which the relay checks) and the Admin API.
+/// The shutdown timings (`--lame-duck-ms`, `--drain-timeout-ms`).
+#[derive(Clone, Copy)]
+struct Timing {
+    lame_duck: Duration,
+    drain_window: Duration,
+}
+
+/// Serves clients until `shutdown`, then runs the lame duck and the
+/// drain; returns once every connection ended or the drain window is
+/// over. The link, heartbeat and kick notices keep running throughout.
+async fn shut_down(
+    parts: &Parts,
+    grpc: &Grpc,
+    accepting: listener::Accepting,
+    client_listener: tokio::net::TcpListener,
+    timing: Timing,
+    shutdown: CancellationToken,
+) {
+    let connections = accepting.connections.clone();
+    let drain = accepting.drain.clone();
+    let stop_accepting = CancellationToken::new();
+    let accept_loop = tokio::spawn(listener::accept_loop(
+        accepting,
+        client_listener,
+        stop_accepting.clone(),
+    ));
+    shutdown.cancelled().await;
+    let id = &parts.me.id;
+    if !timing.lame_duck.is_zero() {
+        // Kubernetes takes a while to stop sending clients here (readiness
+        // probes, endpoint updates, load balancers): meanwhile they are
+        // served, not refused.
+        tracing::info!(server = %id, lame_duck = ?timing.lame_duck, "lame duck: NOT_SERVING, still accepting");
+        not_serving(parts, grpc).await;
+        tokio::time::sleep(timing.lame_duck).await;
+    }
+    stop_accepting.cancel();
+    // The listener is closed once the loop returned; without a lame duck
+    // NOT_SERVING then means no new connections.
+    let _ = accept_loop.await;
+    not_serving(parts, grpc).await;
+    let population = parts.admission.connections();
+    tracing::info!(server = %id, connections = population, window = ?timing.drain_window, "draining: kicking clients one after another");
+    drain.start(population);
+    connections.close();
+    if tokio::time::timeout(timing.drain_window, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(server = %id, "drain timeout: exiting while some connections are still closing");
+    }
+}
+
+/// Readiness off: health "" NOT_SERVING (Kubernetes), NOT_SERVING in the
+/// Admin API. The incarnation's own health service stays SERVING: the
+/// relay must not take a draining server for dead.
+async fn not_serving(parts: &Parts, grpc: &Grpc) {
+    parts.admission.start_drain();
+    grpc.health.set_overall(false).await;
+}
+
+/// The gRPC port: health (overall: SERVING until the drain; under this
+/// incarnation's own name, which the relay checks: SERVING while the
+/// process serves gRPC) and the Admin API.
 struct Grpc {
     health: grpc::Health,
     stop: CancellationToken,
@@ -224,7 +295,7 @@ impl Grpc {
 
     async fn stop(self) {
         self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        let _ = tokio::time::timeout(CLEAN_UP_STEP, self.task).await;
     }
 }
 

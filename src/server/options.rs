@@ -64,6 +64,10 @@ pub struct Limits {
     pub max_inflight: usize,
     pub forward_timeout: Duration,
     pub write_timeout: Duration,
+    /// After the shutdown signal: NOT_SERVING, but still accepting and
+    /// serving, for this long (endpoints and load balancers catch up).
+    pub lame_duck: Duration,
+    /// Then the drain: clients are kicked one after another within this.
     pub drain_timeout: Duration,
     pub heartbeat: Duration,
     /// The per-connection request budget; None: unlimited.

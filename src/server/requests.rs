@@ -283,7 +283,7 @@ impl Requests {
         if self.session.is_none() {
             return Err(ErrorCode::NotLoggedIn.into());
         }
-        self.end(false).await;
+        self.end().await;
         Ok(Some(
             Event::Logout {
                 ok: true,
@@ -373,21 +373,23 @@ impl Requests {
     }
 
     /// Closes the session (if any) with a `kicked` event; returns the line.
-    /// The session no longer owns its name: it is forgotten without a
-    /// logout (on shutdown the server purges all its entries in one sweep).
+    /// Displaced or kicked by an operator, the session no longer owns its
+    /// name: it is forgotten without a logout. Kicked by the drain, it
+    /// still does: `end` logs it out like any disconnect, so that presence
+    /// tells the truth while the rest of the drain goes on.
     pub fn kick(&mut self, reason: KickReason) -> Bytes {
-        if let Some(s) = self.session.take() {
+        if let Some(s) = &self.session {
             self.ctx.metrics.kick(reason);
-            // Shutdown kicks everyone at once: one line per session would
-            // bury the drain's own summary.
+            // The drain kicks everyone: one line per session would bury
+            // its own summary.
             if reason == KickReason::LoggedInElsewhere {
                 tracing::info!(server = %self.ctx.me.id, user = %s.name, "session kicked: logged in elsewhere");
             } else {
                 tracing::debug!(server = %self.ctx.me.id, user = %s.name, ?reason, "session closed");
             }
-            if reason == KickReason::ServerShutdown {
-                self.ctx.sessions.remove(&s.name, s.id);
-            }
+        }
+        if reason != KickReason::ServerShutdown {
+            self.session = None;
         }
         Event::Kicked { reason }.to_line()
     }
@@ -398,20 +400,17 @@ impl Requests {
         ours.then(|| self.kick(reason))
     }
 
-    /// Ends the session, if any: forgets it locally and, unless the server
-    /// is shutting down (it then purges all its entries in one sweep),
-    /// removes its presence entry.
-    pub async fn end(&mut self, shutting_down: bool) {
+    /// Ends the session, if any: forgets it locally and removes its
+    /// presence entry (compare-and-delete: harmless if the name moved on).
+    pub async fn end(&mut self) {
         let Some(session) = self.session.take() else {
             return;
         };
         self.ctx.sessions.remove(&session.name, session.id);
-        if !shutting_down {
-            let entry = self
-                .ctx
-                .me
-                .presence(&session.name, session.id, session.since_ms);
-            self.ctx.roster.logout(entry).await;
-        }
+        let entry = self
+            .ctx
+            .me
+            .presence(&session.name, session.id, session.since_ms);
+        self.ctx.roster.logout(entry).await;
     }
 }

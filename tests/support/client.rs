@@ -33,7 +33,12 @@ pub struct ClientTx {
 
 impl Client {
     pub async fn connect(port: u16) -> Client {
-        let stream = tokio::time::timeout(STEP, TcpStream::connect(("127.0.0.1", port)))
+        Self::connect_to(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// A client of another address than IPv4 loopback (`[::1]:port`).
+    pub async fn connect_to(addr: std::net::SocketAddr) -> Client {
+        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
             .await
             .expect("connect timeout")
             .expect("connect");

@@ -101,6 +101,20 @@ impl Relay {
         extra: Vec<String>,
         env: &[(&str, &str)],
     ) -> Relay {
+        let mut relay = Self::spawn_env(redis_url, port, extra, env);
+        // Its port is bound before it logs this.
+        relay.proc.wait_logged(STEP, RELAY_STARTED).await;
+        relay
+    }
+
+    /// `start_env`, returning at once: the relay may not serve yet (it may
+    /// be waiting for Redis); the caller waits for what it expects.
+    pub fn spawn_env(
+        redis_url: &str,
+        port: u16,
+        extra: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> Relay {
         let args = vec![
             "--grpc-listen".into(),
             format!("127.0.0.1:{port}"),
@@ -112,9 +126,7 @@ impl Relay {
             ("--health-failures", HEALTH_FAILURES.to_string()),
         ];
         let args = with_defaults(args, &defaults, extra);
-        let mut proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, env);
-        // Its port is bound before it logs this.
-        proc.wait_logged(STEP, RELAY_STARTED).await;
+        let proc = Proc::spawn("relay", env!("CARGO_BIN_EXE_switchboard-relay"), &args, env);
         Relay { proc, port }
     }
 
@@ -145,6 +157,17 @@ impl Server {
     }
 
     pub async fn start_with(id: &str, relay_url: &str, redis: &Redis, opts: ServerOpts) -> Server {
+        let mut server = Self::spawn_with(id, relay_url, &redis.url(), opts);
+        // Its ports are bound before it logs this. No probe connection:
+        // it would hold one of the server's connection slots for a moment.
+        server.proc.wait_logged(STEP, SERVER_STARTED).await;
+        server
+    }
+
+    /// `start_with` for Redis at `redis_url`, returning at once: the
+    /// server may not serve yet (it may be waiting for Redis); the caller
+    /// waits for what it expects.
+    pub fn spawn_with(id: &str, relay_url: &str, redis_url: &str, opts: ServerOpts) -> Server {
         let port = free_port();
         let given_grpc = opts.extra.iter().position(|a| a == "--grpc-listen");
         let grpc_port = match given_grpc.and_then(|i| opts.extra.get(i + 1)) {
@@ -159,7 +182,7 @@ impl Server {
             "--relay".into(),
             relay_url.into(),
             "--redis-url".into(),
-            redis.url(),
+            redis_url.into(),
             "--max-connections".into(),
             opts.max_connections.unwrap_or(500).to_string(),
         ];
@@ -173,10 +196,7 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &env);
-        // Its ports are bound before it logs this. No probe connection:
-        // it would hold one of the server's connection slots for a moment.
-        proc.wait_logged(STEP, SERVER_STARTED).await;
+        let proc = Proc::spawn(id, env!("CARGO_BIN_EXE_switchboard-server"), &args, &env);
         Server {
             proc,
             id: id.into(),

@@ -82,10 +82,19 @@ impl Redis {
 
     /// The server a user's presence entry points at, if any.
     pub async fn user_server(&self, name: &str) -> Option<String> {
+        self.hget(&format!("sb:user:{name}"), "server").await
+    }
+
+    /// The registered incarnation of server `id`, if any.
+    pub async fn server_incarnation(&self, id: &str) -> Option<String> {
+        self.hget(&format!("sb:server:{id}"), "inc").await
+    }
+
+    async fn hget(&self, key: &str, field: &str) -> Option<String> {
         let mut c = self.conn().await;
         redis::cmd("HGET")
-            .arg(format!("sb:user:{name}"))
-            .arg("server")
+            .arg(key)
+            .arg(field)
             .query_async(&mut c)
             .await
             .unwrap()

@@ -82,6 +82,54 @@ Per-component labels: call with (dict "ctx" $ "component" "relay").
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+Labels of a pod template: the selector labels, the component, part-of,
+commonLabels and the component's podLabels. No chart version or app
+version: a pod-template label that changes with the chart would restart
+every server (and kick its users) on a chart-only upgrade. podLabels and
+commonLabels must not override a selector label (the chart refuses).
+Call with (dict "ctx" $ "component" "server" "podLabels" .Values.server.podLabels "what" "server.podLabels").
+*/}}
+{{- define "switchboard.podLabels" -}}
+{{- $selector := list "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/component" }}
+{{- range $what, $labels := dict .what .podLabels "commonLabels" .ctx.Values.commonLabels }}
+{{- range $key := $selector }}
+{{- if hasKey ($labels | default dict) $key }}
+{{- fail (printf "%s must not set %s: it is a selector label of the chart's workloads (their pods would no longer match)" $what $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{ include "switchboard.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: switchboard
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- with .podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The default topology spread: soft (ScheduleAnyway) by hostname and zone,
+over the pods `selector` (a YAML map of labels) selects.
+Call with (dict "values" .Values.server "selector" (include ...)).
+*/}}
+{{- define "switchboard.topologySpread" -}}
+{{- if .values.topologySpreadConstraints }}
+{{- toYaml .values.topologySpreadConstraints }}
+{{- else if .values.topologySpread.enabled }}
+{{- range $key := list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+- maxSkew: 1
+  topologyKey: {{ $key }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- $.selector | nindent 6 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "switchboard.componentSelectorLabels" -}}
 {{ include "switchboard.selectorLabels" .ctx }}
 app.kubernetes.io/component: {{ .component }}
@@ -95,7 +143,112 @@ Image tag: .Values.image.tag, or the chart's appVersion when empty.
 {{- end }}
 
 {{- define "switchboard.image" -}}
-{{- printf "%s:%s" .Values.image.repository (include "switchboard.imageTag" .) }}
+{{- include "switchboard.imageRef" (dict "image" .Values.image "tag" (include "switchboard.imageTag" .)) }}
+{{- end }}
+
+{{/* repository@digest when a digest is given, else repository:tag.
+Call with (dict "image" .Values.x.image "tag" <tag>). */}}
+{{- define "switchboard.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository .tag }}
+{{- end }}
+{{- end }}
+
+{{/* host:port for a listen address, with an IPv6 host in brackets
+([::]:9501). Call with (dict "ctx" $ "port" 9501). */}}
+{{- define "switchboard.listen" -}}
+{{- $host := .ctx.Values.listenHost }}
+{{- if contains ":" $host }}
+{{- printf "[%s]:%d" $host (int .port) }}
+{{- else }}
+{{- printf "%s:%d" $host (int .port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Kubernetes memory quantity ("512Mi", "1G", 536870912) in bytes.
+*/}}
+{{- define "switchboard.bytes" -}}
+{{- $q := toString . }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $suffix := trimPrefix $number $q }}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 }}
+{{- if or (not $number) (not (hasKey $units $suffix)) }}
+{{- fail (printf "cannot read the memory quantity %q (use e.g. 512Mi, 1Gi, 500M or bytes)" $q) }}
+{{- end }}
+{{- mulf (float64 $number) (index $units $suffix) | int64 }}
+{{- end }}
+
+{{- define "switchboard.mib" -}}
+{{- divf . 1048576 | ceil | int64 }}
+{{- end }}
+
+{{/*
+The worst-case memory of a message server, from its byte budgets:
+  32 MiB runtime + 32 MiB HTTP/2 windows of the link (16 MiB each way)
+  + linkQueueBytes + min(outboundTotalBytes, maxConnections x outboundQueueBytes)
+  + maxConnections x (2 x maxLineBytes (read buffer, the message being
+    written) + 64 KiB (one write batch) + 2 x clientSendBufferBytes (the
+    kernel doubles SO_SNDBUF; cgroup v2 charges socket buffers to the pod)
+    + 128 KiB (the default TCP receive buffer) + maxInflight x 256 B
+    (outcome lines and pending entries)).
+With clientSendBufferBytes 0 (autotuning) the send buffer counts 4 MiB.
+*/}}
+{{- define "switchboard.server.worstCaseBytes" -}}
+{{- $s := .Values.server }}
+{{- $sndbuf := int64 $s.clientSendBufferBytes | default 4194304 }}
+{{- $perConn := add (mul 2 $s.maxLineBytes) 65536 (mul 2 $sndbuf) 131072 (mul $s.maxInflight 256) }}
+{{- $queued := min (int64 $s.outboundTotalBytes) (mul $s.maxConnections $s.outboundQueueBytes) }}
+{{- add 33554432 33554432 $s.linkQueueBytes $queued (mul $s.maxConnections $perConn) }}
+{{- end }}
+
+{{/*
+The worst-case memory of the relay: 32 MiB runtime + 128 MiB route cache
+(up to 1,000,000 names) + per linked server (the most servers there can
+be: autoscaling.maxReplicas or replicas) relay.linkQueueBytes + 32 MiB
+HTTP/2 windows.
+*/}}
+{{- define "switchboard.relay.worstCaseBytes" -}}
+{{- $s := .Values.server }}
+{{- $servers := ternary $s.autoscaling.maxReplicas $s.replicas $s.autoscaling.enabled }}
+{{- add 33554432 134217728 (mul $servers (add .Values.relay.linkQueueBytes 33554432)) }}
+{{- end }}
+
+{{/*
+Refuses a memory limit below a worst case. Call with (dict "limit"
+<resources.limits.memory or nil> "worst" <bytes> "what" "server").
+*/}}
+{{- define "switchboard.checkMemoryLimit" -}}
+{{- with .limit }}
+{{- $limit := include "switchboard.bytes" . | int64 }}
+{{- if lt $limit (int64 $.worst) }}
+{{- fail (printf "%s.resources.limits.memory (%s) is below the worst case of its byte budgets, %d MiB (see the README, Operations: capacity): raise it or lower the budgets, or a slow reader can get the pod OOM-killed" $.what (toString .) (include "switchboard.mib" $.worst | int64)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The server's lame duck in ms: server.lameDuckMs, or (null) sized to the
+readiness probe: periodSeconds x (failureThreshold + 1), the time for the
+probe to notice NOT_SERVING plus one period; 5 s without a readiness probe.
+*/}}
+{{- define "switchboard.server.lameDuckMs" -}}
+{{- $s := .Values.server }}
+{{- $p := $s.readinessProbe }}
+{{- if not (kindIs "invalid" $s.lameDuckMs) }}
+{{- int64 $s.lameDuckMs }}
+{{- else if $p.enabled }}
+{{- mul (default 10 $p.periodSeconds) (add (default 3 $p.failureThreshold) 1) 1000 }}
+{{- else }}
+{{- 5000 }}
+{{- end }}
+{{- end }}
+
+{{/* Whole seconds, rounded up, of a duration in ms. */}}
+{{- define "switchboard.ceilSeconds" -}}
+{{- div (add (int64 .) 999) 1000 }}
 {{- end }}
 
 {{- define "switchboard.serviceAccountName" -}}
@@ -118,7 +271,7 @@ Redis URL handed to both binaries as SWITCHBOARD_REDIS_URL.
 */}}
 {{- define "switchboard.redisUrl" -}}
 {{- if .Values.redis.enabled }}
-{{- printf "redis://%s:%d" (include "switchboard.redis.fullname" .) (int .Values.redis.port) }}
+{{- printf "redis://%s%s:%d" (ternary ":$(REDIS_PASSWORD)@" "" .Values.redis.auth.enabled) (include "switchboard.redis.fullname" .) (int .Values.redis.port) }}
 {{- else }}
 {{- $url := required "redis.external.url is required when redis.enabled=false (e.g. redis://redis.example:6379)" .Values.redis.external.url }}
 {{- if not (regexMatch "^rediss?://[^\\s]+$" $url) }}
@@ -151,9 +304,28 @@ MUST come before SWITCHBOARD_REDIS_URL for $(REDIS_PASSWORD) to expand.
     secretKeyRef:
       name: {{ .Values.redis.external.existingSecret }}
       key: {{ .Values.redis.external.existingSecretPasswordKey }}
+{{- else if and .Values.redis.enabled .Values.redis.auth.enabled }}
+{{- include "switchboard.redis.passwordEnv" (dict "ctx" . "name" "REDIS_PASSWORD") }}
 {{- end }}
 - name: SWITCHBOARD_REDIS_URL
   value: {{ include "switchboard.redisUrl" . | quote }}
+- name: SWITCHBOARD_REDIS_CONNECT_TIMEOUT_MS
+  value: {{ .Values.redisConnectTimeoutMs | quote }}
+{{- end }}
+
+{{/* The bundled Redis's password (redis.auth.*). */}}
+{{- define "switchboard.redis.secretName" -}}
+{{- default (printf "%s-redis" (include "switchboard.fullname" .)) .Values.redis.auth.existingSecret }}
+{{- end }}
+
+{{/* An env entry `name` holding the bundled Redis's password.
+Call with (dict "ctx" $ "name" "REDIS_PASSWORD"). */}}
+{{- define "switchboard.redis.passwordEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.redis.secretName" .ctx }}
+      key: {{ .ctx.Values.redis.auth.secretKey }}
 {{- end }}
 
 {{/*
@@ -167,7 +339,7 @@ Call with (dict "ctx" $ "metricsPort" <port>).
   value: {{ .ctx.Values.logFormat | quote }}
 {{- if .ctx.Values.metrics.enabled }}
 - name: SWITCHBOARD_METRICS_LISTEN
-  value: {{ printf "0.0.0.0:%d" (int .metricsPort) | quote }}
+  value: {{ include "switchboard.listen" (dict "ctx" .ctx "port" .metricsPort) | quote }}
 {{- end }}
 {{- end }}
 
@@ -307,7 +479,7 @@ link token, TLS, plaintext health port, Redis CA.
 - name: SWITCHBOARD_TLS_SERVER_NAME
   value: {{ include "switchboard.tls.serverName" . | quote }}
 - name: SWITCHBOARD_HEALTH_LISTEN
-  value: {{ printf "0.0.0.0:%d" (int .Values.tls.healthPort) | quote }}
+  value: {{ include "switchboard.listen" (dict "ctx" . "port" .Values.tls.healthPort) | quote }}
 {{- end }}
 {{- if and (not .Values.redis.enabled) .Values.redis.external.caSecret }}
 - name: SWITCHBOARD_REDIS_CA
