@@ -24,6 +24,10 @@
 #      advertised pod IP, soft topology spread, the relay's node-failure
 #      tolerations and ClusterIP Service, HPA replicas kept, the bundled
 #      Redis's password, maxmemory and protected mode, the helm test pod;
+#      several relays: 2 by default, RollingUpdate with maxUnavailable 0,
+#      minReadySeconds, PDB minAvailable 1, anti-affinity by hostname, each
+#      announced by pod name and pod IP, a grace period covering its drain,
+#      servers that discover them (--discover-relays);
 #   3b. NOTES.txt rendered (helm install --dry-run=client, offline) for the
 #      defaults, tls.yaml and auth-off.yaml: token / Admin / TLS instructions;
 #   4. every helm/tests/bad/*.yaml must be REJECTED by values.schema.json, by
@@ -201,6 +205,8 @@ TESTS_OFF = {"operations"}
 CUSTOM_SPREAD = {"operations"}
 DEFAULT_TOLERATIONS = {"operations"}
 IPV6 = {"ipv6"}
+# Sets with a single relay (no relay PDB, no anti-affinity).
+ONE_RELAY = {"one-relay"}
 
 def env_of(c):
     return {e["name"]: e.get("value") for e in c.get("env", [])}
@@ -252,8 +258,49 @@ def check_operations(name, ds):
     for d in ds:
         if d["kind"] == "Service" and d["metadata"]["name"] == "sb-switchboard-relay" and d["spec"]["type"] != "ClusterIP":
             errors.append("%s: the relay Service is %s, not ClusterIP" % (name, d["spec"]["type"]))
+    check_relays(name, ds, relay, env)
     check_bundled_redis(name, workloads.get("sb-switchboard-redis"))
     check_test_pod(name, ds)
+
+def check_relays(name, ds, relay, server_env):
+    """Several active relays: a rollout that never takes the last relay
+    away, a budget that keeps one through node drains, relays on different
+    nodes, each announced in the registry under its pod name and pod IP,
+    and servers that find them there."""
+    spec = relay["spec"]
+    one = name in ONE_RELAY
+    if spec["replicas"] != (1 if one else 2):
+        errors.append("%s: %d relays" % (name, spec["replicas"]))
+    strategy = spec.get("strategy", {})
+    rolling = strategy.get("rollingUpdate", {})
+    if strategy.get("type") != "RollingUpdate" or rolling.get("maxUnavailable") != 0 or rolling.get("maxSurge", 0) < 1:
+        errors.append("%s: relay rollout %s may take the last relay away" % (name, strategy))
+    if spec.get("minReadySeconds", 0) < 2:
+        errors.append("%s: relay minReadySeconds %s leaves servers no time to link" % (name, spec.get("minReadySeconds")))
+    pdbs = [d for d in ds if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "sb-switchboard-relay"]
+    if one:
+        if pdbs:
+            errors.append("%s: relay PDB with a single relay (node drains would hang)" % name)
+    elif len(pdbs) != 1 or pdbs[0]["spec"].get("minAvailable") != 1 \
+            or pdbs[0]["spec"]["selector"]["matchLabels"] != spec["selector"]["matchLabels"]:
+        errors.append("%s: no relay PDB minAvailable 1 over the relay pods: %s" % (name, pdbs))
+    anti = spec["template"]["spec"].get("affinity", {}).get("podAntiAffinity", {})
+    terms = [t.get("podAffinityTerm", {}) for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+    if not one and not any(t.get("topologyKey") == "kubernetes.io/hostname"
+                           and t.get("labelSelector", {}).get("matchLabels") == spec["selector"]["matchLabels"]
+                           for t in terms):
+        errors.append("%s: relay pods without anti-affinity by hostname: %s" % (name, anti))
+    c = next(c for c in spec["template"]["spec"]["containers"] if c["name"] == "relay")
+    refs = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c.get("env", [])}
+    env = env_of(c)
+    if refs.get("SWITCHBOARD_ID") != "metadata.name" or refs.get("POD_IP") != "status.podIP" \
+            or env.get("SWITCHBOARD_ADVERTISE_HOST") != "$(POD_IP)":
+        errors.append("%s: relay not announced by pod name and pod IP: %s" % (name, c.get("env")))
+    grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    if grace < ceil_s(env["SWITCHBOARD_DRAIN_TIMEOUT_MS"]) + 5:
+        errors.append("%s: relay grace %d s does not cover its drain" % (name, grace))
+    if server_env.get("SWITCHBOARD_DISCOVER_RELAYS") != "true" or "SWITCHBOARD_RELAY" in server_env:
+        errors.append("%s: servers do not discover the relays (%s / %s)" % (name, server_env.get("SWITCHBOARD_DISCOVER_RELAYS"), server_env.get("SWITCHBOARD_RELAY")))
 
 def check_bundled_redis(name, d):
     if name in REDIS_EXTERNAL:
@@ -378,7 +425,6 @@ def check_security(name, w, d, c, ds, health_port):
     # TLS on the gRPC plane.
     tls_env = ("SWITCHBOARD_TLS_CERT", "SWITCHBOARD_TLS_KEY", "SWITCHBOARD_TLS_CA",
                "SWITCHBOARD_TLS_CLIENT_AUTH", "SWITCHBOARD_TLS_SERVER_NAME", "SWITCHBOARD_HEALTH_LISTEN")
-    relay_url = env.get("SWITCHBOARD_RELAY", "")
     if name in TLS_ON:
         sec = TLS_ON[name]
         if server and name in PER_POD:
@@ -389,20 +435,18 @@ def check_security(name, w, d, c, ds, health_port):
                 secret_file(var, "/etc/switchboard/tls/" + f, sec, f)
         if env.get("SWITCHBOARD_TLS_CLIENT_AUTH") != "true":
             errors.append(w + ": SWITCHBOARD_TLS_CLIENT_AUTH is not \"true\"")
+        # Servers dial relay pods by IP (from the relay registry) and
+        # verify the relay Service's name in their certificate.
         if env.get("SWITCHBOARD_TLS_SERVER_NAME") != RELAY_SVC:
             errors.append(w + ": SWITCHBOARD_TLS_SERVER_NAME is %r, want %s"
                           % (env.get("SWITCHBOARD_TLS_SERVER_NAME"), RELAY_SVC))
         if health_port != 9700 or env.get("SWITCHBOARD_HEALTH_LISTEN") != "0.0.0.0:9700":
             errors.append(w + ": TLS without the plaintext health port 9700 (port %s, env %r)"
                           % (health_port, env.get("SWITCHBOARD_HEALTH_LISTEN")))
-        if server and relay_url != "https://%s:9600" % RELAY_SVC:
-            errors.append(w + ": SWITCHBOARD_RELAY %r is not https://%s:9600" % (relay_url, RELAY_SVC))
     else:
         absent(*tls_env)
         if health_port is not None:
             errors.append(w + ": health port without TLS")
-        if server and not relay_url.startswith("http://"):
-            errors.append(w + ": SWITCHBOARD_RELAY %r is not http:// without TLS" % relay_url)
     # Redis CA (external rediss:// with a private CA).
     if name in REDIS_CA:
         secret_file("SWITCHBOARD_REDIS_CA", "/etc/switchboard/redis-ca/ca.crt", *REDIS_CA[name])
@@ -559,10 +603,6 @@ for name in sets:
                 for gone in ("SWITCHBOARD_ADVERTISE_GRPC", "SWITCHBOARD_ADVERTISE_CLIENT"):
                     if gone in ids:
                         errors.append(w + ": %s set (an IPv6 pod IP would need brackets)" % gone)
-                relay = ids.get("SWITCHBOARD_RELAY", {}).get("value", "")
-                host = relay.split("//")[-1].split(":")[0]
-                if host not in services:
-                    errors.append(w + ": SWITCHBOARD_RELAY %r names no rendered Service" % relay)
                 if services.get(d["spec"]["serviceName"], {}).get("spec", {}).get("clusterIP") != "None":
                     errors.append(w + ": serviceName is not a headless Service")
     hpas = [d for d in ds if d["kind"] == "HorizontalPodAutoscaler"]

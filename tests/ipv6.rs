@@ -1,9 +1,10 @@
 //! IPv6 with real processes on `[::1]`: Redis, the relay and two message
-//! servers speak IPv6 to each other; the servers advertise `[::1]:port`
-//! (`--advertise-host ::1`, bracketed by the server itself, as the Helm
-//! chart passes the pod IP), the relay's health checks reach them there,
-//! chats route between them, and a server listening on `[::]` takes IPv4
-//! and IPv6 clients alike (dual stack).
+//! servers speak IPv6 to each other; relay and servers advertise
+//! `[::1]:port` (`--advertise-host ::1`, bracketed by the binary itself,
+//! as the Helm chart passes the pod IP), the servers find the relay there
+//! in the relay registry (`--discover-relays`, as in the chart), the
+//! relay's health checks reach them there, chats route between them, and
+//! a process listening on `[::]` takes IPv4 and IPv6 alike (dual stack).
 mod support;
 
 use std::net::{Ipv6Addr, SocketAddr};
@@ -18,7 +19,7 @@ fn v6(port: u16) -> String {
     SocketAddr::from((Ipv6Addr::LOCALHOST, port)).to_string()
 }
 
-fn start_server(id: &str, client_port: u16, relay_port: u16, redis_url: &str) -> Proc {
+fn start_server(id: &str, client_port: u16, redis_url: &str) -> Proc {
     let args = [
         "--id".to_string(),
         id.into(),
@@ -29,8 +30,7 @@ fn start_server(id: &str, client_port: u16, relay_port: u16, redis_url: &str) ->
         v6(free_port()),
         "--advertise-host".into(),
         "::1".into(),
-        "--relay".into(),
-        format!("http://{}", v6(relay_port)),
+        "--discover-relays".into(),
         "--redis-url".into(),
         redis_url.into(),
     ];
@@ -65,7 +65,9 @@ async fn a_cluster_on_ipv6_loopback_advertises_bracketed_addresses_and_routes() 
     let relay_port = free_port();
     let relay_args = [
         "--grpc-listen".to_string(),
-        v6(relay_port),
+        format!("[::]:{relay_port}"),
+        "--advertise-host".into(),
+        "::1".into(),
         "--redis-url".into(),
         redis_url.clone(),
     ];
@@ -73,8 +75,8 @@ async fn a_cluster_on_ipv6_loopback_advertises_bracketed_addresses_and_routes() 
     let mut relay = Proc::spawn("relay-v6", relay_bin, &relay_args, &[]);
     relay.wait_logged(STEP, RELAY_STARTED).await;
     let (a_port, b_port) = (free_port(), free_port());
-    let mut a = start_server("a", a_port, relay_port, &redis_url);
-    let mut b = start_server("b", b_port, relay_port, &redis_url);
+    let mut a = start_server("a", a_port, &redis_url);
+    let mut b = start_server("b", b_port, &redis_url);
     a.wait_logged(STEP, SERVER_STARTED).await;
     b.wait_logged(STEP, SERVER_STARTED).await;
 
@@ -94,6 +96,10 @@ async fn a_cluster_on_ipv6_loopback_advertises_bracketed_addresses_and_routes() 
             })
     })
     .await;
+    let (ok, out) = grpcurl(&["-plaintext", &relay_addr, "switchboard.v1.Admin/ListRelays"]);
+    assert!(ok, "{out}");
+    let relays: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(relays["relays"][0]["grpcAddr"], v6(relay_port), "{relays}");
     let clients: Vec<String> = servers_seen_by_the_relay(&relay_addr)
         .iter()
         .map(|s| s["clientAddr"].as_str().unwrap_or_default().to_owned())

@@ -43,6 +43,16 @@ pub fn dialable(addr: SocketAddr) -> String {
     SocketAddr::new(ip, addr.port()).to_string()
 }
 
+/// Where peers reach a port of this process: `given` (--advertise-grpc,
+/// --advertise-client) if set, else `host` (--advertise-host) with the
+/// port of `listen`, else `listen` made dialable.
+pub fn advertised(given: Option<String>, host: Option<&str>, listen: SocketAddr) -> String {
+    given.unwrap_or_else(|| match host {
+        Some(host) => host_port(host, listen.port()),
+        None => dialable(listen),
+    })
+}
+
 /// `host:port`, with an IPv6 address in brackets (`[fd00::1]:9601`).
 pub fn host_port(host: &str, port: u16) -> String {
     match host.parse::<std::net::Ipv6Addr>() {
@@ -304,6 +314,15 @@ mod tests {
         for bad in ["", "10.0.0.1:9601", "[fd00::1]:9601", "a b", "fd00::zz"] {
             assert!(advertise_host(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn advertised_prefers_the_address_then_the_host_then_the_listener() {
+        let listen = "0.0.0.0:9600".parse().unwrap();
+        let given = Some("relay-0:1".to_owned());
+        assert_eq!(advertised(given, Some("fd00::1"), listen), "relay-0:1");
+        assert_eq!(advertised(None, Some("fd00::1"), listen), "[fd00::1]:9600");
+        assert_eq!(advertised(None, None, listen), "127.0.0.1:9600");
     }
 
     #[test]

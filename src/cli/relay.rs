@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use super::build::{self, bind_opt, dialable};
+use super::build::{self, advertise_host, bind_opt};
 use super::{
     GrpcFlags, HealthFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, LookupFlags, RedisFlags,
     millis, positive, server_id,
@@ -25,9 +25,16 @@ pub struct RelayArgs {
     #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "0.0.0.0:9600")]
     pub grpc_listen: SocketAddr,
 
+    /// Host (IP or DNS name) where servers reach this relay, with the
+    /// port of --grpc-listen: an IPv6 address gets its brackets. Under
+    /// Kubernetes the pod IP (`$(POD_IP)`), so that every server links to
+    /// every relay pod, not to the Service.
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_HOST", value_parser = advertise_host)]
+    pub advertise_host: Option<String>,
+
     /// Where servers link to this relay, as published in the relay
-    /// registry [default: --grpc-listen, with an unspecified IP replaced by
-    /// 127.0.0.1].
+    /// registry [default: --advertise-host with the --grpc-listen port,
+    /// else --grpc-listen with an unspecified IP replaced by loopback].
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_GRPC")]
     pub advertise_grpc: Option<String>,
 
@@ -76,9 +83,11 @@ impl RelayArgs {
             id: self
                 .id
                 .unwrap_or_else(|| format!("relay-{}", self.grpc_listen.port())),
-            advertise_grpc: self
-                .advertise_grpc
-                .unwrap_or_else(|| dialable(self.grpc_listen)),
+            advertise_grpc: build::advertised(
+                self.advertise_grpc,
+                self.advertise_host.as_deref(),
+                self.grpc_listen,
+            ),
             heartbeat: millis(self.heartbeat_ms),
             drain_timeout: millis(self.drain_timeout_ms),
             grpc: build::serving(&self.grpc, self.grpc_listen).await?,

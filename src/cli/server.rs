@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use super::build::{self, advertise_host, bind, bind_opt, dialable, host_port};
+use super::build::{self, advertise_host, bind, bind_opt};
 use super::{
     AuthFlags, GrpcFlags, LimitFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, RedisFlags,
     server_id,
@@ -98,12 +98,7 @@ impl ServerArgs {
     pub async fn build(self) -> anyhow::Result<(Options, Arc<dyn PresenceStore>)> {
         let store = build::connect_redis(&self.redis).await?;
         let host = self.advertise_host.as_deref();
-        let advertised = |given: Option<String>, listen: SocketAddr| {
-            given.unwrap_or_else(|| match host {
-                Some(host) => host_port(host, listen.port()),
-                None => dialable(listen),
-            })
-        };
+        let advertised = |given, listen| build::advertised(given, host, listen);
         let options = Options {
             advertise_client: advertised(self.advertise_client, self.listen),
             advertise_grpc: advertised(self.advertise_grpc, self.grpc_listen),

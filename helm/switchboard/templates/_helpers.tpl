@@ -187,8 +187,10 @@ A Kubernetes memory quantity ("512Mi", "1G", 536870912) in bytes.
 
 {{/*
 The worst-case memory of a message server, from its byte budgets:
-  32 MiB runtime + 32 MiB HTTP/2 windows of the link (16 MiB each way)
-  + linkQueueBytes + min(outboundTotalBytes, maxConnections x outboundQueueBytes)
+  32 MiB runtime + 16 MiB de-duplication window (2 x 100,000 message ids)
+  + per relay link (relay.replicas + relay.updateStrategy.maxSurge links
+    during a rollout) 32 MiB HTTP/2 windows (16 MiB each way) + linkQueueBytes
+  + min(outboundTotalBytes, maxConnections x outboundQueueBytes)
   + maxConnections x (2 x maxLineBytes (read buffer, the message being
     written) + 64 KiB (one write batch) + 2 x clientSendBufferBytes (the
     kernel doubles SO_SNDBUF; cgroup v2 charges socket buffers to the pod)
@@ -201,7 +203,8 @@ With clientSendBufferBytes 0 (autotuning) the send buffer counts 4 MiB.
 {{- $sndbuf := int64 $s.clientSendBufferBytes | default 4194304 }}
 {{- $perConn := add (mul 2 $s.maxLineBytes) 65536 (mul 2 $sndbuf) 131072 (mul $s.maxInflight 256) }}
 {{- $queued := min (int64 $s.outboundTotalBytes) (mul $s.maxConnections $s.outboundQueueBytes) }}
-{{- add 33554432 33554432 $s.linkQueueBytes $queued (mul $s.maxConnections $perConn) }}
+{{- $links := add .Values.relay.replicas .Values.relay.updateStrategy.maxSurge }}
+{{- add 33554432 16777216 (mul $links (add 33554432 $s.linkQueueBytes)) $queued (mul $s.maxConnections $perConn) }}
 {{- end }}
 
 {{/*
