@@ -54,14 +54,9 @@ pub async fn connect_redis(flags: &RedisFlags) -> anyhow::Result<Arc<dyn Presenc
     Ok(Arc::new(store))
 }
 
-/// A URL without its password, for messages and logs.
+/// A URL without its passwords, for messages and logs.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+    crate::presence::redact_url(url)
 }
 
 /// Binds the gRPC port (and health port) and loads the server side of TLS.

@@ -20,7 +20,10 @@
 #[doc(hidden)]
 pub mod conformance;
 mod memory;
+mod redis_conn;
 mod redis_store;
+mod redis_url;
+mod sentinel;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -30,6 +33,7 @@ use futures::Stream;
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
+pub use redis_url::{UrlError, redact as redact_url};
 
 /// What `reassert` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +103,8 @@ pub type KickStream = Pin<Box<dyn Stream<Item = Kick> + Send>>;
 pub enum PresenceError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis URL: {0}")]
+    Url(#[from] UrlError),
     #[error("corrupt presence data: {0}")]
     Corrupt(String),
     /// The session's login was retracted before the store ran it.

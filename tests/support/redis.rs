@@ -19,6 +19,29 @@ pub fn redis_args(listen: &[&str]) -> Vec<String> {
 /// What redis-server logs once it listens (not if its port is taken).
 pub const REDIS_READY: &str = "Ready to accept connections";
 
+/// The presence keys tests look at (src/presence/redis_store.rs).
+pub fn user_key(name: &str) -> String {
+    format!("sb:user:{{{name}}}")
+}
+pub const SERVERS_KEY: &str = "sb:{registry}:servers";
+pub fn server_key(id: &str) -> String {
+    format!("sb:{{registry}}:server:{id}")
+}
+pub fn kick_channel(server: &str) -> String {
+    format!("sb:kick:{{{server}}}")
+}
+
+/// Anything presence can run on: its `--redis-url`.
+pub trait RedisUrl {
+    fn url(&self) -> String;
+}
+
+impl RedisUrl for Redis {
+    fn url(&self) -> String {
+        Redis::url(self)
+    }
+}
+
 pub struct Redis {
     pub proc: Proc,
     pub port: u16,
@@ -84,7 +107,7 @@ impl Redis {
     pub async fn user_server(&self, name: &str) -> Option<String> {
         let mut c = self.conn().await;
         redis::cmd("HGET")
-            .arg(format!("sb:user:{name}"))
+            .arg(user_key(name))
             .arg("server")
             .query_async(&mut c)
             .await
@@ -94,7 +117,7 @@ impl Redis {
     pub async fn server_ids(&self) -> Vec<String> {
         let mut c = self.conn().await;
         let mut ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg("sb:servers")
+            .arg(SERVERS_KEY)
             .query_async(&mut c)
             .await
             .unwrap();
