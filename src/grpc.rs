@@ -36,6 +36,19 @@ pub fn incarnation_service(server: &str, incarnation: &str) -> String {
     format!("switchboard.server:{server}:{incarnation}")
 }
 
+fn status(serving: bool) -> ServingStatus {
+    if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+/// A health service name that stays SERVING until the drain, whatever the
+/// presence store does: for liveness probes (a Redis outage must make a
+/// server unready, not get it restarted).
+pub const LIVE_SERVICE: &str = "switchboard.live";
+
 /// Flips the overall health (service "") and every named service at once.
 #[derive(Clone)]
 pub struct Health {
@@ -52,15 +65,17 @@ impl Health {
     }
 
     pub async fn set(&self, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        self.reporter.set_service_status("", status).await;
+        self.set_ready(serving).await;
         for s in &self.services {
-            self.reporter.set_service_status(s, status).await;
+            self.reporter.set_service_status(s, status(serving)).await;
         }
+    }
+
+    /// Flips the overall health (service "", what probes and load
+    /// balancers ask) alone: the named services still say whether this
+    /// process is alive (the relay's death verdict, liveness probes).
+    pub async fn set_ready(&self, serving: bool) {
+        self.reporter.set_service_status("", status(serving)).await;
     }
 }
 

@@ -58,6 +58,7 @@ struct Parts {
     forwards: Arc<forwards::Forwards>,
     admission: Arc<admission::Admission>,
     budget: Arc<outbox::Budget>,
+    reach: Arc<membership::StoreReach>,
 }
 
 impl Parts {
@@ -78,6 +79,7 @@ impl Parts {
             admission: Arc::new(admission::Admission::new(limits)),
             sessions: Arc::new(sessions::Sessions::new(budget.clone())),
             budget,
+            reach: Arc::new(membership::StoreReach::new(limits.redis_down_after)),
             store,
             me,
             metrics,
@@ -114,6 +116,13 @@ pub async fn run(
         tasks.spawn(crate::metrics::serve(listener, metrics, background.clone()));
     }
     spawn_membership(&tasks, &parts, &opts.limits, info, kick_stream, &background);
+    tasks.spawn(membership::track_readiness(
+        parts.reach.clone(),
+        parts.admission.clone(),
+        grpc.health.clone(),
+        opts.limits.heartbeat,
+        background.clone(),
+    ));
     let hello = pb::Hello {
         server_id: parts.me.id.clone(),
         incarnation: parts.me.incarnation.clone(),
@@ -176,7 +185,9 @@ pub async fn run(
 }
 
 /// The gRPC port: health (SERVING until the drain, overall and under this
-/// incarnation's own name, which the relay checks) and the Admin API.
+/// incarnation's own name, which the relay checks, and `LIVE_SERVICE`;
+/// overall also NOT_SERVING while the presence store is out of reach
+/// beyond the bound) and the Admin API.
 struct Grpc {
     health: grpc::Health,
     stop: CancellationToken,
@@ -191,13 +202,15 @@ impl Grpc {
         forward_timeout: Duration,
     ) -> Self {
         let own = grpc::incarnation_service(&parts.me.id, &parts.me.incarnation);
-        let (health, health_service) = grpc::Health::new(vec![own]);
+        let live = grpc::LIVE_SERVICE.to_owned();
+        let (health, health_service) = grpc::Health::new(vec![own, live]);
         health.set(true).await;
         let node = admin_node::ServerNode {
             me: parts.me.clone(),
             sessions: parts.sessions.clone(),
             forwards: parts.forwards.clone(),
             admission: parts.admission.clone(),
+            reach: parts.reach.clone(),
             metrics: parts.metrics.clone(),
             forward_timeout,
         };
@@ -230,6 +243,7 @@ fn spawn_membership(
         metrics: parts.metrics.clone(),
         roster: parts.roster.clone(),
         sessions: parts.sessions.clone(),
+        reach: parts.reach.clone(),
         period: limits.heartbeat,
     };
     tasks.spawn(heartbeat.run(info, stop.clone()));

@@ -63,6 +63,9 @@ pub struct Limits {
     pub write_timeout: Duration,
     pub drain_timeout: Duration,
     pub heartbeat: Duration,
+    /// Readiness turns NOT_SERVING once no heartbeat reached the presence
+    /// store for this long.
+    pub redis_down_after: Duration,
     /// The per-connection request budget; None: unlimited.
     pub rate_limit: Option<RateLimit>,
     /// Concurrent connections from one source IP; None: no limit.
