@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use support::{
-    Client, HEALTH_FAILURES, HEALTH_INTERVAL, Redis, RedisCluster, RedisSentinel, Relay, SLACK,
-    STEP, Server, ServerOpts, eventually, grpcurl, holds_for, purge_bound, user_key, wait_routable,
+    Client, ClientPort, HEALTH_FAILURES, HEALTH_INTERVAL, Proc, Redis, RedisCluster, RedisSentinel,
+    RedisUrl, Relay, SLACK, STEP, Server, ServerOpts, eventually, free_port, grpcurl, holds_for,
+    purge_bound, user_key, wait_routable,
 };
 
 /// The bound: logins and cross-server chats work again this long
@@ -106,6 +107,29 @@ async fn the_core_cases_pass_on_a_redis_cluster() {
     );
     assert_eq!(server_of("bob0").await.as_deref(), Some("a"));
     assert_eq!(alice.chat("bob3", "after").await["code"], "offline");
+
+    // The local cluster binary takes the same URL.
+    let (p1, p2) = (free_port(), free_port());
+    let args = [
+        "--redis-url".to_string(),
+        cluster.url(),
+        "--ports".into(),
+        format!("{p1},{p2}"),
+        "--relay-port".into(),
+        free_port().to_string(),
+        "--grpc-ports".into(),
+        format!("{},{}", free_port(), free_port()),
+    ];
+    let mut local = Proc::spawn("switchboard", env!("CARGO_BIN_EXE_switchboard"), &args, &[]);
+    local.wait_logged(STEP, "local cluster is up").await;
+    let (s1, s2) = (
+        Server::attach("server-1", p1),
+        Server::attach("server-2", p2),
+    );
+    wait_routable(&s1, &s2).await;
+    let mut carol = s1.client().await;
+    carol.login("carol").await;
+    assert_eq!(server_of("carol").await.as_deref(), Some("server-1"));
 }
 
 /// Alice (on a) chats Bob (on b) and a newcomer logs in on a, every
@@ -214,10 +238,7 @@ async fn kick_notices_follow_the_primary_when_the_old_one_freezes() {
     // A slow heartbeat makes the periodic reconcile (which would close the
     // displaced session anyway) come late: a kick in time is the notice's.
     let heartbeat = Duration::from_millis(3000);
-    let opts = ServerOpts {
-        extra: vec!["--heartbeat-ms".into(), heartbeat.as_millis().to_string()],
-        ..Default::default()
-    };
+    let opts = ServerOpts::flag("--heartbeat-ms", heartbeat.as_millis());
     let group = RedisSentinel::start().await;
     let relay = Relay::start(&group).await;
     let a = Server::start_with("a", &relay.url(), &group, opts.clone()).await;
@@ -270,13 +291,7 @@ async fn readiness_turns_not_serving_only_once_redis_stays_away_beyond_the_bound
     let down_after = Duration::from_millis(4000);
     let mut redis = Redis::start().await;
     let relay = Relay::start(&redis).await;
-    let opts = ServerOpts {
-        extra: vec![
-            "--redis-down-after-ms".into(),
-            down_after.as_millis().to_string(),
-        ],
-        ..Default::default()
-    };
+    let opts = ServerOpts::flag("--redis-down-after-ms", down_after.as_millis());
     let a = Server::start_with("a", &relay.url(), &redis, opts).await;
     let serving = |service: &'static str| {
         let port = a.grpc_port;

@@ -166,6 +166,30 @@ impl RedisStore {
         }
     }
 
+    /// Indexes `e`, then runs a script that writes its entry (login,
+    /// reassert): the user hash and the session's `mark` as keys, then the
+    /// entry's fields and `extra`.
+    async fn write_entry(
+        &self,
+        script: &Script,
+        e: &Presence,
+        mark: &str,
+        extra: Option<u8>,
+    ) -> Result<Value> {
+        self.index(e).await?;
+        let mut call = script.key(user_key(&e.name));
+        call.key(mark_key(mark, e))
+            .arg(&e.name)
+            .arg(&e.server)
+            .arg(&e.incarnation)
+            .arg(e.session)
+            .arg(e.since_ms);
+        if let Some(extra) = extra {
+            call.arg(extra);
+        }
+        Ok(call.invoke_async(&mut self.redis()).await?)
+    }
+
     /// Indexes `e` under its incarnation (before its entry is written).
     async fn index(&self, e: &Presence) -> Result<()> {
         let key = index_key(&e.server, &e.incarnation);
@@ -344,19 +368,9 @@ fn parse_kick(payload: &str) -> Option<Kick> {
 #[async_trait]
 impl PresenceStore for RedisStore {
     async fn login(&self, e: &Presence) -> Result<Option<Presence>> {
-        self.index(e).await?;
-        let result: Value = self
-            .scripts
-            .login
-            .key(user_key(&e.name))
-            .key(mark_key("retracted", e))
-            .arg(&e.name)
-            .arg(&e.server)
-            .arg(&e.incarnation)
-            .arg(e.session)
-            .arg(e.since_ms)
-            .arg(self.publish_in_script())
-            .invoke_async(&mut self.redis())
+        let publish = self.publish_in_script();
+        let result = self
+            .write_entry(&self.scripts.login, e, "retracted", Some(publish))
             .await?;
         if result == Value::Int(-1) {
             self.unindex_one(e).await?;
@@ -417,17 +431,8 @@ impl PresenceStore for RedisStore {
 
     async fn reassert(&self, e: &Presence) -> Result<Reassert> {
         // Indexed first, as a login; unindexed again unless it stands.
-        self.index(e).await?;
-        let result: Value = self
-            .scripts
-            .reassert
-            .key(user_key(&e.name))
-            .key(mark_key("kicked", e))
-            .arg(&e.server)
-            .arg(&e.incarnation)
-            .arg(e.session)
-            .arg(e.since_ms)
-            .invoke_async(&mut self.redis())
+        let result = self
+            .write_entry(&self.scripts.reassert, e, "kicked", None)
             .await?;
         let outcome = match result {
             Value::Int(1) => Reassert::Recreated,

@@ -139,6 +139,16 @@ pub struct ServerOpts {
     pub env: Vec<(String, String)>,
 }
 
+impl ServerOpts {
+    /// Just one extra flag.
+    pub fn flag(name: &str, value: impl ToString) -> ServerOpts {
+        ServerOpts {
+            extra: vec![name.into(), value.to_string()],
+            ..Default::default()
+        }
+    }
+}
+
 impl Server {
     pub async fn start(id: &str, relay_url: &str, redis: &impl RedisUrl) -> Server {
         Self::start_with(id, relay_url, redis, ServerOpts::default()).await

@@ -166,14 +166,18 @@ impl Node {
     }
 }
 
+/// `127.0.0.1:P1,127.0.0.1:P2,...`: the host list of a multi-node URL.
+fn hosts(nodes: &[Node]) -> String {
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    hosts.join(",")
+}
+
 impl RedisUrl for RedisCluster {
     fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        format!("redis+cluster://{}", hosts(&self.nodes))
     }
 }
 
@@ -286,11 +290,6 @@ fn sentinel_conf(port: u16, primary: u16) -> String {
 
 impl RedisUrl for RedisSentinel {
     fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+        format!("redis+sentinel://{}/{MASTER_NAME}", hosts(&self.sentinels))
     }
 }

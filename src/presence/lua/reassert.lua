@@ -1,7 +1,7 @@
 -- Re-create a live session's entry if its name has none; never displace,
 -- and never bring back a session an operator kicked.
 -- KEYS[1] user hash, KEYS[2] the session's kicked mark (kick.lua)
--- ARGV: server, incarnation, session, since_ms
+-- ARGV: name, server, incarnation, session, since_ms (as login.lua)
 -- Returns 1 re-created, -1 the session was kicked, or the entry that holds
 -- the name {server, incarnation, session, since}: the caller's session
 -- lost it, decided in this one step (no window between look and write).
@@ -12,5 +12,5 @@ local cur = redis.call('HMGET', KEYS[1], 'server', 'inc', 'session', 'since')
 if cur[1] then
   return cur
 end
-redis.call('HSET', KEYS[1], 'server', ARGV[1], 'inc', ARGV[2], 'session', ARGV[3], 'since', ARGV[4])
+redis.call('HSET', KEYS[1], 'server', ARGV[2], 'inc', ARGV[3], 'session', ARGV[4], 'since', ARGV[5])
 return 1
