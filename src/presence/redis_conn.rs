@@ -41,7 +41,7 @@ pub type Payloads = Pin<Box<dyn Stream<Item = String> + Send>>;
 #[derive(Clone)]
 pub enum Conn {
     Single {
-        client: redis::Client,
+        client: Box<redis::Client>,
         conn: ConnectionManager,
     },
     Sentinel(Arc<Follower>),
@@ -122,7 +122,10 @@ impl Conn {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-        Ok(Self::Single { client, conn })
+        Ok(Self::Single {
+            client: Box::new(client),
+            conn,
+        })
     }
 
     async fn sentinel(
