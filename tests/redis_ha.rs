@@ -321,3 +321,38 @@ async fn readiness_turns_not_serving_only_once_redis_stays_away_beyond_the_bound
     let _redis = Redis::start_on(port).await;
     eventually(STEP, "readiness SERVING again", || serving("")).await;
 }
+
+/// The index of a live session lost (a write lost in a cluster failover,
+/// simulated here by deleting it): reconcile puts it back, so the purge
+/// at the server's death still finds the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_index_field_is_restored_by_reconcile_and_purged_at_death() {
+    const HEARTBEAT: Duration = Duration::from_secs(1);
+    const RECONCILE_EVERY: u32 = 5;
+    let mut c = support::Cluster::start().await;
+    let mut alice = c.b.client().await;
+    alice.login("alice").await;
+    let mut conn = c.redis.conn().await;
+    let keys: Vec<String> = conn.keys("sb:idx:{b}:*").await.unwrap();
+    let [index] = keys.as_slice() else {
+        panic!("one index of b: {keys:?}")
+    };
+    let removed: i64 = conn.hdel(index, "alice").await.unwrap();
+    assert_eq!(removed, 1);
+    eventually(
+        HEARTBEAT * RECONCILE_EVERY + SLACK,
+        "alice indexed again",
+        || {
+            let (mut conn, index) = (conn.clone(), index.clone());
+            async move { conn.hexists(index, "alice").await.unwrap() }
+        },
+    )
+    .await;
+    c.b.proc.kill9();
+    eventually(
+        purge_bound(HEALTH_INTERVAL, HEALTH_FAILURES),
+        "alice purged with b",
+        || async { c.redis.user_server("alice").await.is_none() },
+    )
+    .await;
+}
