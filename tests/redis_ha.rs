@@ -147,14 +147,17 @@ async fn paced_until_recovered(
         assert!(since.elapsed() < RECOVERY + STEP, "no recovery in time");
         let asked = Instant::now();
         let chat = alice.chat("bob", &format!("paced {round}")).await;
+        let chat_took = asked.elapsed();
         let mut newcomer = a.client().await;
         let name = format!("paced{round}");
+        let asked = Instant::now();
         newcomer.send(json!({"cmd":"login","name":name})).await;
         let login = newcomer.recv().await;
+        let login_took = asked.elapsed();
+        eprintln!("round {round}: chat {chat_took:?} login {login_took:?}");
         assert!(
-            asked.elapsed() < 2 * FAIL_FAST,
-            "answers took {:?}: {chat} {login}",
-            asked.elapsed()
+            chat_took < FAIL_FAST && login_took < FAIL_FAST,
+            "answers took {chat_took:?}, {login_took:?}: {chat} {login}"
         );
         for v in [&chat, &login] {
             if v["event"] == "error" {
@@ -313,7 +316,9 @@ async fn readiness_turns_not_serving_only_once_redis_stays_away_beyond_the_bound
         health(a.grpc_port, "").contains("NOT_SERVING")
     })
     .await;
-    assert!(killed.elapsed() >= down_after);
+    // The bound runs from the last heartbeat that reached Redis, at most
+    // one heartbeat period (1 s) before the kill.
+    assert!(killed.elapsed() >= down_after - Duration::from_secs(1));
     // Alive all the while: liveness and the relay's check stay SERVING.
     assert!(serving("switchboard.live").await);
     assert!(a.proc.logs().contains("not ready (NOT_SERVING)"));

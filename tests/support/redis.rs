@@ -48,9 +48,17 @@ pub struct Redis {
     pub password: Option<String>,
 }
 
-async fn connect(url: &str) -> Option<redis::aio::MultiplexedConnection> {
+/// A connection for the tests' own queries, patient: the crate's default
+/// reply timeout (500 ms) is shorter than a loaded CI machine's stalls.
+pub async fn connect(url: &str) -> Option<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(url).ok()?;
-    client.get_multiplexed_async_connection().await.ok()
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(STEP))
+        .set_response_timeout(Some(STEP));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()
 }
 
 async fn answers_ping(url: &str) -> bool {

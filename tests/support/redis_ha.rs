@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::process::Proc;
-use super::redis::{REDIS_READY, Redis, RedisUrl, redis_args};
+use super::redis::{REDIS_READY, Redis, RedisUrl, connect, redis_args};
 use super::{STEP, eventually, free_port};
 
 /// How long a cluster or a Sentinel group may take to form.
@@ -36,17 +36,12 @@ impl Node {
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("node connection")
+        connect(&self.url()).await.expect("node connection")
     }
 
     /// A query that may fail (the node may be down).
     pub async fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> Option<T> {
-        let client = redis::Client::open(self.url()).ok()?;
-        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        let mut c = connect(&self.url()).await?;
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
             cmd.arg(*a);
@@ -152,7 +147,9 @@ impl RedisCluster {
     /// A connection that follows the cluster (for the tests' own queries).
     pub async fn conn(&self) -> redis::cluster_async::ClusterConnection {
         let seeds: Vec<String> = self.nodes.iter().map(Node::url).collect();
-        redis::cluster::ClusterClient::new(seeds)
+        redis::cluster::ClusterClientBuilder::new(seeds)
+            .response_timeout(STEP)
+            .build()
             .unwrap()
             .get_async_connection()
             .await
@@ -277,13 +274,18 @@ impl RedisSentinel {
     }
 }
 
+/// A sentinel's config. `failover-timeout` 2 s: when the three sentinels
+/// see the primary down in the same instant, each may vote for itself and
+/// the election fails; they try again after twice this (the default, 3
+/// minutes, or even 10 s would make such a split vote outlast the 10 s
+/// recovery bound; with 2 s one split still fits in it).
 fn sentinel_conf(port: u16, primary: u16) -> String {
     let ms = DOWN_AFTER.as_millis();
     format!(
         "port {port}\nbind 127.0.0.1\ndaemonize no\n\
          sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
          sentinel down-after-milliseconds {MASTER_NAME} {ms}\n\
-         sentinel failover-timeout {MASTER_NAME} 10000\n\
+         sentinel failover-timeout {MASTER_NAME} 2000\n\
          sentinel parallel-syncs {MASTER_NAME} 1\n"
     )
 }
