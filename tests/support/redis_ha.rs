@@ -193,8 +193,17 @@ pub struct RedisSentinel {
 impl RedisSentinel {
     pub async fn start() -> RedisSentinel {
         let primary = Redis::start().await;
+        let dir = tempfile::tempdir().unwrap();
         let replica_port = free_port();
-        let replicaof = ["--replicaof", "127.0.0.1", &primary.port.to_string()].map(String::from);
+        // A replica's full sync writes an RDB file to its --dir.
+        let replicaof = [
+            "--replicaof",
+            "127.0.0.1",
+            &primary.port.to_string(),
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ]
+        .map(String::from);
         let replica = Node::start("redis-replica", replica_port, &replicaof).await;
         eventually(FORM, "the replica to sync", || async {
             replica.info("master_link_status").await.as_deref() == Some("up")
@@ -205,7 +214,6 @@ impl RedisSentinel {
             port: replica.port,
             password: None,
         };
-        let dir = tempfile::tempdir().unwrap();
         let mut sentinels = Vec::new();
         for i in 0..3 {
             let port = free_port();
