@@ -15,6 +15,10 @@
 #                               # relays, throughput through one vs two
 #                               # (also part of every other run); prints
 #                               # the figures, writes no report
+#   scripts/bench.sh --redis-engines  # only: one Redis vs a 3-master Redis
+#                               # Cluster in the same run (logins/s,
+#                               # cross-server msgs/s, Redis operations per
+#                               # login, chat and heartbeat); prints a table
 #
 # Other options: --runs N, --no-build, --no-report (print only),
 #   --out FILE (default docs/benchmarks.md), --keep (keep the work dir),
@@ -29,6 +33,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
 MODE=default
 RELAYS_ONLY=0
+ENGINES=0
 RUNS=""
 BUILD=1
 REPORT=1
@@ -41,6 +46,7 @@ while [ $# -gt 0 ]; do
         --quick) MODE=quick ;;
         --full) MODE=full ;;
         --relays) RELAYS_ONLY=1; REPORT=0 ;;
+        --redis-engines) ENGINES=1 ;;
         --runs) RUNS="$2"; shift ;;
         --no-build) BUILD=0 ;;
         --no-report) REPORT=0 ;;
@@ -49,7 +55,7 @@ while [ $# -gt 0 ]; do
         --bin)
             [ -d "${2:-}" ] || { echo "bench: --bin needs a directory" >&2; exit 2; }
             BIN="$(cd "$2" && pwd)"; BUILD=0; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -297,6 +303,13 @@ for exe in switchboard-server switchboard-relay switchboard-load; do
 done
 log "binaries from $BIN"
 
+if [ "$ENGINES" = 1 ]; then
+    # shellcheck source=scripts/bench_engines.sh
+    source "$ROOT/scripts/bench_engines.sh"
+    engines_bench
+    exit 0
+fi
+
 log "mode $MODE, $RUNS run(s) per measurement, work dir $WORK"
 start_redis
 # shellcheck source=scripts/bench_relays.sh
@@ -381,7 +394,7 @@ for ((i = 1; i <= PURGE_RUNS; i++)); do
         sleep 0.1
     done
     keys=()
-    for ((k = 0; k < PURGE_USERS; k++)); do keys+=("sb:user:$prefix-$k"); done
+    for ((k = 0; k < PURGE_USERS; k++)); do keys+=("sb:user:{$prefix-$k}"); done
     present="$(redis-cli -p "$REDIS_PORT" exists "${keys[@]}")"
     [ "$present" = "$PURGE_USERS" ] || log "only $present/$PURGE_USERS entries present before the kill"
     t_kill="$(now_s)"
@@ -398,7 +411,7 @@ for ((i = 1; i <= PURGE_RUNS; i++)); do
     t_gone="$(now_s)"
     stop "${name}_load"
     json="$(python3 -c "print('{\"mode\":\"purge\",\"users\":$PURGE_USERS,\"present_before\":$present,\"left\":$left,\"purge_secs\":%.3f,\"ok\":%s}' % ($t_gone - $t_kill, 'true' if $left == 0 else 'false'))")"
-    record purge "$i" "kill -9 <server with $PURGE_USERS users>; poll redis-cli exists sb:user:NAME ... until 0" "$json"
+    record purge "$i" "kill -9 <server with $PURGE_USERS users>; poll redis-cli exists sb:user:{NAME} ... until 0" "$json"
     echo "  purge                        run $i: $(python3 -c "print('%.3f' % ($t_gone - $t_kill))") s until all $PURGE_USERS entries were gone"
 done
 

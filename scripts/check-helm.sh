@@ -192,8 +192,11 @@ NETPOL_OFF = {"networkpolicy-off"}
 TLS_ON = {"tls": "switchboard-tls", "tls-per-pod": "switchboard-tls"}
 # Servers' certificates from cert-manager's csi-driver: (issuer, kind).
 PER_POD = {"tls-per-pod": ("switchboard-ca", "ClusterIssuer")}
-REDIS_CA = {"external-redis": ("switchboard-redis-ca", "ca.pem")}
-REDIS_EXTERNAL = {"external-redis"}
+REDIS_CA = {
+    "external-redis": ("switchboard-redis-ca", "ca.pem"),
+    "external-cluster": ("switchboard-redis-ca", "ca.crt"),
+}
+REDIS_EXTERNAL = {"external-redis", "external-cluster", "external-sentinel"}
 # Sets with the bundled Redis's password from an existing Secret: (name, key).
 REDIS_EXISTING = {"operations": ("switchboard-redis-password", "redis-password")}
 # Sets with an HPA: their minReplicas.
@@ -585,12 +588,14 @@ for name in sets:
                 if a in env and b in env and env.index(a) > env.index(b):
                     errors.append(w + ": env %s must come before %s (for $(%s) to expand)" % (a, b, a))
             before("REDIS_PASSWORD", "SWITCHBOARD_REDIS_URL")
+            before("REDIS_SENTINEL_PASSWORD", "SWITCHBOARD_REDIS_URL")
             before("POD_IP", "SWITCHBOARD_ADVERTISE_HOST")
             url = next((e["value"] for e in c["env"] if e["name"] == "SWITCHBOARD_REDIS_URL"), "")
-            if not url.startswith(("redis://", "rediss://")):
+            if not re.match(r"^rediss?(\+(sentinel|cluster))?://", url):
                 errors.append(w + ": bad SWITCHBOARD_REDIS_URL %r" % url)
-            if ("$(REDIS_PASSWORD)" in url) != ("REDIS_PASSWORD" in env):
-                errors.append(w + ": REDIS_PASSWORD env and URL reference disagree")
+            for var in ("REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"):
+                if ("$(%s)" % var in url) != (var in env):
+                    errors.append(w + ": %s env and URL reference disagree" % var)
             if d["kind"] == "StatefulSet":
                 if d["spec"].get("podManagementPolicy") != "Parallel":
                     errors.append(w + ": podManagementPolicy is not Parallel")
@@ -712,6 +717,12 @@ expect_fail "minReplicas must not exceed maxReplicas" --kube-version "$KUBE_VERS
     --set server.autoscaling.minReplicas=5 --set server.autoscaling.maxReplicas=3
 expect_fail "caSecret needs a rediss://" --kube-version "$KUBE_VERSION" --set redis.enabled=false \
     --set redis.external.url=redis://h:6379 --set redis.external.caSecret=ca
+expect_fail "caSecret needs a rediss://" --kube-version "$KUBE_VERSION" --set redis.enabled=false \
+    --set redis.external.url=redis+cluster://h:6379 --set redis.external.caSecret=ca
+expect_fail "sentinelPasswordSecret needs a redis+sentinel://" --kube-version "$KUBE_VERSION" --set redis.enabled=false \
+    --set redis.external.url=redis+cluster://h:6379 --set redis.external.sentinelPasswordSecret=s
+expect_fail "must not contain credentials" --kube-version "$KUBE_VERSION" --set redis.enabled=false \
+    --set redis.external.url=redis+sentinel://:p@h:26379/m --set redis.external.existingSecret=s
 # Behind the schema (which rejects it first, see bad/tls-no-secret.yaml).
 expect_fail "tls.existingSecret is required" --kube-version "$KUBE_VERSION" --skip-schema-validation --set tls.enabled=true
 expect_fail "tls.perPodCertificates needs tls.enabled=true" --kube-version "$KUBE_VERSION" \

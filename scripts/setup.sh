@@ -44,6 +44,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
     # Tests start their own redis on free ports; don't leave a packaged one running.
     $SUDO service redis-server stop >/dev/null 2>&1 || true
 fi
+# redis-cli creates the tests' Redis Cluster (redis-cli --cluster create).
+# Sentinels run as `redis-server CONF --sentinel` (built into redis-server),
+# so the redis-sentinel package (a system service on 26379) is not needed.
+if ! command -v redis-cli >/dev/null 2>&1; then
+    log "installing redis-tools (apt)"
+    apt_install redis-tools
+fi
 
 # ---------------------------------------------------------------- telnet
 # The tests drive a server with the real telnet client, as a person would.

@@ -7,9 +7,12 @@
 //!
 //! This module names no tier: a node hands in its services as `Services`.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
@@ -39,12 +42,45 @@ pub fn incarnation_service(server: &str, incarnation: &str) -> String {
     format!("switchboard.server:{server}:{incarnation}")
 }
 
-/// A node's health: the overall status (service "", what Kubernetes
-/// probes ask) and named services.
+fn status(serving: bool) -> ServingStatus {
+    if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+/// A health service name that stays SERVING while the process serves,
+/// through a drain and whatever the presence store does: for liveness
+/// probes (a Redis outage must make a server unready, not get it
+/// restarted).
+pub const LIVE_SERVICE: &str = "switchboard.live";
+
+/// A node's health: readiness (service "", what probes and load balancers
+/// ask) and named services that say whether the process is alive (the
+/// relay's death verdict, liveness probes).
+///
+/// Readiness is the conjunction of independent conditions (a drain, an
+/// unreachable store…): "" is SERVING only while the node is up and no
+/// reason to be unready is held, so one condition clearing (the store
+/// answering again) cannot undo another (the drain).
 #[derive(Clone)]
 pub struct Health {
     reporter: HealthReporter,
     services: Vec<String>,
+    state: Arc<Mutex<Readiness>>,
+}
+
+#[derive(Default)]
+struct Readiness {
+    up: bool,
+    unready: BTreeSet<&'static str>,
+}
+
+impl Readiness {
+    fn ready(&self) -> bool {
+        self.up && self.unready.is_empty()
+    }
 }
 
 impl Health {
@@ -52,29 +88,43 @@ impl Health {
     /// until `set(true)`. `services` are the named services besides "".
     pub fn new(services: Vec<String>) -> (Self, HealthServer<impl HealthService>) {
         let (reporter, service) = tonic_health::server::health_reporter();
-        (Self { reporter, services }, service)
+        let state = Arc::default();
+        (
+            Self {
+                reporter,
+                services,
+                state,
+            },
+            service,
+        )
     }
 
-    /// Flips "" and every named service at once.
+    /// The node comes up or goes down: every named service follows, and
+    /// "" too unless a reason to be unready holds.
     pub async fn set(&self, serving: bool) {
-        self.set_overall(serving).await;
+        let mut state = self.state.lock().await;
+        state.up = serving;
+        self.reporter
+            .set_service_status("", status(state.ready()))
+            .await;
         for s in &self.services {
             self.reporter.set_service_status(s, status(serving)).await;
         }
     }
 
-    /// Flips "" alone: the node stops taking new work (readiness), while
-    /// the named services still say that it is alive.
-    pub async fn set_overall(&self, serving: bool) {
-        self.reporter.set_service_status("", status(serving)).await;
-    }
-}
-
-fn status(serving: bool) -> ServingStatus {
-    if serving {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
+    /// Holds (`true`) or releases one reason for "" to be NOT_SERVING
+    /// while the named services still say the node is alive. The lock is
+    /// held across the update so that concurrent changes land in order.
+    pub async fn unready(&self, reason: &'static str, held: bool) {
+        let mut state = self.state.lock().await;
+        if held {
+            state.unready.insert(reason);
+        } else {
+            state.unready.remove(reason);
+        }
+        self.reporter
+            .set_service_status("", status(state.ready()))
+            .await;
     }
 }
 

@@ -194,7 +194,7 @@ async fn a_linked_server_can_neither_claim_another_origin_nor_answer_for_others(
     let mut c = redis.conn().await;
     let entry = ["server", "liar", "inc", "l1", "session", "1"];
     let _: i64 = redis::cmd("HSET")
-        .arg("sb:user:zed")
+        .arg(support::user_key("zed"))
         .arg(&entry)
         .query_async(&mut c)
         .await

@@ -118,8 +118,9 @@ async fn relay_that_cannot_deregister(redis: &Redis) -> Relay {
             "~sb:user:*",
             "~sb:idx:*",
             "~sb:kicked:*",
-            "~sb:stats",
-            "%R~sb:server*",
+            "~sb:retracted:*",
+            "~sb:{registry}:stats",
+            "%R~sb:{registry}:server*",
             "+@all",
         ],
     )
@@ -172,8 +173,8 @@ async fn index_keys_of_an_incarnation_nobody_knows_are_swept() {
     // purge that stopped after its first step): its index is an orphan.
     c.relay.proc.kill9();
     c.b.proc.kill9();
-    redis_cmd(&c.redis, &["DEL", "sb:server:b"]).await;
-    redis_cmd(&c.redis, &["SREM", "sb:servers", "b"]).await;
+    redis_cmd(&c.redis, &["DEL", &support::server_key("b")]).await;
+    redis_cmd(&c.redis, &["SREM", support::SERVERS_KEY, "b"]).await;
     assert_eq!(c.redis.user_server("bob").await.as_deref(), Some("b"));
 
     c.relay = Relay::start(&c.redis).await;

@@ -111,8 +111,8 @@ async fn a_redis_restart_that_loses_everything_heals_by_itself() {
         Duration::from_secs(10),
         "both servers resubscribed to their kick channels",
         || async {
-            c.redis.subscribers("sb:kick:a").await >= 1
-                && c.redis.subscribers("sb:kick:b").await >= 1
+            c.redis.subscribers(&support::kick_channel("a")).await >= 1
+                && c.redis.subscribers(&support::kick_channel("b")).await >= 1
         },
     )
     .await;

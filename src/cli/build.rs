@@ -92,7 +92,9 @@ pub async fn connect_redis(flags: &RedisFlags) -> anyhow::Result<Arc<dyn Presenc
     };
     let url = redact(&flags.redis_url);
     let patience = super::millis(flags.redis_connect_timeout_ms);
-    let connect = || RedisStore::connect_with(&flags.redis_url, ca.clone());
+    // Boxed: connecting (Sentinel, Cluster, TLS) is a deep future, too
+    // deep for the compiler's query limit once inlined into the binaries'.
+    let connect = || Box::pin(RedisStore::connect_with(&flags.redis_url, ca.clone()));
     let store = with_retries(&url, patience, connect)
         .await
         .with_context(|| format!("cannot connect to Redis at {url}"))?;
@@ -176,14 +178,9 @@ fn io_kind(e: &redis::RedisError) -> Option<std::io::ErrorKind> {
     io.map(std::io::Error::kind)
 }
 
-/// A URL without its password, for messages and logs.
+/// A URL without its passwords, for messages and logs.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+    crate::presence::redact_url(url)
 }
 
 /// Binds the gRPC port (and health port) and loads the server side of TLS.

@@ -270,6 +270,13 @@ pub struct LimitFlags {
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT_MS", default_value_t = 1_000, value_parser = positive)]
     pub heartbeat_ms: u64,
 
+    /// Health ("" and the health port) turns NOT_SERVING once no heartbeat
+    /// has reached Redis for this long, and SERVING again at the next one
+    /// that does. Longer than a Sentinel or Cluster failover, so a
+    /// failover does not take every server out of rotation at once.
+    #[arg(long, env = "SWITCHBOARD_REDIS_DOWN_AFTER_MS", default_value_t = 30_000, value_parser = positive)]
+    pub redis_down_after_ms: u64,
+
     /// Requests per second one connection may make (token bucket); excess
     /// requests get rate_limited. 0 turns the limit off. The default stops
     /// floods without getting in the way of tests and benchmarks; the Helm
@@ -345,6 +352,7 @@ impl From<LimitFlags> for crate::server::Limits {
             lame_duck: millis(f.lame_duck_ms),
             drain_timeout: millis(f.drain_timeout_ms),
             heartbeat: millis(f.heartbeat_ms),
+            redis_down_after: millis(f.redis_down_after_ms),
             rate_limit,
             max_connections_per_ip: NonZeroU32::new(f.max_connections_per_ip),
             accept_rate_per_ip: NonZeroU32::new(f.accept_rate_per_ip),

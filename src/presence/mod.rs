@@ -5,22 +5,30 @@
 //! and of unit tests. Both implement the same rules:
 //!
 //! - login is atomic and newest-wins; the displaced entry's server learns
-//!   of it through the store's kick channel (Redis: PUBLISH inside the
-//!   login script, so the notice cannot be lost between the two steps);
+//!   of it through the store's kick channel (one Redis and Sentinel:
+//!   PUBLISH inside the login script, so the notice cannot be lost between
+//!   the two steps; Redis Cluster: a sharded publish right after it, and a
+//!   notice lost there is made up for by that server's periodic
+//!   reconcile);
 //! - logout deletes an entry only if it still belongs to that connection;
 //!   a retraction also stops a login of that session that has not run yet
 //!   (its caller saw it fail, but the store may still run it later);
 //! - every entry is fenced by its server's incarnation, and indexed per
 //!   (server, incarnation), so a dead or restarted server's entries are
-//!   purged in bulk without touching fresher ones; retiring an incarnation
-//!   leaves the registry in the same step as its first purge batch.
+//!   purged in bulk without touching fresher ones (compare-and-delete per
+//!   entry); retiring an incarnation takes it out of the registry before
+//!   its entries go, so a failure in between leaves entries to purge,
+//!   never a registered server without its users.
 //!
 //! This module does not know about sockets, gRPC or routing.
 
 #[doc(hidden)]
 pub mod conformance;
 mod memory;
+mod redis_conn;
 mod redis_store;
+mod redis_url;
+mod sentinel;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -30,6 +38,7 @@ use futures::Stream;
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
+pub use redis_url::{UrlError, redact as redact_url};
 
 /// What `reassert` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +147,8 @@ pub type KickStream = Pin<Box<dyn Stream<Item = Kick> + Send>>;
 pub enum PresenceError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis URL: {0}")]
+    Url(#[from] UrlError),
     #[error("corrupt presence data: {0}")]
     Corrupt(String),
     /// The session's login was retracted before the store ran it.
@@ -179,15 +190,17 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// restart or a mistaken purge). Never displaces anybody, and never
     /// brings back a session an operator kicked (its server may have missed
     /// the notice). When the name is taken, returns who holds it, decided
-    /// in the same step.
+    /// in the same step. An entry that stands (re-created, or held by this
+    /// very session) is indexed under its incarnation again if its index
+    /// lost it.
     async fn reassert(&self, entry: &Presence) -> Result<Reassert>;
 
     /// Declares one server incarnation gone: removes it from the registry
-    /// (if it is still that incarnation) and deletes its entries that still
-    /// point at it, the registry entry and the first batch of entries in
-    /// one step. Later batches stop if the incarnation registers again (it
-    /// was alive and re-asserts its sessions). Idempotent: of concurrent
-    /// callers exactly one is told it deregistered.
+    /// (if it is still that incarnation), then deletes its entries that
+    /// still point at it, in batches. Batches stop if the incarnation
+    /// registers again (it was alive and re-asserts its sessions).
+    /// Idempotent: of concurrent callers (several relays) exactly one is
+    /// told it deregistered; each entry is deleted, and counted, once.
     async fn retire(&self, server: &str, incarnation: &str) -> Result<Retired>;
 
     /// Deletes the entries of one server incarnation that still point at

@@ -1,43 +1,57 @@
-//! The Redis presence store (production).
+//! The Redis presence store (production), on one Redis, a Sentinel-managed
+//! primary or a Redis Cluster (`redis_conn` connects to each).
 //!
-//! Keys (all under the `sb:` prefix; see docs/architecture.md):
-//! - `sb:user:{name}`         hash: server, inc, session, since
-//! - `sb:idx:{server}:{inc}`  set of names: the per-incarnation index
-//! - `sb:servers`             set of server ids
-//! - `sb:server:{id}`         hash: the registry entry
-//! - `sb:stats`               hash: cluster-wide purge totals
-//! - `sb:kicked:{id}:{inc}:{session}`, `sb:retracted:{id}:{inc}:{session}`
-//!   marks with a TTL: sessions an operator kicked, logins retracted
-//! - channel `sb:kick:{id}`   "name inc session [admin]" kick notices
+//! Keys (all under `sb:`; the `{...}` part is the hash tag, which picks
+//! the cluster slot; see docs/architecture.md):
+//! - `sb:user:{NAME}`          hash: server, inc, session, since
+//! - `sb:kicked:{NAME}:S:I:N`, `sb:retracted:{NAME}:S:I:N`  marks with a
+//!   TTL: sessions an operator kicked, logins retracted (the user's slot)
+//! - `sb:idx:{SERVER}:INC`     hash name -> session: the per-incarnation
+//!   index (the server's slot)
+//! - `sb:{registry}:servers`   set of server ids, `sb:{registry}:server:ID`
+//!   hash (the registry entry), `sb:{registry}:stats` hash (purge totals):
+//!   one slot, so registering is one atomic step; `sb:{registry}:relays`
+//!   set of relay ids, `sb:{registry}:relay:ID` hash with a TTL (the relay
+//!   registry)
+//! - channel `sb:kick:{SERVER}` "name inc session [admin]" kick notices
+//!   (sharded pub/sub on a cluster)
 //!
-//! Every multi-key change is one Lua script, so it is atomic. Scripts touch
-//! keys they compute themselves, so this targets a single Redis (or a
-//! Sentinel-managed primary), not Redis Cluster.
+//! Every script touches the keys of one slot only, so the same scripts run
+//! on every engine. What spans slots is ordered so that a failure in
+//! between leaves nothing lost: a session is indexed before its entry is
+//! written and unindexed after it is removed (the index may name a few
+//! sessions too many, never too few; every index removal is
+//! compare-and-delete on the session); a server leaves the registry
+//! before its entries are purged. On a cluster the kick notice is sent by
+//! the caller right after the script (see `Conn::sharded`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, ScanOptions, Script, Value};
+use futures::{StreamExt, TryStreamExt};
+use redis::{AsyncCommands, Script, Value};
 
+use super::redis_conn::Conn;
+use super::redis_url::Target;
 use super::{
     Kick, KickCause, KickStream, LinkInfo, Presence, PresenceError, PresenceStore, Reassert,
     RelayInfo, Result, Retired, ServerInfo, decode_links, encode_links,
 };
 
-/// Entries per purge script call, and names per pipelined lookup batch.
-const PURGE_BATCH: u64 = 1000;
-const LOOKUP_BATCH: usize = 1000;
+/// Names per purge batch (one HSCAN of the index).
+const PURGE_BATCH: usize = 1000;
+/// Single-key calls in flight at once when many names are looked up or
+/// purged: their keys are in as many slots as names, so no pipeline.
+const FAN_OUT: usize = 64;
 /// Keys SCAN looks at per call.
 const SCAN_COUNT: usize = 1000;
-/// How long a retraction outlives the login it stops (as `kick.lua`'s mark).
-const RETRACTION_TTL_SECS: u64 = 300;
+/// How long a retraction or a kick mark outlives the session it names.
+const MARK_TTL_SECS: u64 = 300;
 const INDEX_PREFIX: &str = "sb:idx:";
-const SERVERS_KEY: &str = "sb:servers";
-const RELAYS_KEY: &str = "sb:relays";
-const STATS_KEY: &str = "sb:stats";
+const SERVERS_KEY: &str = "sb:{registry}:servers";
+const RELAYS_KEY: &str = "sb:{registry}:relays";
+const STATS_KEY: &str = "sb:{registry}:stats";
 const STAT_PREFIX: &str = "stat:";
 
 struct Scripts {
@@ -46,171 +60,253 @@ struct Scripts {
     logout: Script,
     reassert: Script,
     purge: Script,
+    unindex: Script,
+    deregister: Script,
     heartbeat: Script,
 }
 
 pub struct RedisStore {
-    client: redis::Client,
-    redis: ConnectionManager,
+    conn: Conn,
     scripts: Scripts,
 }
 
 fn user_key(name: &str) -> String {
-    format!("sb:user:{name}")
+    format!("sb:user:{{{name}}}")
 }
 
 fn index_key(server: &str, incarnation: &str) -> String {
-    format!("{INDEX_PREFIX}{server}:{incarnation}")
+    format!("{INDEX_PREFIX}{{{server}}}:{incarnation}")
 }
 
-/// (server, incarnation) of an index key; server ids hold no `:`.
+/// (server, incarnation) of an index key; server ids hold no `}`.
 fn parse_index_key(key: &str) -> Option<(String, String)> {
-    let (server, incarnation) = key.strip_prefix(INDEX_PREFIX)?.split_once(':')?;
+    let rest = key.strip_prefix(INDEX_PREFIX)?.strip_prefix('{')?;
+    let (server, incarnation) = rest.split_once("}:")?;
     Some((server.to_owned(), incarnation.to_owned()))
 }
 
-fn retraction_key(e: &Presence) -> String {
-    format!("sb:retracted:{}:{}:{}", e.server, e.incarnation, e.session)
+/// A mark on one session (`kicked`, `retracted`), in its user's slot.
+fn mark_key(kind: &str, e: &Presence) -> String {
+    format!(
+        "sb:{kind}:{{{}}}:{}:{}:{}",
+        e.name, e.server, e.incarnation, e.session
+    )
 }
 
 fn server_key(id: &str) -> String {
-    format!("sb:server:{id}")
+    format!("sb:{{registry}}:server:{id}")
+}
+
+fn kick_channel(server: &str) -> String {
+    format!("sb:kick:{{{server}}}")
+}
+
+/// A kick notice as published: "name inc session [admin]".
+fn kick_payload(old: &Presence, cause: KickCause) -> String {
+    let tail = match cause {
+        KickCause::Displaced => "",
+        KickCause::Admin => " admin",
+    };
+    format!("{} {} {}{tail}", old.name, old.incarnation, old.session)
 }
 
 fn relay_key(id: &str) -> String {
-    format!("sb:relay:{id}")
+    format!("sb:{{registry}}:relay:{id}")
 }
 
 impl RedisStore {
     /// Connects (failing fast if Redis is unreachable, so a misconfigured
-    /// URL is reported at start) and keeps reconnecting afterwards.
+    /// URL is reported at start) and keeps reconnecting afterwards. The
+    /// URL forms are `redis_url`'s.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, None).await
     }
 
-    /// Like `connect`, verifying a rediss:// server with `ca_pem` instead
-    /// of the system's trust store.
+    /// Like `connect`, verifying TLS nodes with `ca_pem` instead of the
+    /// system's trust store.
     pub async fn connect_with(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Self> {
         // rediss:// uses rustls, which needs a process-wide crypto provider;
         // a second install (another store, tonic) is a harmless no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = match ca_pem {
-            Some(root_cert) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            )?,
-            None => redis::Client::open(url)?,
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let mut redis = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let target = Target::parse(url)?;
+        let mut conn = Conn::connect(target, ca_pem).await?;
         // Fail at start, not at the first login, on a wrong password or ACL.
-        redis::cmd("PING").query_async::<()>(&mut redis).await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
         Ok(Self {
-            client,
-            redis,
+            conn,
             scripts: Scripts {
                 login: Script::new(include_str!("lua/login.lua")),
                 kick: Script::new(include_str!("lua/kick.lua")),
                 logout: Script::new(include_str!("lua/logout.lua")),
                 reassert: Script::new(include_str!("lua/reassert.lua")),
                 purge: Script::new(include_str!("lua/purge.lua")),
+                unindex: Script::new(include_str!("lua/unindex.lua")),
+                deregister: Script::new(include_str!("lua/deregister.lua")),
                 heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
             },
         })
     }
 
-    fn redis(&self) -> ConnectionManager {
-        self.redis.clone()
+    fn redis(&self) -> Conn {
+        self.conn.clone()
     }
 
-    /// Runs a script that writes `e` (login, reassert): both take the
-    /// user hash and the index set (and `extra` keys), then the entry's
-    /// fields.
-    async fn write_entry(&self, script: &Script, e: &Presence, extra: &[String]) -> Result<Value> {
-        let mut call = script.key(user_key(&e.name));
-        call.key(index_key(&e.server, &e.incarnation));
-        for key in extra {
-            call.key(key);
+    /// 1 if the script should publish kick notices itself (not on a
+    /// cluster: there the caller does, by `notify`).
+    fn publish_in_script(&self) -> u8 {
+        u8::from(!self.conn.sharded())
+    }
+
+    /// On a cluster, the kick notice the script could not publish. A
+    /// notice lost here (this process dies first, or the publish fails) is
+    /// made up for by the displaced server's periodic reconcile.
+    async fn notify(&self, old: &Presence, cause: KickCause) {
+        if !self.conn.sharded() {
+            return;
         }
-        Ok(call
+        let channel = kick_channel(&old.server);
+        let sent = self
+            .conn
+            .publish_sharded(&channel, kick_payload(old, cause));
+        if let Err(e) = sent.await {
+            tracing::warn!(user = %old.name, server = %old.server, error = %e,
+                "kick notice not sent; that server's reconcile closes the session");
+        }
+    }
+
+    /// Indexes `e`, then runs a script that writes its entry (login,
+    /// reassert): the user hash and the session's `mark` as keys, then the
+    /// entry's fields and `extra`.
+    async fn write_entry(
+        &self,
+        script: &Script,
+        e: &Presence,
+        mark: &str,
+        extra: Option<u8>,
+    ) -> Result<Value> {
+        self.index(e).await?;
+        let mut call = script.key(user_key(&e.name));
+        call.key(mark_key(mark, e))
             .arg(&e.name)
             .arg(&e.server)
             .arg(&e.incarnation)
             .arg(e.session)
-            .arg(e.since_ms)
-            .invoke_async(&mut self.redis())
-            .await?)
-    }
-
-    /// `logout.lua`: compare-and-delete, and with `retract` the mark that
-    /// stops a later login of the session.
-    async fn remove_entry(&self, e: &Presence, retract: bool) -> Result<bool> {
-        let mut call = self.scripts.logout.key(user_key(&e.name));
-        call.key(index_key(&e.server, &e.incarnation))
-            .arg(&e.server)
-            .arg(&e.incarnation)
-            .arg(e.session)
-            .arg(&e.name);
-        if retract {
-            call.key(retraction_key(e)).arg(RETRACTION_TTL_SECS);
+            .arg(e.since_ms);
+        if let Some(extra) = extra {
+            call.arg(extra);
         }
-        let n: i64 = call.invoke_async(&mut self.redis()).await?;
-        Ok(n == 1)
+        Ok(call.invoke_async(&mut self.redis()).await?)
     }
 
-    /// `purge.lua` in batches until the index is empty or fenced off; the
-    /// first batch retires the incarnation if `retire`.
-    async fn purge_batches(
+    /// Indexes `e` under its incarnation (before its entry is written).
+    async fn index(&self, e: &Presence) -> Result<()> {
+        let key = index_key(&e.server, &e.incarnation);
+        let _: i64 = self.redis().hset(key, &e.name, e.session).await?;
+        Ok(())
+    }
+
+    /// Unindexes sessions of one incarnation, each only if it is still the
+    /// one indexed under its name.
+    async fn unindex(
         &self,
         server: &str,
         incarnation: &str,
-        retire: bool,
-    ) -> Result<Retired> {
-        let mut result = Retired::default();
-        let mut retire = retire;
+        sessions: &[(&str, u64)],
+    ) -> Result<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut call = self.scripts.unindex.key(index_key(server, incarnation));
+        for (name, session) in sessions {
+            call.arg(*name).arg(*session);
+        }
+        let _: i64 = call.invoke_async(&mut self.redis()).await?;
+        Ok(())
+    }
+
+    async fn unindex_one(&self, e: &Presence) -> Result<()> {
+        self.unindex(&e.server, &e.incarnation, &[(&e.name, e.session)])
+            .await
+    }
+
+    /// `logout.lua`: compare-and-delete, and with `retract` the mark that
+    /// stops a later login of the session; then the session leaves the
+    /// index.
+    async fn remove_entry(&self, e: &Presence, retract: bool) -> Result<bool> {
+        let mut call = self.scripts.logout.key(user_key(&e.name));
+        call.arg(&e.server).arg(&e.incarnation).arg(e.session);
+        if retract {
+            call.key(mark_key("retracted", e)).arg(MARK_TTL_SECS);
+        }
+        let n: i64 = call.invoke_async(&mut self.redis()).await?;
+        self.unindex_one(e).await?;
+        Ok(n == 1)
+    }
+
+    /// True if `incarnation` is the registered one of `server`.
+    async fn registered(&self, server: &str, incarnation: &str) -> Result<bool> {
+        let inc: Option<String> = self.redis().hget(server_key(server), "inc").await?;
+        Ok(inc.as_deref() == Some(incarnation))
+    }
+
+    /// Purges an incarnation by its index, a batch at a time: each entry
+    /// still pointing at it is deleted (compare-and-delete, one call per
+    /// name), then the batch leaves the index. Stops at the first batch
+    /// that finds the incarnation registered (it is alive, and re-asserts
+    /// its sessions).
+    async fn purge_batches(&self, server: &str, incarnation: &str) -> Result<u64> {
+        let index = index_key(server, incarnation);
+        let (mut purged, mut cursor) = (0, 0u64);
         loop {
-            let (deleted, remaining, deregistered): (u64, i64, i64) = self
-                .scripts
-                .purge
-                .key(index_key(server, incarnation))
-                .key(server_key(server))
-                .key(SERVERS_KEY)
-                .arg(server)
-                .arg(incarnation)
-                .arg(PURGE_BATCH)
-                .arg(u8::from(retire))
-                .invoke_async(&mut self.redis())
-                .await?;
-            retire = false;
-            result.purged += deleted;
-            result.deregistered |= deregistered == 1;
-            if remaining <= 0 {
-                return Ok(result);
+            if self.registered(server, incarnation).await? {
+                return Ok(purged);
             }
+            let (next, batch): (u64, Vec<(String, u64)>) = redis::cmd("HSCAN")
+                .arg(&index)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(PURGE_BATCH)
+                .query_async(&mut self.redis())
+                .await?;
+            purged += self.purge_entries(server, incarnation, &batch).await?;
+            let sessions: Vec<(&str, u64)> = batch.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+            self.unindex(server, incarnation, &sessions).await?;
+            if next == 0 {
+                return Ok(purged);
+            }
+            cursor = next;
         }
     }
 
-    /// Every key matching `pattern`, by SCAN (a few keys per call, so
-    /// Redis never stalls), without duplicates.
-    async fn scan(&self, pattern: String) -> Result<BTreeSet<String>> {
-        let mut redis = self.redis();
-        let mut keys = BTreeSet::new();
-        let options = ScanOptions::default()
-            .with_pattern(pattern)
-            .with_count(SCAN_COUNT);
-        let mut iter = redis.scan_options::<String>(options).await?;
-        while let Some(key) = iter.next().await {
-            keys.insert(key?);
-        }
-        Ok(keys)
+    /// Deletes the entries of `batch` that still point at the incarnation.
+    async fn purge_entries(&self, server: &str, inc: &str, batch: &[(String, u64)]) -> Result<u64> {
+        let calls: Vec<_> = batch
+            .iter()
+            .map(|(name, _)| {
+                let (script, mut conn) = (self.scripts.purge.clone(), self.redis());
+                let (key, server, inc) = (user_key(name), server.to_owned(), inc.to_owned());
+                async move {
+                    let mut call = script.key(key);
+                    call.arg(server).arg(inc);
+                    call.invoke_async::<i64>(&mut conn).await
+                }
+            })
+            .collect();
+        let deleted: Vec<i64> = futures::stream::iter(calls)
+            .buffer_unordered(FAN_OUT)
+            .try_collect()
+            .await?;
+        Ok(deleted.iter().filter(|n| **n == 1).count() as u64)
     }
+}
+
+async fn lookup_on(mut conn: Conn, name: String) -> Result<Option<Presence>> {
+    let fields: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(user_key(&name))
+        .arg(&["server", "inc", "session", "since"])
+        .query_async(&mut conn)
+        .await?;
+    presence_from(&name, &fields)
 }
 
 fn parse_session(s: &str) -> Result<u64> {
@@ -294,14 +390,24 @@ fn parse_kick(payload: &str) -> Option<Kick> {
 #[async_trait]
 impl PresenceStore for RedisStore {
     async fn login(&self, e: &Presence) -> Result<Option<Presence>> {
-        let retraction = [retraction_key(e)];
-        match self
-            .write_entry(&self.scripts.login, e, &retraction)
-            .await?
-        {
-            Value::Int(-1) => Err(PresenceError::Retracted),
-            old => returned_entry(&e.name, old),
+        let publish = self.publish_in_script();
+        let result = self
+            .write_entry(&self.scripts.login, e, "retracted", Some(publish))
+            .await?;
+        if result == Value::Int(-1) {
+            self.unindex_one(e).await?;
+            return Err(PresenceError::Retracted);
         }
+        let old = returned_entry(&e.name, result)?;
+        if let Some(old) = &old {
+            if old.server != e.server || old.incarnation != e.incarnation {
+                self.unindex_one(old).await?;
+            }
+            if old.server != e.server {
+                self.notify(old, KickCause::Displaced).await;
+            }
+        }
+        Ok(old)
     }
 
     async fn retract(&self, e: &Presence) -> Result<bool> {
@@ -309,17 +415,21 @@ impl PresenceStore for RedisStore {
     }
 
     async fn kick(&self, name: &str) -> Result<Option<Presence>> {
-        let old: Option<Vec<Option<String>>> = self
+        let old: Value = self
             .scripts
             .kick
             .key(user_key(name))
             .arg(name)
+            .arg(self.publish_in_script())
+            .arg(MARK_TTL_SECS)
             .invoke_async(&mut self.redis())
             .await?;
-        match old {
-            Some(fields) => presence_from(name, &fields),
-            None => Ok(None),
+        let old = returned_entry(name, old)?;
+        if let Some(old) = &old {
+            self.unindex_one(old).await?;
+            self.notify(old, KickCause::Admin).await;
         }
+        Ok(old)
     }
 
     async fn logout(&self, e: &Presence) -> Result<bool> {
@@ -327,56 +437,76 @@ impl PresenceStore for RedisStore {
     }
 
     async fn lookup(&self, name: &str) -> Result<Option<Presence>> {
-        let fields: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(user_key(name))
-            .arg(&["server", "inc", "session", "since"])
-            .query_async(&mut self.redis())
-            .await?;
-        presence_from(name, &fields)
+        lookup_on(self.redis(), name.to_owned()).await
     }
 
     async fn lookup_many(&self, names: &[String]) -> Result<Vec<Option<Presence>>> {
-        let mut found = Vec::with_capacity(names.len());
-        for batch in names.chunks(LOOKUP_BATCH) {
-            let mut pipe = redis::pipe();
-            for name in batch {
-                pipe.cmd("HMGET")
-                    .arg(user_key(name))
-                    .arg(&["server", "inc", "session", "since"]);
-            }
-            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.redis()).await?;
-            for (name, fields) in batch.iter().zip(&rows) {
-                found.push(presence_from(name, fields)?);
-            }
-        }
-        Ok(found)
+        let calls: Vec<_> = names
+            .iter()
+            .map(|name| lookup_on(self.redis(), name.clone()))
+            .collect();
+        futures::stream::iter(calls)
+            .buffered(FAN_OUT)
+            .try_collect()
+            .await
     }
 
     async fn reassert(&self, e: &Presence) -> Result<Reassert> {
-        match self.write_entry(&self.scripts.reassert, e, &[]).await? {
-            Value::Int(1) => Ok(Reassert::Recreated),
-            Value::Int(-1) => Ok(Reassert::Kicked),
+        // Indexed first, as a login; unindexed again unless it stands.
+        let result = self
+            .write_entry(&self.scripts.reassert, e, "kicked", None)
+            .await?;
+        let outcome = match result {
+            Value::Int(1) => Reassert::Recreated,
+            Value::Int(-1) => Reassert::Kicked,
             holder => match returned_entry(&e.name, holder)? {
-                Some(holder) => Ok(Reassert::Taken(holder)),
-                None => Err(PresenceError::Corrupt(format!(
-                    "reassert of {} returned no holder",
-                    e.name
-                ))),
+                Some(holder) => Reassert::Taken(holder),
+                None => {
+                    return Err(PresenceError::Corrupt(format!(
+                        "reassert of {} returned no holder",
+                        e.name
+                    )));
+                }
             },
+        };
+        let stands = match &outcome {
+            Reassert::Recreated => true,
+            Reassert::Taken(holder) => holder.same_session(e),
+            Reassert::Kicked => false,
+        };
+        if !stands {
+            self.unindex_one(e).await?;
         }
+        Ok(outcome)
     }
 
     async fn retire(&self, server: &str, incarnation: &str) -> Result<Retired> {
-        self.purge_batches(server, incarnation, true).await
+        // Of concurrent retires of one incarnation (several relays) exactly
+        // one deregisters it: that one reports the death.
+        let deregistered: i64 = self
+            .scripts
+            .deregister
+            .key(server_key(server))
+            .key(SERVERS_KEY)
+            .arg(server)
+            .arg(incarnation)
+            .invoke_async(&mut self.redis())
+            .await?;
+        let purged = self.purge_batches(server, incarnation).await?;
+        Ok(Retired {
+            deregistered: deregistered == 1,
+            purged,
+        })
     }
 
     async fn purge(&self, server: &str, incarnation: &str) -> Result<u64> {
-        Ok(self.purge_batches(server, incarnation, false).await?.purged)
+        self.purge_batches(server, incarnation).await
     }
 
     async fn purge_server(&self, server: &str) -> Result<u64> {
         let mut purged = 0;
-        for key in self.scan(format!("{}*", index_key(server, ""))).await? {
+        let pattern = format!("{}*", index_key(server, ""));
+        for key in self.conn.scan(&pattern, SCAN_COUNT).await? {
             if let Some((_, incarnation)) = parse_index_key(&key) {
                 purged += self.retire(server, &incarnation).await?.purged;
             }
@@ -385,15 +515,15 @@ impl PresenceStore for RedisStore {
     }
 
     async fn incarnations(&self) -> Result<Vec<(String, String)>> {
-        let keys = self.scan(format!("{INDEX_PREFIX}*")).await?;
+        let keys = self
+            .conn
+            .scan(&format!("{INDEX_PREFIX}*"), SCAN_COUNT)
+            .await?;
         Ok(keys.iter().filter_map(|k| parse_index_key(k)).collect())
     }
 
     async fn users_of(&self, server: &str, incarnation: &str) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
-            .redis()
-            .smembers(index_key(server, incarnation))
-            .await?;
+        let mut names: Vec<String> = self.redis().hkeys(index_key(server, incarnation)).await?;
         names.sort();
         Ok(names)
     }
@@ -412,6 +542,7 @@ impl PresenceStore for RedisStore {
             fields.push((format!("{STAT_PREFIX}{name}"), value.to_string()));
         }
         let key = server_key(&info.id);
+        // One slot ({registry}): a transaction even on a cluster.
         redis::pipe()
             .atomic()
             .del(&key)
@@ -468,6 +599,7 @@ impl PresenceStore for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // One slot ({registry}): one pipeline even on a cluster.
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(server_key(id));
@@ -481,13 +613,9 @@ impl PresenceStore for RedisStore {
     }
 
     async fn kicks(&self, server: &str) -> Result<KickStream> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(format!("sb:kick:{server}")).await?;
-        let stream = pubsub.into_on_message().filter_map(|msg| async move {
-            let payload: String = msg.get_payload().ok()?;
-            parse_kick(&payload)
-        });
-        Ok(Box::pin(stream))
+        let payloads = self.conn.subscribe(&kick_channel(server)).await?;
+        let kicks = payloads.filter_map(|p| std::future::ready(parse_kick(&p)));
+        Ok(Box::pin(kicks))
     }
 
     async fn announce_relay(&self, info: &RelayInfo, ttl: Duration) -> Result<()> {
@@ -501,12 +629,14 @@ impl PresenceStore for RedisStore {
             ("started_ms", info.started_ms.to_string()),
             ("heartbeat_ms", crate::clock::now_ms().to_string()),
         ];
-        // One key per command: the hash and the set may live in different
-        // slots (Redis Cluster); the set only lists ids to look up.
-        let mut redis = self.redis();
-        redis.hset_multiple::<_, _, _, ()>(&key, &fields).await?;
-        redis.pexpire::<_, ()>(&key, ttl.as_millis() as i64).await?;
-        redis.sadd::<_, _, ()>(RELAYS_KEY, &info.id).await?;
+        // One slot ({registry}): a transaction even on a cluster.
+        redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .pexpire(&key, ttl.as_millis() as i64)
+            .sadd(RELAYS_KEY, &info.id)
+            .query_async::<()>(&mut self.redis())
+            .await?;
         Ok(())
     }
 
@@ -514,8 +644,12 @@ impl PresenceStore for RedisStore {
         let mut redis = self.redis();
         let current: Option<String> = redis.hget(relay_key(id), "inc").await?;
         if current.as_deref() == Some(incarnation) {
-            redis.del::<_, ()>(relay_key(id)).await?;
-            redis.srem::<_, _, ()>(RELAYS_KEY, id).await?;
+            redis::pipe()
+                .atomic()
+                .del(relay_key(id))
+                .srem(RELAYS_KEY, id)
+                .query_async::<()>(&mut redis)
+                .await?;
         }
         Ok(())
     }
@@ -524,13 +658,21 @@ impl PresenceStore for RedisStore {
         let mut redis = self.redis();
         let mut ids: Vec<String> = redis.smembers(RELAYS_KEY).await?;
         ids.sort();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One slot ({registry}): one pipeline even on a cluster.
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(relay_key(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut redis).await?;
         let mut relays = Vec::new();
-        for id in ids {
-            let hash: HashMap<String, String> = redis.hgetall(relay_key(&id)).await?;
-            match relay_from(&id, &hash) {
+        for (id, hash) in ids.iter().zip(&hashes) {
+            match relay_from(id, hash) {
                 Some(relay) => relays.push(relay),
                 // Expired: its relay stopped refreshing it.
-                None => redis.srem::<_, _, ()>(RELAYS_KEY, &id).await?,
+                None => redis.srem::<_, _, ()>(RELAYS_KEY, id).await?,
             }
         }
         Ok(relays)

@@ -6,10 +6,10 @@
 //! process on a reused address answers NOT_FOUND, not SERVING. A server
 //! that fails `failures` checks in a row (unreachable, timeout, not
 //! SERVING) is declared dead: routing to it stops, its in-flight messages
-//! get `unavailable`, and it is retired (it leaves the registry in the
-//! same step as the first batch of its presence entries). Because
-//! registry entries are checked too, a relay that starts also cleans up
-//! servers that died while no relay was running.
+//! get `unavailable`, and it is retired (it leaves the registry, then its
+//! presence entries go). Because registry entries are checked too, a
+//! relay that starts also cleans up servers that died while no relay was
+//! running.
 //!
 //! The sweep purges the indexes of incarnations that are neither
 //! registered nor linked (a retire or a leave that stopped half-way): in

@@ -11,6 +11,7 @@ use super::admission::Admission;
 use super::delivery::deliver_local;
 use super::forwards::{Forwards, Waiter};
 use super::identity::Identity;
+use super::membership::StoreReach;
 use super::outbox::Receipt;
 use super::sessions::Sessions;
 use crate::admin::{AdminNode, ServerView};
@@ -22,6 +23,7 @@ pub struct ServerNode {
     pub sessions: Arc<Sessions>,
     pub forwards: Arc<Forwards>,
     pub admission: Arc<Admission>,
+    pub reach: Arc<StoreReach>,
     pub metrics: Arc<Metrics>,
     /// How long an operator message waits for its outcome.
     pub forward_timeout: std::time::Duration,
@@ -34,7 +36,7 @@ impl AdminNode for ServerNode {
     }
 
     fn server_views(&self) -> HashMap<String, ServerView> {
-        let health = if self.admission.is_draining() {
+        let health = if self.admission.is_draining() || !self.reach.up() {
             "NOT_SERVING"
         } else {
             "SERVING"

@@ -4,8 +4,12 @@
 //! registry entry (store restarted, or wrongly declared dead) and then
 //! registers again and reconciles; it retracts what failed store calls
 //! left, and reconciles after a failure and every `RECONCILE_EVERY` beats.
+//! Its successes are what `StoreReach` records: readiness turns
+//! NOT_SERVING once none came for `redis_down_after`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -15,6 +19,7 @@ use super::identity::Identity;
 use super::roster::Roster;
 use super::sessions::Sessions;
 use crate::clock::now_ms;
+use crate::grpc;
 use crate::metrics::Metrics;
 use crate::presence::{KickStream, PresenceStore, ServerInfo};
 use crate::shutdown::CancellationToken;
@@ -75,6 +80,65 @@ pub async fn leave(store: &dyn PresenceStore, me: &Identity) {
     }
 }
 
+/// When a heartbeat last reached the presence store, and how long it
+/// may be out of reach before this server says it is not ready.
+pub struct StoreReach {
+    last_ok_ms: AtomicI64,
+    down_after: Duration,
+}
+
+impl StoreReach {
+    /// Reached just now (the server joined through it).
+    pub fn new(down_after: Duration) -> Self {
+        Self {
+            last_ok_ms: AtomicI64::new(now_ms()),
+            down_after,
+        }
+    }
+
+    fn reached(&self) {
+        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// False once no heartbeat reached the store for `down_after`.
+    pub fn up(&self) -> bool {
+        let since = now_ms().saturating_sub(self.last_ok_ms.load(Ordering::Relaxed));
+        u128::try_from(since).unwrap_or(0) <= self.down_after.as_millis()
+    }
+}
+
+/// Why this server is unready while the store is out of reach; the
+/// drain holds its own reason, so the store coming back during a drain
+/// leaves it NOT_SERVING.
+const STORE_OUT_OF_REACH: &str = "presence store out of reach";
+
+/// Keeps readiness (overall health) in step with `reach`, checked every
+/// `period`, until `shutdown`.
+pub async fn track_readiness(
+    reach: Arc<StoreReach>,
+    health: grpc::Health,
+    period: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ready = true;
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if reach.up() != ready {
+            ready = !ready;
+            health.unready(STORE_OUT_OF_REACH, !ready).await;
+            if ready {
+                tracing::info!("presence store reachable again: ready (SERVING)");
+            } else {
+                tracing::warn!(down_after = ?reach.down_after, "presence store out of reach: not ready (NOT_SERVING)");
+            }
+        }
+    }
+}
+
 /// What the heartbeat reads and repairs.
 pub struct Heartbeat {
     pub store: Arc<dyn PresenceStore>,
@@ -85,7 +149,8 @@ pub struct Heartbeat {
     pub sessions: Arc<Sessions>,
     /// Whose links to relays are published with each beat.
     pub forwards: Arc<Forwards>,
-    pub period: std::time::Duration,
+    pub reach: Arc<StoreReach>,
+    pub period: Duration,
 }
 
 impl Heartbeat {
@@ -104,7 +169,11 @@ impl Heartbeat {
             let links = self.forwards.links();
             let (id, inc) = (&self.me.id, &self.me.incarnation);
             let beat = self.store.heartbeat(id, inc, connections, &stats, &links);
-            let rejoined = match beat.await {
+            let beat = beat.await;
+            if beat.is_ok() {
+                self.reach.reached();
+            }
+            let rejoined = match beat {
                 Ok(true) => false,
                 Ok(false) => {
                     info.connections = connections;

@@ -62,6 +62,7 @@ struct Parts {
     forwards: Arc<forwards::Forwards>,
     admission: Arc<admission::Admission>,
     budget: Arc<outbox::Budget>,
+    reach: Arc<membership::StoreReach>,
 }
 
 impl Parts {
@@ -83,6 +84,7 @@ impl Parts {
             admission: Arc::new(admission::Admission::new(limits)),
             sessions: Arc::new(sessions::Sessions::new(budget.clone())),
             budget,
+            reach: Arc::new(membership::StoreReach::new(limits.redis_down_after)),
             store,
             me,
             metrics,
@@ -129,6 +131,12 @@ pub async fn run(
         tasks.spawn(crate::metrics::serve(listener, metrics, background.clone()));
     }
     spawn_membership(&tasks, &parts, &opts.limits, info, kick_stream, &background);
+    tasks.spawn(membership::track_readiness(
+        parts.reach.clone(),
+        grpc.health.clone(),
+        opts.limits.heartbeat,
+        background.clone(),
+    ));
     let hello = pb::Hello {
         server_id: parts.me.id.clone(),
         incarnation: parts.me.incarnation.clone(),
@@ -251,17 +259,22 @@ async fn shut_down(
     }
 }
 
+/// Why this server is unready from the lame duck on (held for good).
+const DRAINING: &str = "draining";
+
 /// Readiness off: health "" NOT_SERVING (Kubernetes), NOT_SERVING in the
 /// Admin API. The incarnation's own health service stays SERVING: the
 /// relay must not take a draining server for dead.
 async fn not_serving(parts: &Parts, grpc: &Grpc) {
     parts.admission.start_drain();
-    grpc.health.set_overall(false).await;
+    grpc.health.unready(DRAINING, true).await;
 }
 
-/// The gRPC port: health (overall: SERVING until the drain; under this
-/// incarnation's own name, which the relay checks: SERVING while the
-/// process serves gRPC) and the Admin API.
+/// The gRPC port: health (overall: SERVING until the lame duck, and
+/// NOT_SERVING while the presence store is out of reach beyond the bound;
+/// under this incarnation's own name, which the relay checks, and
+/// `LIVE_SERVICE`: SERVING while the process serves gRPC) and the Admin
+/// API.
 struct Grpc {
     health: grpc::Health,
     stop: CancellationToken,
@@ -276,13 +289,15 @@ impl Grpc {
         forward_timeout: Duration,
     ) -> Self {
         let own = grpc::incarnation_service(&parts.me.id, &parts.me.incarnation);
-        let (health, health_service) = grpc::Health::new(vec![own]);
+        let live = grpc::LIVE_SERVICE.to_owned();
+        let (health, health_service) = grpc::Health::new(vec![own, live]);
         health.set(true).await;
         let node = admin_node::ServerNode {
             me: parts.me.clone(),
             sessions: parts.sessions.clone(),
             forwards: parts.forwards.clone(),
             admission: parts.admission.clone(),
+            reach: parts.reach.clone(),
             metrics: parts.metrics.clone(),
             forward_timeout,
         };
@@ -316,6 +331,7 @@ fn spawn_membership(
         roster: parts.roster.clone(),
         sessions: parts.sessions.clone(),
         forwards: parts.forwards.clone(),
+        reach: parts.reach.clone(),
         period: limits.heartbeat,
     };
     tasks.spawn(heartbeat.run(info, stop.clone()));

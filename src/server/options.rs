@@ -70,6 +70,9 @@ pub struct Limits {
     /// Then the drain: clients are kicked one after another within this.
     pub drain_timeout: Duration,
     pub heartbeat: Duration,
+    /// Readiness turns NOT_SERVING once no heartbeat reached the presence
+    /// store for this long.
+    pub redis_down_after: Duration,
     /// The per-connection request budget; None: unlimited.
     pub rate_limit: Option<RateLimit>,
     /// Concurrent connections from one source IP; None: no limit.

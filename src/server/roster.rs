@@ -205,19 +205,32 @@ impl Roster {
                 (name, mine)
             })
             .collect();
-        let indexed = self
+        let indexed: HashSet<String> = self
             .store
             .users_of(&self.me.id, &self.me.incarnation)
-            .await?;
-        let names: Vec<String> = indexed
+            .await?
             .into_iter()
+            .collect();
+        let names: Vec<String> = indexed
+            .iter()
+            .cloned()
             .chain(local.keys().cloned())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         let entries = self.store.lookup_many(&names).await?;
         for (name, entry) in names.iter().zip(entries) {
-            self.settle(sessions, local.get(name), entry, done).await?;
+            let mine = local.get(name);
+            // A live entry its index lost (a write lost in a Redis Cluster
+            // failover, a purge racing a re-registration): indexing it
+            // again is what `reassert` does first; the entry stands.
+            let unindexed = !indexed.contains(name);
+            if let (Some(m), Some(e), true) = (mine, &entry, unindexed)
+                && m.same_session(e)
+            {
+                self.store.reassert(m).await?;
+            }
+            self.settle(sessions, mine, entry, done).await?;
         }
         Ok(())
     }

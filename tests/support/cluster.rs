@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use super::client::Client;
 use super::process::Proc;
-use super::redis::Redis;
+use super::redis::{Redis, RedisUrl};
 use super::{SLACK, STEP, free_port};
 
 /// The relay's health checks unless a test gives its own: one check per
@@ -74,17 +74,17 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub async fn start(redis: &Redis) -> Relay {
+    pub async fn start(redis: &impl RedisUrl) -> Relay {
         Self::start_on(redis, free_port()).await
     }
 
-    pub async fn start_on(redis: &Redis, port: u16) -> Relay {
+    pub async fn start_on(redis: &impl RedisUrl, port: u16) -> Relay {
         Self::start_with(redis, port, Vec::new()).await
     }
 
     /// `extra` flags win over the defaults (`HEALTH_INTERVAL`,
     /// `HEALTH_FAILURES`).
-    pub async fn start_with(redis: &Redis, port: u16, extra: Vec<String>) -> Relay {
+    pub async fn start_with(redis: &impl RedisUrl, port: u16, extra: Vec<String>) -> Relay {
         Self::start_env(&redis.url(), port, extra, &[]).await
     }
 
@@ -151,12 +151,27 @@ pub struct ServerOpts {
     pub env: Vec<(String, String)>,
 }
 
+impl ServerOpts {
+    /// Just one extra flag.
+    pub fn flag(name: &str, value: impl ToString) -> ServerOpts {
+        ServerOpts {
+            extra: vec![name.into(), value.to_string()],
+            ..Default::default()
+        }
+    }
+}
+
 impl Server {
-    pub async fn start(id: &str, relay_url: &str, redis: &Redis) -> Server {
+    pub async fn start(id: &str, relay_url: &str, redis: &impl RedisUrl) -> Server {
         Self::start_with(id, relay_url, redis, ServerOpts::default()).await
     }
 
-    pub async fn start_with(id: &str, relay_url: &str, redis: &Redis, opts: ServerOpts) -> Server {
+    pub async fn start_with(
+        id: &str,
+        relay_url: &str,
+        redis: &impl RedisUrl,
+        opts: ServerOpts,
+    ) -> Server {
         let mut server = Self::spawn_with(id, relay_url, &redis.url(), opts);
         // Its ports are bound before it logs this. No probe connection:
         // it would hold one of the server's connection slots for a moment.

@@ -6,7 +6,8 @@
 //! poll for a condition, never sleep for a guess.
 //!
 //! One file per thing it starts: `process` (a child process and its log),
-//! `redis` (redis-server), `cluster` (relay, message servers, a linked
+//! `redis` (redis-server), `redis_ha` (a Redis Cluster, a Sentinel
+//! group), `cluster` (relay, message servers, a linked
 //! cluster), `client` (the protocol client), `tools` (grpcurl, a link
 //! held open with grpcurl, metrics scrapes, /proc, the `switchboard-load`
 //! binary), `pki` (certificates for TLS tests), `traffic` (a flooding
@@ -23,6 +24,7 @@ pub mod load;
 mod pki;
 mod process;
 mod redis;
+mod redis_ha;
 mod tools;
 mod traffic;
 
@@ -45,7 +47,11 @@ pub use self::pki::Pki;
 #[allow(unused_imports)]
 pub use self::process::Proc;
 #[allow(unused_imports)]
-pub use self::redis::{REDIS_READY, Redis, redis_args};
+pub use self::redis::{
+    REDIS_READY, Redis, RedisUrl, SERVERS_KEY, kick_channel, redis_args, server_key, user_key,
+};
+#[allow(unused_imports)]
+pub use self::redis_ha::{DOWN_AFTER, MASTER_NAME, Node, RedisCluster, RedisSentinel};
 #[allow(unused_imports)]
 pub use self::tools::{LinkCall, grpcurl, load_binary, rss_kib, sample, scrape};
 #[allow(unused_imports)]

@@ -19,15 +19,46 @@ pub fn redis_args(listen: &[&str]) -> Vec<String> {
 /// What redis-server logs once it listens (not if its port is taken).
 pub const REDIS_READY: &str = "Ready to accept connections";
 
+/// The presence keys tests look at (src/presence/redis_store.rs).
+pub fn user_key(name: &str) -> String {
+    format!("sb:user:{{{name}}}")
+}
+pub const SERVERS_KEY: &str = "sb:{registry}:servers";
+pub fn server_key(id: &str) -> String {
+    format!("sb:{{registry}}:server:{id}")
+}
+pub fn kick_channel(server: &str) -> String {
+    format!("sb:kick:{{{server}}}")
+}
+
+/// Anything presence can run on: its `--redis-url`.
+pub trait RedisUrl {
+    fn url(&self) -> String;
+}
+
+impl RedisUrl for Redis {
+    fn url(&self) -> String {
+        Redis::url(self)
+    }
+}
+
 pub struct Redis {
     pub proc: Proc,
     pub port: u16,
     pub password: Option<String>,
 }
 
-async fn connect(url: &str) -> Option<redis::aio::MultiplexedConnection> {
+/// A connection for the tests' own queries, patient: the crate's default
+/// reply timeout (500 ms) is shorter than a loaded CI machine's stalls.
+pub async fn connect(url: &str) -> Option<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(url).ok()?;
-    client.get_multiplexed_async_connection().await.ok()
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(STEP))
+        .set_response_timeout(Some(STEP));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()
 }
 
 async fn answers_ping(url: &str) -> bool {
@@ -82,12 +113,12 @@ impl Redis {
 
     /// The server a user's presence entry points at, if any.
     pub async fn user_server(&self, name: &str) -> Option<String> {
-        self.hget(&format!("sb:user:{name}"), "server").await
+        self.hget(&user_key(name), "server").await
     }
 
     /// The registered incarnation of server `id`, if any.
     pub async fn server_incarnation(&self, id: &str) -> Option<String> {
-        self.hget(&format!("sb:server:{id}"), "inc").await
+        self.hget(&server_key(id), "inc").await
     }
 
     async fn hget(&self, key: &str, field: &str) -> Option<String> {
@@ -103,7 +134,7 @@ impl Redis {
     pub async fn server_ids(&self) -> Vec<String> {
         let mut c = self.conn().await;
         let mut ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg("sb:servers")
+            .arg(SERVERS_KEY)
             .query_async(&mut c)
             .await
             .unwrap();

@@ -265,40 +265,51 @@ probe to notice NOT_SERVING plus one period; 5 s without a readiness probe.
 {{/*
 Redis URL handed to both binaries as SWITCHBOARD_REDIS_URL.
 - bundled:  redis://<fullname>-redis:<port>
-- external: redis.external.url (redis:// or rediss://). When
+- external: redis.external.url: redis:// or rediss:// (one Redis),
+  redis+sentinel://S1:P1,S2:P2/MASTERNAME (Sentinel), redis+cluster://H1:P1,...
+  (Redis Cluster), each also rediss+... for TLS. When
   redis.external.existingSecret is set, the password is injected as env
   REDIS_PASSWORD (see "switchboard.redisEnv") and referenced here through
   Kubernetes' $(VAR) interpolation, so it never appears in the manifest:
     redis://host:6379/0  ->  redis://[username]:$(REDIS_PASSWORD)@host:6379/0
-  The password must be URL-safe (or stored percent-encoded in the Secret).
+  (for Sentinel and Cluster it is the data nodes' password). The sentinels'
+  own password (redis.external.sentinelPasswordSecret) likewise becomes
+  ?sentinel_password=$(REDIS_SENTINEL_PASSWORD).
+  Passwords must be URL-safe (or stored percent-encoded in the Secret).
 */}}
 {{- define "switchboard.redisUrl" -}}
 {{- if .Values.redis.enabled }}
 {{- printf "redis://%s%s:%d" (ternary ":$(REDIS_PASSWORD)@" "" .Values.redis.auth.enabled) (include "switchboard.redis.fullname" .) (int .Values.redis.port) }}
 {{- else }}
-{{- $url := required "redis.external.url is required when redis.enabled=false (e.g. redis://redis.example:6379)" .Values.redis.external.url }}
-{{- if not (regexMatch "^rediss?://[^\\s]+$" $url) }}
-{{- fail (printf "redis.external.url must start with redis:// or rediss:// (got %q)" $url) }}
+{{- $e := .Values.redis.external }}
+{{- $url := required "redis.external.url is required when redis.enabled=false (e.g. redis://redis.example:6379)" $e.url }}
+{{- $schemeRe := "^rediss?(\\+(sentinel|cluster))?://" }}
+{{- if not (regexMatch (printf "%s[^\\s]+$" $schemeRe) $url) }}
+{{- fail (printf "redis.external.url must start with redis://, rediss://, redis+sentinel:// or redis+cluster:// (got %q)" $url) }}
 {{- end }}
-{{- if and .Values.redis.external.caSecret (not (hasPrefix "rediss://" $url)) }}
-{{- fail "redis.external.caSecret needs a rediss:// redis.external.url (the CA only verifies TLS)" }}
+{{- if and $e.caSecret (not (hasPrefix "rediss" $url)) }}
+{{- fail "redis.external.caSecret needs a rediss:// (or rediss+sentinel://, rediss+cluster://) redis.external.url (the CA only verifies TLS)" }}
 {{- end }}
-{{- if .Values.redis.external.existingSecret }}
-{{- $rest := regexReplaceAll "^rediss?://" $url "" }}
+{{- if and $e.sentinelPasswordSecret (not (regexMatch "^rediss?\\+sentinel://" $url)) }}
+{{- fail "redis.external.sentinelPasswordSecret needs a redis+sentinel:// redis.external.url" }}
+{{- end }}
+{{- if $e.existingSecret }}
+{{- $rest := regexReplaceAll $schemeRe $url "" }}
 {{- if contains "@" $rest }}
 {{- fail "redis.external.url must not contain credentials when redis.external.existingSecret is set (use redis.external.username for an ACL user)" }}
 {{- end }}
-{{- $scheme := regexFind "^rediss?://" $url }}
-{{- printf "%s%s:$(REDIS_PASSWORD)@%s" $scheme (default "" .Values.redis.external.username) $rest }}
-{{- else }}
-{{- $url }}
+{{- $url = printf "%s%s:$(REDIS_PASSWORD)@%s" (regexFind $schemeRe $url) (default "" $e.username) $rest }}
 {{- end }}
+{{- if $e.sentinelPasswordSecret }}
+{{- $url = printf "%s%ssentinel_password=$(REDIS_SENTINEL_PASSWORD)" $url (ternary "&" "?" (contains "?" $url)) }}
+{{- end }}
+{{- $url }}
 {{- end }}
 {{- end }}
 
 {{/*
-Env entries for Redis: REDIS_PASSWORD (when an existing Secret is used)
-MUST come before SWITCHBOARD_REDIS_URL for $(REDIS_PASSWORD) to expand.
+Env entries for Redis: REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD (from
+existing Secrets) MUST come before SWITCHBOARD_REDIS_URL for $(VAR) to expand.
 */}}
 {{- define "switchboard.redisEnv" -}}
 {{- if and (not .Values.redis.enabled) .Values.redis.external.existingSecret }}
@@ -309,6 +320,13 @@ MUST come before SWITCHBOARD_REDIS_URL for $(REDIS_PASSWORD) to expand.
       key: {{ .Values.redis.external.existingSecretPasswordKey }}
 {{- else if and .Values.redis.enabled .Values.redis.auth.enabled }}
 {{- include "switchboard.redis.passwordEnv" (dict "ctx" . "name" "REDIS_PASSWORD") }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.redis.external.sentinelPasswordSecret }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.external.sentinelPasswordSecret }}
+      key: {{ .Values.redis.external.sentinelPasswordKey }}
 {{- end }}
 - name: SWITCHBOARD_REDIS_URL
   value: {{ include "switchboard.redisUrl" . | quote }}
