@@ -101,12 +101,32 @@ impl Proc {
     }
 
     /// Sends signal `name` (`STOP`, `CONT`, `TERM`, `INT`…) with kill(1).
+    /// A `STOP` returns only once every thread of the process is stopped:
+    /// kill(2) returns before the target's threads take the stop, and a
+    /// test that goes on meanwhile could see the process still answer.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.pid().to_string()])
             .status()
             .expect("kill(1)");
         assert!(status.success(), "kill -{name} {} failed", self.name);
+        if name == "STOP" {
+            self.wait_stopped();
+        }
+    }
+
+    /// Blocks (up to `STEP`) until /proc shows every thread stopped.
+    fn wait_stopped(&self) {
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
+        let deadline = Instant::now() + STEP;
+        while !all_stopped(&tasks) {
+            assert!(
+                Instant::now() < deadline,
+                "{} not stopped {STEP:?} after SIGSTOP",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Waits (up to `STEP`) until the log contains `text`, e.g. the
@@ -162,4 +182,19 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// True if every thread under `tasks` (/proc/PID/task) is stopped: state
+/// `T` in its stat line, after the command name in parentheses.
+fn all_stopped(tasks: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(tasks) else {
+        return false;
+    };
+    entries.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        matches!(state, Some('T' | 't'))
+    })
 }
