@@ -47,7 +47,7 @@ pub use self::process::Proc;
 #[allow(unused_imports)]
 pub use self::redis::{REDIS_READY, Redis, redis_args};
 #[allow(unused_imports)]
-pub use self::tools::{LinkCall, grpcurl, load_binary, rss_kib, sample, scrape};
+pub use self::tools::{LinkCall, grpcurl, load_binary, rss_kib, sample, scrape, try_rss_kib};
 #[allow(unused_imports)]
 pub use self::traffic::{Outcomes, flood};
 
