@@ -33,7 +33,7 @@ pub struct ClientTx {
 
 impl Client {
     pub async fn connect(port: u16) -> Client {
-        Self::connect_to(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await
+        Self::try_connect(port, None).await.expect("connect")
     }
 
     /// A client of another address than IPv4 loopback (`[::1]:port`).
@@ -49,14 +49,20 @@ impl Client {
     /// (SO_RCVBUF, set before connecting): one that stops reading fills
     /// the server's side after a few hundred KB instead of megabytes.
     pub async fn connect_with_recv_buffer(port: u16, bytes: u32) -> Client {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        Self::try_connect(port, Some(bytes)).await.expect("connect")
+    }
+
+    /// `connect` (with SO_RCVBUF `recv_buffer` if given) that reports a
+    /// failure, or a connect taking longer than `STEP`, instead of
+    /// panicking: for tests where the server may just have died.
+    pub async fn try_connect(port: u16, recv_buffer: Option<u32>) -> std::io::Result<Client> {
+        let socket = TcpSocket::new_v4()?;
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes)?;
+        }
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let stream = tokio::time::timeout(STEP, socket.connect(addr))
-            .await
-            .expect("connect timeout")
-            .expect("connect");
-        Self::from_stream(stream)
+        let stream = tokio::time::timeout(STEP, socket.connect(addr)).await??;
+        Ok(Self::from_stream(stream))
     }
 
     fn from_stream(stream: TcpStream) -> Client {
@@ -220,12 +226,19 @@ impl ClientRx {
 
     /// The next raw line (without its `\n`), or None on EOF or after `limit`.
     pub async fn try_recv_raw(&mut self, limit: Duration) -> Option<String> {
+        tokio::time::timeout(limit, self.next_raw()).await.ok()?
+    }
+
+    /// The next raw line (without its `\n`), however long it takes; None
+    /// on EOF or a reset. A last line cut off by the end (no `\n`) is
+    /// returned as it is.
+    pub async fn next_raw(&mut self) -> Option<String> {
         let mut line = String::new();
-        match tokio::time::timeout(limit, self.reader.read_line(&mut line)).await {
-            Ok(Ok(0)) | Err(_) => None,
-            Ok(Ok(_)) => Some(line.trim_end_matches('\n').to_owned()),
+        match self.reader.read_line(&mut line).await {
+            Ok(0) => None,
+            Ok(_) => Some(line.trim_end_matches('\n').to_owned()),
             // A reset after the server closed: the end, as EOF is.
-            Ok(Err(_)) => None,
+            Err(_) => None,
         }
     }
 }
@@ -236,9 +249,15 @@ impl ClientTx {
     }
 
     pub async fn send(&mut self, v: Value) {
-        let mut line = serde_json::to_vec(&v).unwrap();
+        self.try_send(&v).await.expect("write");
+    }
+
+    /// `send` that reports a write error (the server is gone) instead of
+    /// panicking.
+    pub async fn try_send(&mut self, v: &Value) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(v).unwrap();
         line.extend_from_slice(b"\r\n");
-        self.send_raw(&line).await;
+        self.writer.write_all(&line).await
     }
 
     /// Closes the sending side (`shutdown(SHUT_WR)`): end of input.

@@ -53,7 +53,7 @@ pub use self::redis::{
 #[allow(unused_imports)]
 pub use self::redis_ha::{DOWN_AFTER, MASTER_NAME, Node, RedisCluster, RedisSentinel};
 #[allow(unused_imports)]
-pub use self::tools::{LinkCall, grpcurl, load_binary, rss_kib, sample, scrape};
+pub use self::tools::{LinkCall, grpcurl, load_binary, rss_kib, sample, scrape, try_rss_kib};
 #[allow(unused_imports)]
 pub use self::traffic::{Outcomes, flood};
 

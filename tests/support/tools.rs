@@ -133,13 +133,17 @@ impl Drop for LinkCall {
 
 /// Resident memory of a process in KiB (`VmRSS` in /proc/<pid>/status).
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    try_rss_kib(pid).unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// `rss_kib`, or None if the process is gone (or a zombie, which has no
+/// `VmRSS`): for processes a test may kill at any moment.
+pub fn try_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// The `switchboard-load` binary, built on first use for the profile of
