@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what switchboard's integration tests need: redis-server, telnet
-# and grpcurl; and what the Helm chart checks (scripts/check-helm.sh) need:
-# helm and kubernetes-validate.
+# and grpcurl; what the Helm chart checks (scripts/check-helm.sh) need:
+# helm and kubernetes-validate; and the NATS baseline of scripts/bench.sh:
+# nats-server.
 # Idempotent: on an already-provisioned machine it only checks and prints versions.
 set -euo pipefail
 
@@ -50,6 +51,14 @@ fi
 if ! command -v telnet >/dev/null 2>&1; then
     log "installing telnet (apt)"
     apt_install telnet
+fi
+
+# ---------------------------------------------------------------- nats-server
+# scripts/bench.sh compares the servers with a 2-node NATS cluster (core
+# NATS, no JetStream). Debian's package starts no service of its own.
+if ! command -v nats-server >/dev/null 2>&1; then
+    log "installing nats-server (apt)"
+    apt_install nats-server
 fi
 
 # ---------------------------------------------------------------- grpcurl
@@ -201,6 +210,7 @@ fi
 # ---------------------------------------------------------------- report
 echo "redis-server: $(redis-server --version)"
 echo "telnet: $(command -v telnet)"
+echo "nats-server: $(nats-server --version)"
 echo "grpcurl: $(grpcurl -version 2>&1) ($(command -v grpcurl))"
 echo "helm: $(helm version --template '{{.Version}}') ($(command -v helm))"
 echo "kubernetes-validate: $(kubernetes-validate --version) ($(command -v kubernetes-validate))"
