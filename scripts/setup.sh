@@ -55,8 +55,10 @@ fi
 
 # ---------------------------------------------------------------- nats-server
 # scripts/bench.sh compares the servers with a 2-node NATS cluster (core
-# NATS, no JetStream). Debian's package starts no service of its own.
-if ! command -v nats-server >/dev/null 2>&1; then
+# NATS, no JetStream). Debian's package puts it in /usr/sbin, which is not
+# on every user's PATH; it starts no service here (no systemd).
+nats_server() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
+if ! [ -x "$(nats_server)" ]; then
     log "installing nats-server (apt)"
     apt_install nats-server
 fi
@@ -210,7 +212,7 @@ fi
 # ---------------------------------------------------------------- report
 echo "redis-server: $(redis-server --version)"
 echo "telnet: $(command -v telnet)"
-echo "nats-server: $(nats-server --version)"
+echo "nats-server: $("$(nats_server)" --version) ($(nats_server))"
 echo "grpcurl: $(grpcurl -version 2>&1) ($(command -v grpcurl))"
 echo "helm: $(helm version --template '{{.Version}}') ($(command -v helm))"
 echo "kubernetes-validate: $(kubernetes-validate --version) ($(command -v kubernetes-validate))"
