@@ -19,6 +19,10 @@
 #                               # Cluster in the same run (logins/s,
 #                               # cross-server msgs/s, Redis operations per
 #                               # login, chat and heartbeat); prints a table
+#   scripts/bench.sh --nats     # only: against a 2-node NATS cluster, the
+#                               # same workloads both ways, alternating
+#                               # (also part of every other run); prints
+#                               # the figures and ratios, writes no report
 #
 # Other options: --runs N, --no-build, --no-report (print only),
 #   --out FILE (default docs/benchmarks.md), --keep (keep the work dir),
@@ -26,7 +30,8 @@
 #   switchboard-load from DIR instead of target/release (for an A/B run
 #   against another build, e.g. another worktree's target/release);
 #   implies --no-build. The report still names this checkout's commit.
-# Needs redis-server and redis-cli (scripts/setup.sh installs them), python3.
+# Needs redis-server, redis-cli and nats-server (scripts/setup.sh installs
+# them), python3.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +39,7 @@ BIN="$ROOT/target/release"
 MODE=default
 RELAYS_ONLY=0
 ENGINES=0
+NATS_ONLY=0
 RUNS=""
 BUILD=1
 REPORT=1
@@ -47,6 +53,7 @@ while [ $# -gt 0 ]; do
         --full) MODE=full ;;
         --relays) RELAYS_ONLY=1; REPORT=0 ;;
         --redis-engines) ENGINES=1 ;;
+        --nats) NATS_ONLY=1; REPORT=0 ;;
         --runs) RUNS="$2"; shift ;;
         --no-build) BUILD=0 ;;
         --no-report) REPORT=0 ;;
@@ -55,7 +62,7 @@ while [ $# -gt 0 ]; do
         --bin)
             [ -d "${2:-}" ] || { echo "bench: --bin needs a directory" >&2; exit 2; }
             BIN="$(cd "$2" && pwd)"; BUILD=0; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -314,6 +321,8 @@ log "mode $MODE, $RUNS run(s) per measurement, work dir $WORK"
 start_redis
 # shellcheck source=scripts/bench_relays.sh
 source "$ROOT/scripts/bench_relays.sh"
+# shellcheck source=scripts/bench_nats.sh
+source "$ROOT/scripts/bench_nats.sh"
 if [ "$RELAYS_ONLY" = 1 ]; then
     relays_bench
     exit 0
@@ -324,6 +333,11 @@ start_server s2
 log "redis :$REDIS_PORT, relay :$RELAY_PORT, s1 :$PORT_s1, s2 :$PORT_s2; waiting for a cross-server chat"
 wait_chat "$PORT_s1" "$PORT_s2" 30
 wait_chat "$PORT_s2" "$PORT_s1" 30
+if [ "$NATS_ONLY" = 1 ]; then
+    nats_bench
+    python3 "$ROOT/scripts/bench_report.py" --results "$RESULTS" --section nats
+    exit 0
+fi
 
 log "throughput and latency"
 pairs cross_p50_w32 50 "$BIG_M" 32 0
@@ -332,6 +346,8 @@ pairs cross_p200_w8 200 "$WIDE_M" 8 0
 pairs same_p200_w8 200 "$WIDE_M" 8 1
 pairs cross_p50_w1 50 "$LAT_M" 1 0
 pairs same_p50_w1 50 "$LAT_M" 1 1
+
+nats_bench
 
 log "window sweep (P=50, cross-server, M=$SWEEP_M)"
 for w in "${WINDOWS[@]}"; do

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 from collections import OrderedDict
@@ -17,6 +18,11 @@ TARGET_W1_P50_MS = 0.5
 TARGET_CONNS = 50_000
 TARGET_KIB_PER_CONN = 8.0
 TARGET_LOGINS = 20_000
+# Against NATS (scripts/bench_nats.sh): msgs/s of a switchboard path ÷ NATS's
+# at the same workload, both ways; W=1 p50 of mesh mode ÷ NATS's at most.
+TARGET_RELAY_VS_NATS = 0.5
+TARGET_MESH_VS_NATS = 0.8
+TARGET_W1_VS_NATS = 1.2
 
 
 def sh(cmd, cwd=None):
@@ -49,7 +55,14 @@ def machine(root):
         "commit": commit + (" (with uncommitted changes in the work tree)" if dirty else ""),
         "rustc": sh("rustc --version"),
         "redis": sh("redis-server --version"),
+        "nats": nats_version(),
     }
+
+
+def nats_version():
+    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    # It prints "nats-server: v2.9.10".
+    return sh(f"{exe} --version").replace(": ", " ") if os.path.exists(exe) else ""
 
 
 def load(path):
@@ -98,6 +111,122 @@ PAIRS = [
     ("cross_p50_w1", "cross-server", 50, 1),
     ("same_p50_w1", "same server", 50, 1),
 ]
+
+
+# Workloads of scripts/bench_nats.sh: key suffix, P, W, M of the targets
+# (None: the latency run's own M).
+NATS_WORKLOADS = [
+    ("p50_w32", 50, 32, 2000),
+    ("p200_w8", 200, 8, 500),
+    ("p50_w1", 50, 1, None),
+]
+# Key prefixes of the systems measured against NATS, and the msgs/s ratio
+# each must reach. `mesh_*` keys appear once mesh mode is measured.
+NATS_SYSTEMS = [
+    ("cross", "switchboard, relay", TARGET_RELAY_VS_NATS),
+    ("mesh", "switchboard, mesh", TARGET_MESH_VS_NATS),
+    ("nats", "NATS (2-node cluster)", None),
+]
+
+
+def nats_ratio(get, system, workload, field):
+    """Median of `system` ÷ median of NATS, and the ratio of each run pair."""
+    mine, nats = get(f"{system}_both_{workload}"), get(f"nats_both_{workload}")
+    a, n = med(mine, field), med(nats, field)
+    if not a or not n:
+        return None, []
+    by_run = {r["run"]: r["result"].get(field) for r in nats}
+    runs = [r["result"].get(field) / by_run[r["run"]] for r in mine
+            if r["result"].get(field) and by_run.get(r["run"])]
+    return a / n, runs
+
+
+def m_note(recs, want):
+    n = recs[0]["result"].get("messages") if recs else None
+    return "" if want is None or n == want else f" (M={n}, not {want})"
+
+
+def nats_targets(get):
+    """The issue's targets against NATS: rows of the Targets table."""
+    rows = []
+    for workload, P, Wn, M in NATS_WORKLOADS[:2]:
+        for system, name, target in NATS_SYSTEMS[:2]:
+            ratio, _ = nats_ratio(get, system, workload, "msgs_per_sec")
+            if ratio is None:
+                continue
+            recs = get(f"{system}_both_{workload}")
+            rows.append(f"| {name.split(', ')[1]} path ≥ {target:g} × a 2-node NATS cluster, msgs/s at P={P}, M={M}, W={Wn}, "
+                        f"64 B, both ways | {ratio:.2f} × ({fmt(med(recs, 'msgs_per_sec'))} vs "
+                        f"{fmt(med(get(f'nats_both_{workload}'), 'msgs_per_sec'))} msgs/s){m_note(recs, M)} "
+                        f"| {verdict(ratio >= target)} |")
+    for system, name, _ in NATS_SYSTEMS[:2]:
+        recs = get(f"{system}_both_p50_w32")
+        p99 = med(recs, "e2e_p99_ms")
+        if p99 is not None:
+            rows.append(f"| e2e p99 ≤ {TARGET_P99_MS:g} ms, {name.split(', ')[1]} path, P=50, M=2000, W=32, 64 B, both ways "
+                        f"| {fmt(p99, 3)} ms{m_note(recs, 2000)} | {verdict(p99 <= TARGET_P99_MS)} |")
+    mesh, _ = nats_ratio(get, "mesh", "p50_w1", "e2e_p50_ms")
+    relay, _ = nats_ratio(get, "cross", "p50_w1", "e2e_p50_ms")
+    nats_p50 = med(get("nats_both_p50_w1"), "e2e_p50_ms")
+    what = f"| W=1 e2e p50 ≤ {TARGET_W1_VS_NATS:g} × NATS's, mesh mode, cross-server, P=50, both ways "
+    if mesh is not None:
+        rows.append(what + f"| {mesh:.2f} × ({fmt(med(get('mesh_both_p50_w1'), 'e2e_p50_ms'), 3)} vs "
+                    f"{fmt(nats_p50, 3)} ms) | {verdict(mesh <= TARGET_W1_VS_NATS)} |")
+    elif relay is not None:
+        rows.append(what + f"| no mesh results; the relay path: {relay:.2f} × "
+                    f"({fmt(med(get('cross_both_p50_w1'), 'e2e_p50_ms'), 3)} vs {fmt(nats_p50, 3)} ms) | n/a |")
+    return rows
+
+
+def nats_section(get, version):
+    """The "Against NATS" section: both sides of every workload, the ratios."""
+    if not any(get(f"nats_both_{w}") for w, *_ in NATS_WORKLOADS):
+        return []
+    L = []
+    p = L.append
+    p("## Against NATS")
+    p("")
+    p(f"A 2-node NATS cluster ({version or 'nats-server'}: two processes on this machine, routed to "
+      "each other; core NATS, no JetStream) ran beside the switchboard servers in the same run, and "
+      "`switchboard-load pairs` drove both with the same workload, alternating run by run: P pairs "
+      "whose two users send to each other (both ways), 64 B, senders on one server and recipients "
+      "on the other, every message checked (exactly once, in order, intact). Over NATS user N "
+      "subscribes to `u.N`, a chat goes to `u.RECIPIENT` with the reply subject `u.SENDER.SEQ`, and "
+      "its outcome is the ack the recipient publishes to that reply subject when it reads the chat: "
+      "core NATS has no delivery ack, and this is the fair counterpart of switchboard's `ack` "
+      "`delivered` (it crosses the cluster back as switchboard's outcome crosses the relay back). W "
+      "counts chats without that ack; *ack* is send → ack read. The NATS ack is the stronger promise "
+      "(read by the recipient, not only queued for it) and costs NATS one message more per chat.")
+    p("")
+    p("| workload | system | msgs/s (median) | e2e p50 ms | e2e p90 ms | e2e p99 ms | e2e max ms | ack p50 ms | ok | msgs/s, every run |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
+    for workload, P, Wn, _ in NATS_WORKLOADS:
+        for system, name, _ in NATS_SYSTEMS:
+            r = get(f"{system}_both_{workload}")
+            if not r:
+                continue
+            p(f"| P={P}, M={r[0]['result'].get('messages')}, W={Wn} | {name} | {fmt(med(r, 'msgs_per_sec'))} "
+              f"| {fmt(med(r, 'e2e_p50_ms'), 3)} | {fmt(med(r, 'e2e_p90_ms'), 3)} | {fmt(med(r, 'e2e_p99_ms'), 3)} "
+              f"| {fmt(med(r, 'e2e_max_ms'), 3)} | {fmt(med(r, 'ack_p50_ms'), 3)} "
+              f"| {'yes' if all_ok(r) else '**NO**'} | {runs_list(r, 'msgs_per_sec')} |")
+    p("")
+    p("Ratios to NATS (median ÷ median; in brackets each run ÷ the NATS run of the same round). "
+      f"Targets: relay ≥ {TARGET_RELAY_VS_NATS:g} ×, mesh ≥ {TARGET_MESH_VS_NATS:g} × NATS's msgs/s; "
+      f"W=1 p50 of mesh mode ≤ {TARGET_W1_VS_NATS:g} × NATS's.")
+    p("")
+    p("| system | workload | msgs/s ÷ NATS | e2e p50 ÷ NATS | e2e p99 ÷ NATS |")
+    p("|---|---|---|---|---|")
+    for system, name, _ in NATS_SYSTEMS[:2]:
+        for workload, P, Wn, _ in NATS_WORKLOADS:
+            cells = []
+            for field in ("msgs_per_sec", "e2e_p50_ms", "e2e_p99_ms"):
+                ratio, runs = nats_ratio(get, system, workload, field)
+                cells.append("n/a" if ratio is None else
+                             f"{ratio:.2f} ({', '.join(f'{x:.2f}' for x in runs)})")
+            if cells != ["n/a"] * 3:
+                p(f"| {name} | P={P}, W={Wn} | " + " | ".join(cells) + " |")
+    p("")
+    return L
 
 
 def svg_plot(sweep, path):
@@ -173,8 +302,10 @@ def svg_plot(sweep, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--svg", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--svg")
+    ap.add_argument("--section", choices=["nats"],
+                    help="print only this section (with its targets) to stdout, write nothing")
     ap.add_argument("--mode", default="default")
     ap.add_argument("--runs", default="3")
     ap.add_argument("--date", default="")
@@ -187,8 +318,14 @@ def main():
     a = ap.parse_args()
 
     res = load(a.results)
-    m = machine(a.root)
     get = lambda k: res.get(k, [])  # noqa: E731
+    if a.section == "nats":
+        print("\n".join(["| target | measured (median) | verdict |", "|---|---|---|"] + nats_targets(get)
+                        + [""] + nats_section(get, nats_version())))
+        return
+    if not a.out or not a.svg:
+        ap.error("--out and --svg are needed to write the report")
+    m = machine(a.root)
     sweep = [(int(k[len("sweep_w"):]), v) for k, v in res.items() if k.startswith("sweep_w")]
     sweep.sort()
     if sweep:
@@ -202,7 +339,8 @@ def main():
       f"` on {a.date} (measurements took {a.elapsed} s). Do not edit by hand: rerun the script.")
     p("")
     p(f"- **Machine:** {m['cpu']}, **{m['cores']} cores**, {m['ram']} RAM, Linux {m['kernel']} ({m['os']})")
-    p(f"- **Code:** commit `{m['commit']}`, {m['rustc']}, release build; {m['redis']}")
+    p(f"- **Code:** commit `{m['commit']}`, {m['rustc']}, release build; {m['redis']}"
+      + (f"; {m['nats']}" if m["nats"] and get("nats_both_p50_w32") else ""))
     p("- **Everything on this one machine:** Redis, the relay, two message servers and the load "
       f"generator (`switchboard-load`, 2 tokio worker threads) all share the {m['cores']} cores, so "
       "every number here includes the generator's own CPU use, and nothing crosses a real network "
@@ -247,6 +385,8 @@ def main():
     if r:
         v = med(r, "logins_per_sec")
         p(f"| ≥ {TARGET_LOGINS:,} logins/s | {fmt(v)} login+logout cycles/s | {verdict(v is not None and v >= TARGET_LOGINS)} |")
+    for row in nats_targets(get):
+        p(row)
     p("")
 
     # ---------------------------------------------------------------- pairs
@@ -286,6 +426,10 @@ def main():
         p("Runs where some chats were not delivered (counted, not violations): " +
           "; ".join(f"`{k}` run {run}: {json.dumps(rr['outcomes'])}" for k, run, rr in nd))
         p("")
+
+    # ---------------------------------------------------------------- NATS
+    for line in nats_section(get, m["nats"]):
+        p(line)
 
     # ---------------------------------------------------------------- sweep
     if sweep:
@@ -423,6 +567,10 @@ def main():
     p(f"target/release/switchboard-server --id s1 --listen 127.0.0.1:$S1 --grpc-listen 127.0.0.1:$G1 "
       f"--relay http://127.0.0.1:$RELAY --redis-url redis://127.0.0.1:$REDIS {a.server_flags}")
     p("# s2 likewise; a fresh server per held-connections run and per purge run")
+    if get("nats_both_p50_w32"):
+        p("nats-server -a 127.0.0.1 -p $NATS1 -n nats1 --cluster_name switchboard-bench "
+          "--cluster nats://127.0.0.1:$ROUTE1 --routes nats://127.0.0.1:$ROUTE2")
+        p("# nats2 likewise, routed to nats1 (scripts/bench_nats.sh)")
     p("```")
     p("")
     p("Measurements (first run of each; every run used the same command):")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what switchboard's integration tests need: redis-server, telnet
-# and grpcurl; and what the Helm chart checks (scripts/check-helm.sh) need:
-# helm and kubernetes-validate.
+# and grpcurl; what the Helm chart checks (scripts/check-helm.sh) need:
+# helm and kubernetes-validate; and the NATS baseline of scripts/bench.sh:
+# nats-server.
 # Idempotent: on an already-provisioned machine it only checks and prints versions.
 set -euo pipefail
 
@@ -57,6 +58,16 @@ fi
 if ! command -v telnet >/dev/null 2>&1; then
     log "installing telnet (apt)"
     apt_install telnet
+fi
+
+# ---------------------------------------------------------------- nats-server
+# scripts/bench.sh compares the servers with a 2-node NATS cluster (core
+# NATS, no JetStream). Debian's package puts it in /usr/sbin, which is not
+# on every user's PATH; it starts no service here (no systemd).
+nats_server() { command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server; }
+if ! [ -x "$(nats_server)" ]; then
+    log "installing nats-server (apt)"
+    apt_install nats-server
 fi
 
 # ---------------------------------------------------------------- grpcurl
@@ -208,6 +219,7 @@ fi
 # ---------------------------------------------------------------- report
 echo "redis-server: $(redis-server --version)"
 echo "telnet: $(command -v telnet)"
+echo "nats-server: $("$(nats_server)" --version) ($(nats_server))"
 echo "grpcurl: $(grpcurl -version 2>&1) ($(command -v grpcurl))"
 echo "helm: $(helm version --template '{{.Version}}') ($(command -v helm))"
 echo "kubernetes-validate: $(kubernetes-validate --version) ($(command -v kubernetes-validate))"

@@ -13,6 +13,11 @@
 //! `--expect-failures` accepts connections closed by the server while
 //! keeping every other check strict (see `verify::Fate`).
 //!
+//! The system under test is a `transport`: switchboard's client protocol,
+//! or with --nats core NATS (the baseline of scripts/bench.sh). Everything
+//! else (plan, windows, pacing, verification, audit, report) is the same
+//! code for both, so the two are measured by one workload.
+//!
 //! One step per file, in run order: `plan` (directions, users, log in),
 //! `traffic` (one `writer` and one `reader` per connection, the `ready`
 //! file, until every reader ends), `audit` (outcomes joined with
@@ -26,9 +31,11 @@ mod reader;
 mod ready;
 mod report;
 mod traffic;
+mod transport;
 mod writer;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
 
@@ -36,6 +43,9 @@ use crate::common::{now_ns, resolve, run_id};
 use crate::content::HEADER_LEN;
 use audit::{Readers, Tally};
 use report::Finished;
+use transport::Transport;
+use transport::nats::Nats;
+use transport::switchboard::Switchboard;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PairsArgs {
@@ -45,6 +55,16 @@ pub struct PairsArgs {
     /// Server of the recipients (`y` users), unless --same-server.
     #[arg(long, env = "SWITCHBOARD_LOAD_B", default_value = "127.0.0.1:9502")]
     pub b: String,
+    /// Measure core NATS instead of switchboard, as a baseline: --a and
+    /// --b are then two servers (HOST:PORT) of one NATS cluster. Same
+    /// users, chats, windows and checks. User N subscribes to `u.N`; a
+    /// chat goes to `u.RECIPIENT` with the reply subject `u.SENDER.SEQ`.
+    /// Core NATS has no delivery ack, so a chat's outcome is the ack its
+    /// recipient publishes to that reply subject when it reads the chat
+    /// (request/reply): --window counts chats without that ack, and `ack`
+    /// latency is send -> ack read (switchboard's is send -> `delivered`).
+    #[arg(long, env = "SWITCHBOARD_LOAD_NATS")]
+    pub nats: bool,
     /// Number of pairs.
     #[arg(long, env = "SWITCHBOARD_LOAD_PAIRS", default_value_t = 50)]
     pub pairs: u32,
@@ -133,6 +153,15 @@ impl PairsArgs {
 
 pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> {
     args.check()?;
+    if args.nats {
+        run_on::<Nats>(args, print_progress).await
+    } else {
+        run_on::<Switchboard>(args, print_progress).await
+    }
+}
+
+/// The run's steps against the system `T`.
+async fn run_on<T: Transport>(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> {
     let a = resolve(&args.a).await?;
     let b = if args.same_server {
         a
@@ -144,12 +173,15 @@ pub async fn run(args: PairsArgs, print_progress: bool) -> anyhow::Result<bool> 
 
     let (dirs, planned) = plan::plan(&args, &run, a, b);
     let names = planned.iter().map(|p| p.name.clone()).collect();
-    let (users, login_secs) = plan::log_in(&args, &run, planned).await?;
+    let (users, login_secs) = plan::log_in::<T>(&args, &run, planned).await?;
+    let timeout = Duration::from_secs(args.outcome_timeout_secs);
+    T::settle(a, b, &run, timeout).await?;
     let (ended, results) = traffic::run(&args, &run, users, names, print_progress).await?;
     let (readers, receivers) = Readers::sum(results, dirs.len(), ended.start);
     let tally = Tally::of(&dirs, receivers, args.expect_failures);
     let finished = Finished {
         args: &args,
+        transport: T::NAME,
         run: &run,
         login_secs,
         ended,

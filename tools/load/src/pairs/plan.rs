@@ -1,7 +1,8 @@
 //! Before the clock starts: every direction of the run (what a sender
 //! will do, shared with its recipient's reader) and every user, then
-//! connecting and logging them all in. Owns user names and the `Dir`
-//! shared state; must not send chats or start timing the run.
+//! connecting and logging them all in (opening them on the transport).
+//! Owns user names and the `Dir` shared state; must not send chats or
+//! start timing the run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 
 use super::PairsArgs;
-use crate::client::Client;
+use super::transport::Transport;
 use crate::common::now_ns;
 
 /// One direction of one pair: what the sender did, shared with the
@@ -65,9 +66,10 @@ pub(super) struct Planned {
     receives: Option<Arc<Dir>>,
 }
 
-/// One logged-in user and its roles.
-pub(super) struct User {
-    pub(super) client: Client,
+/// One logged-in user: its connection's two sides, and its roles.
+pub(super) struct User<T: Transport> {
+    pub(super) inbox: T::Inbox,
+    pub(super) outbox: T::Outbox,
     pub(super) sends: Option<Arc<Dir>>,
     pub(super) receives: Option<Arc<Dir>>,
 }
@@ -111,18 +113,18 @@ pub(super) fn plan(
 
 /// Connects and logs in every planned user, --connect-concurrency at a
 /// time; returns them and the seconds it took.
-pub(super) async fn log_in(
+pub(super) async fn log_in<T: Transport>(
     args: &PairsArgs,
     run: &str,
     plan: Vec<Planned>,
-) -> anyhow::Result<(Vec<User>, f64)> {
+) -> anyhow::Result<(Vec<User<T>>, f64)> {
     let login_start = now_ns();
-    let users: Vec<anyhow::Result<User>> = futures::stream::iter(plan.into_iter().enumerate())
+    let users: Vec<anyhow::Result<User<T>>> = futures::stream::iter(plan.into_iter().enumerate())
         .map(|(i, planned)| async move {
-            let mut client = Client::connect(planned.addr, None).await?;
-            client.login(&planned.name, u64::MAX - i as u64).await?;
+            let (inbox, outbox) = T::open(planned.addr, &planned.name, u64::MAX - i as u64).await?;
             Ok(User {
-                client,
+                inbox,
+                outbox,
                 sends: planned.sends,
                 receives: planned.receives,
             })
@@ -130,11 +132,12 @@ pub(super) async fn log_in(
         .buffer_unordered(args.connect_concurrency.max(1))
         .collect()
         .await;
-    let users: Vec<User> = users.into_iter().collect::<anyhow::Result<_>>()?;
+    let users: Vec<User<T>> = users.into_iter().collect::<anyhow::Result<_>>()?;
     let login_secs = (now_ns() - login_start) as f64 / 1e9;
     eprintln!(
-        "[pairs] run {run}: {} users logged in in {login_secs:.2} s ({} -> {}{})",
+        "[pairs] run {run}: {} users logged in in {login_secs:.2} s ({} {} -> {}{})",
         users.len(),
+        T::NAME,
         args.a,
         args.recipients_server(),
         if args.both_ways { ", both ways" } else { "" }

@@ -1,11 +1,11 @@
 //! One connection's reader in a `pairs` run: outcomes of the user's own
 //! chats (each frees window credit for its writer) and messages from its
-//! partner (verified on arrival). Once both roles are complete it reads on
-//! for --linger-ms, so that a duplicate arriving after the last expected
-//! line is counted rather than missed; it ends then, at EOF or on cancel.
+//! partner (verified on arrival), as the transport's `Inbox` hands them
+//! out. Once both roles are complete it reads on for --linger-ms, so that
+//! a duplicate arriving after the last expected one is counted rather
+//! than missed; it ends then, at EOF or on cancel.
 //! Owns its `ReaderResult`; of the shared state it writes only its
-//! directions' outcome slots and lost/done flags. Must not write to the
-//! connection.
+//! directions' outcome slots and lost/done flags. Must not send chats.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::Dir;
 use super::ready::Ready;
-use crate::client::{LineReader, Reply};
+use super::transport::{Event, Inbox};
 use crate::common::now_ns;
 use crate::progress::Progress;
 use crate::verify::{Receiver, Verdict, outcome};
@@ -69,8 +69,8 @@ pub(super) struct ReaderCtx {
 /// Reads one connection: outcomes of its own chats, messages from its
 /// partner. Ends --linger-ms after both roles are complete, or at EOF or
 /// on cancel.
-pub(super) async fn read_loop(
-    mut lines: LineReader,
+pub(super) async fn read_loop<I: Inbox>(
+    mut inbox: I,
     sends: Option<Arc<Dir>>,
     receives: Option<Arc<Dir>>,
     window: Option<Arc<Semaphore>>,
@@ -78,16 +78,16 @@ pub(super) async fn read_loop(
 ) -> ReaderResult {
     let mut reader = Reader::new(sends, receives, window, ctx);
     loop {
-        reader.read_buffered(&mut lines);
+        reader.read_buffered(&mut inbox);
         // Both are evaluated: each updates the reader's state.
         let sender_done = reader.sender_done();
         let receiver_done = reader.receiver_done();
         if sender_done && receiver_done {
             reader.res.done_ns = now_ns();
-            reader.linger(&mut lines).await;
+            reader.linger(&mut inbox).await;
             break;
         }
-        if !reader.wait(&mut lines).await {
+        if !reader.wait(&mut inbox).await {
             reader.res.done_ns = now_ns();
             break;
         }
@@ -145,43 +145,41 @@ impl Reader {
         }
     }
 
-    /// Handles every complete line already read.
-    fn read_buffered(&mut self, lines: &mut LineReader) {
+    /// Handles every event already read.
+    fn read_buffered(&mut self, inbox: &mut impl Inbox) {
         let now = now_ns();
         let mut batch = Batch::default();
-        while let Some(line) = lines.next_line() {
-            self.on_line(line, now, &mut batch);
+        while let Some(event) = inbox.next_event() {
+            self.on_event(event, now, &mut batch);
         }
         self.account(&batch, now);
     }
 
-    fn on_line(&mut self, line: &[u8], now: u64, batch: &mut Batch) {
-        let Ok(reply) = Reply::parse(line) else {
-            self.res.odd.unparseable += 1;
-            return;
-        };
-        match (reply.event, reply.reference) {
-            ("ack" | "error", Some(r)) => {
-                batch.outcomes += u64::from(self.on_outcome(r, &reply, now));
+    fn on_event(&mut self, event: Event<'_>, now: u64, batch: &mut Batch) {
+        match event {
+            Event::Outcome { reference, code } => {
+                batch.outcomes += u64::from(self.on_outcome(reference, code, now));
             }
-            ("message", _) => batch.messages += u64::from(self.on_message(&reply, now)),
-            ("kicked", _)
-                if self.ctx.expect_failures && reply.reason == Some("server_shutdown") =>
+            Event::Message { from, content } => {
+                batch.messages += u64::from(self.on_message(from, content, now))
+            }
+            Event::Kicked { reason }
+                if self.ctx.expect_failures && reason == Some("server_shutdown") =>
             {
                 self.res.odd.kicked_shutdown += 1
             }
-            ("kicked", _) => self.res.odd.kicked += 1,
-            _ => self.res.odd.unexpected_replies += 1,
+            Event::Kicked { .. } => self.res.odd.kicked += 1,
+            Event::Unexpected => self.res.odd.unexpected_replies += 1,
+            Event::Unparseable => self.res.odd.unparseable += 1,
         }
     }
 
-    /// The outcome of this user's chat `r`; true if it is its first.
-    fn on_outcome(&mut self, r: u64, reply: &Reply<'_>, now: u64) -> bool {
+    /// The outcome `code` of this user's chat `r`; true if it is its first.
+    fn on_outcome(&mut self, r: u64, code: u8, now: u64) -> bool {
         let Some(d) = self.sends.as_ref().filter(|d| r < d.messages) else {
             self.res.odd.unexpected_replies += 1;
             return false;
         };
-        let code = outcome::from_reply(reply.event, reply.code);
         if d.outcome[r as usize].swap(code, Ordering::Relaxed) != outcome::NONE {
             self.res.odd.duplicate_outcomes += 1;
             return false;
@@ -197,15 +195,12 @@ impl Reader {
 
     /// A message from the partner; true if it is the first arrival of
     /// its sequence number.
-    fn on_message(&mut self, reply: &Reply<'_>, now: u64) -> bool {
+    fn on_message(&mut self, from: &str, content: &[u8], now: u64) -> bool {
         let (Some(r), Some(d)) = (self.rx.as_mut(), self.receives.as_ref()) else {
             self.res.odd.unexpected_replies += 1;
             return false;
         };
-        let verdict = r.on_message(
-            reply.from.unwrap_or(""),
-            reply.content.unwrap_or("").as_bytes(),
-        );
+        let verdict = r.on_message(from, content);
         let Verdict::New { stamp, .. } = verdict else {
             return false;
         };
@@ -273,9 +268,9 @@ impl Reader {
         r.complete() || self.missing_delivered == Some(0)
     }
 
-    /// Waits for more lines, or for the partner's last outcome; false
+    /// Waits for more to read, or for the partner's last outcome; false
     /// when the run was cancelled or the connection ended.
-    async fn wait(&mut self, lines: &mut LineReader) -> bool {
+    async fn wait(&mut self, inbox: &mut impl Inbox) -> bool {
         let notified = async {
             match &self.receives {
                 Some(d) if self.missing_delivered.is_none() => d.done_notify.notified().await,
@@ -285,7 +280,7 @@ impl Reader {
         let filled = tokio::select! {
             _ = self.ctx.cancel.cancelled() => return false,
             _ = notified => return true,
-            r = lines.fill() => r,
+            r = inbox.fill() => r,
         };
         if matches!(filled, Ok(true)) {
             return true;
@@ -303,18 +298,18 @@ impl Reader {
     /// Reads on for --linger-ms after everything expected arrived: a late
     /// duplicate outcome or message is then counted, not missed. The end
     /// of input just stops it (nothing more was expected).
-    async fn linger(&mut self, lines: &mut LineReader) {
+    async fn linger(&mut self, inbox: &mut impl Inbox) {
         let until = tokio::time::Instant::now() + self.ctx.linger;
         loop {
             let filled = tokio::select! {
                 _ = self.ctx.cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(until) => return,
-                r = lines.fill() => r,
+                r = inbox.fill() => r,
             };
             if !matches!(filled, Ok(true)) {
                 return;
             }
-            self.read_buffered(lines);
+            self.read_buffered(inbox);
         }
     }
 

@@ -18,6 +18,8 @@ use crate::verify::{Timeline, outcome};
 /// Everything a finished run reports.
 pub(super) struct Finished<'a> {
     pub(super) args: &'a PairsArgs,
+    /// `Transport::NAME` of the system measured.
+    pub(super) transport: &'static str,
     pub(super) run: &'a str,
     pub(super) login_secs: f64,
     pub(super) ended: Ended,
@@ -122,6 +124,7 @@ impl Finished<'_> {
         let o = |c: u8| audit.outcomes[c as usize];
         json!({
             "mode": "pairs",
+            "transport": self.transport,
             "run": self.run,
             "a": args.a,
             "b": args.recipients_server(),
@@ -166,7 +169,8 @@ impl Finished<'_> {
         let (args, audit) = (self.args, &self.tally.audit);
         let (e2e, ack) = (&m.e2e, &m.ack);
         eprintln!(
-            "[pairs] {} pairs x {} msgs, W={}, {} B, {}: {}/{} received in {:.3} s = {} msgs/s",
+            "[pairs] {}: {} pairs x {} msgs, W={}, {} B, {}: {}/{} received in {:.3} s = {} msgs/s",
+            self.transport,
             args.pairs,
             args.messages,
             args.window,

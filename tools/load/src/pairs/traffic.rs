@@ -1,7 +1,7 @@
 //! The timed part of a `pairs` run: starts the clock, the progress
 //! reporter, the ready file and one writer and one reader per user, waits
 //! for every reader (lingering included), then stops the rest and closes
-//! the write halves.
+//! the sending sides.
 //! Owns the run's start and end and the cancellation; must not judge
 //! outcomes or arrivals (`reader`, `audit`).
 
@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,8 +17,8 @@ use super::PairsArgs;
 use super::plan::User;
 use super::reader::{ReaderCtx, ReaderResult, read_loop};
 use super::ready::Ready;
+use super::transport::{Outbox, Transport};
 use super::writer::write_loop;
-use crate::client::Client;
 use crate::common::now_ns;
 use crate::progress::{Progress, Reporter};
 
@@ -42,10 +40,10 @@ pub(super) struct Ended {
 
 /// Runs the traffic of logged-in `users` to its end; `names` go into the
 /// ready file. Returns how it ended and every reader's result.
-pub(super) async fn run(
+pub(super) async fn run<T: Transport>(
     args: &PairsArgs,
     run: &str,
-    users: Vec<User>,
+    users: Vec<User<T>>,
     names: Vec<String>,
     print_progress: bool,
 ) -> anyhow::Result<(Ended, Vec<ReaderResult>)> {
@@ -99,17 +97,17 @@ pub(super) async fn run(
 }
 
 type Readers = Vec<JoinHandle<ReaderResult>>;
-type Writers = Vec<JoinHandle<(OwnedWriteHalf, bool)>>;
+type Writers<O> = Vec<JoinHandle<(O, bool)>>;
 
 /// One reader and one writer per user; a sender's window of
 /// --window credits is shared by its two tasks.
-fn spawn_connections(
+fn spawn_connections<T: Transport>(
     args: &PairsArgs,
-    users: Vec<User>,
+    users: Vec<User<T>>,
     ctx: impl Fn() -> ReaderCtx,
     progress: &Arc<Progress>,
     cancel: &CancellationToken,
-) -> (Readers, Writers) {
+) -> (Readers, Writers<T::Outbox>) {
     let pace = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     let mut readers = Vec::new();
     let mut writers = Vec::new();
@@ -118,16 +116,15 @@ fn spawn_connections(
             .sends
             .as_ref()
             .map(|_| Arc::new(Semaphore::new(args.window)));
-        let Client { reader, writer } = user.client;
         readers.push(tokio::spawn(read_loop(
-            reader,
+            user.inbox,
             user.sends.clone(),
             user.receives.clone(),
             window.clone(),
             ctx(),
         )));
         writers.push(tokio::spawn(write_loop(
-            writer,
+            user.outbox,
             user.sends,
             window,
             args.size,
@@ -139,16 +136,16 @@ fn spawn_connections(
     (readers, writers)
 }
 
-/// Waits for the writers and closes their write halves; returns how many
-/// stopped on an error. Writers hold the write halves until now: closing
-/// them earlier would half-close the connections and lose outstanding
-/// outcomes.
-async fn close_writers(writers: Writers) -> anyhow::Result<u64> {
+/// Waits for the writers and closes their sending sides; returns how
+/// many stopped on an error. Writers hold them until now: closing them
+/// earlier would (over switchboard) half-close the connections and lose
+/// outstanding outcomes.
+async fn close_writers<O: Outbox>(writers: Writers<O>) -> anyhow::Result<u64> {
     let mut write_errors = 0u64;
     for w in writers {
-        let (mut writer, ok) = w.await?;
+        let (outbox, ok) = w.await?;
         write_errors += u64::from(!ok);
-        let _ = writer.shutdown().await;
+        outbox.close().await;
     }
     Ok(write_errors)
 }

@@ -1,38 +1,36 @@
 //! One connection's writer in a `pairs` run: sends the user's chats, as
-//! many per write as the window (and --rate) allows, stamping each with
-//! its send time. Owns the write half until the end of the run; must not
-//! read the connection or judge outcomes (that is the reader's job).
+//! many per batch as the window (and --rate) allows, stamping each with
+//! its send time. Owns the connection's sending side (`Outbox`) until the
+//! end of the run; must not read the connection or judge outcomes (that
+//! is the reader's job).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::Dir;
-use crate::client::push_chat;
+use super::transport::Outbox;
 use crate::common::now_ns;
-use crate::content::{self, Stamp};
+use crate::content::Stamp;
 use crate::progress::Progress;
 
-/// Sends this user's chats, as many per write as the window allows.
-/// Returns the write half (kept open until the end) and false on error.
-pub(super) async fn write_loop(
-    mut writer: OwnedWriteHalf,
+/// Sends this user's chats, as many per batch as the window allows.
+/// Returns the sending side (kept open until the end) and false on error.
+pub(super) async fn write_loop<O: Outbox>(
+    mut outbox: O,
     dir: Option<Arc<Dir>>,
     window: Option<Arc<Semaphore>>,
     size: usize,
     pace: Option<Duration>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
-) -> (OwnedWriteHalf, bool) {
+) -> (O, bool) {
     let (Some(dir), Some(window)) = (dir, window) else {
-        return (writer, true);
+        return (outbox, true);
     };
-    let mut buf = Vec::with_capacity(64 * 1024);
     let mut seq = 0u64;
     let started = tokio::time::Instant::now();
     while seq < dir.messages {
@@ -63,7 +61,6 @@ pub(super) async fn write_loop(
             n += 1;
         }
         let now = now_ns();
-        buf.clear();
         dir.sent.store(seq + n, Ordering::Relaxed);
         for s in seq..seq + n {
             dir.sent_at[s as usize].store(now, Ordering::Relaxed);
@@ -72,17 +69,17 @@ pub(super) async fn write_loop(
                 seq: s,
                 sent_ns: now,
             };
-            push_chat(&mut buf, &dir.to, |o| content::encode(o, stamp, size), s);
+            outbox.push_chat(&dir.to, stamp, size);
         }
         let written = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = writer.write_all(&buf) => r,
+            r = outbox.send() => r,
         };
         if written.is_err() {
-            return (writer, false);
+            return (outbox, false);
         }
         seq += n;
         progress.sent.fetch_add(n, Ordering::Relaxed);
     }
-    (writer, true)
+    (outbox, true)
 }
