@@ -15,13 +15,12 @@ use std::sync::Arc;
 use futures::{FutureExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use super::admission::Slots;
-use super::control::Control;
+use super::control::{Control, ControlRx, control_channel};
 use super::drain::Drain;
-use super::outbox::{Outbound, Share};
+use super::outbox::{MessagesRx, Share, message_queue};
 use super::output::{Output, WriteFailed};
 use super::requests::{Context, Flow, Requests};
 use crate::pb::Status;
@@ -45,8 +44,8 @@ struct Conn {
     requests: Requests,
     reader: FramedRead<OwnedReadHalf, LineCodec>,
     output: Output,
-    messages: mpsc::Receiver<Outbound>,
-    control: mpsc::UnboundedReceiver<Control>,
+    messages: MessagesRx,
+    control: ControlRx,
     share: Share,
     /// Set when the connection must close after the next write.
     closing: bool,
@@ -72,14 +71,14 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, _slots: Slots, drain: Arc
         tokio::select! {
             biased;
             _ = &mut drain_turn => conn.kick(KickReason::ServerShutdown),
-            Some(control) = conn.control.recv() => conn.apply_control(control),
+            Ok(control) = conn.control.recv_async() => conn.apply_control(control),
             frame = conn.reader.next(), if !conn.input_done => {
                 if !conn.read_batch(frame).await {
                     break;
                 }
                 ever_logged_in |= conn.requests.logged_in();
             }
-            Some(message) = conn.messages.recv() => conn.output.message(message),
+            Ok(message) = conn.messages.recv_async() => conn.output.message(message),
             _ = &mut login_deadline, if !ever_logged_in => conn.login_timeout(),
         }
         conn.gather();
@@ -100,8 +99,8 @@ impl Conn {
     fn new(ctx: Arc<Context>, stream: TcpStream) -> Self {
         let (read, write) = stream.into_split();
         let codec = LineCodec::new(ctx.limits.max_line_bytes);
-        let (messages_tx, messages) = mpsc::channel(ctx.limits.outbound_queue);
-        let (control_tx, control) = mpsc::unbounded_channel();
+        let (messages_tx, messages) = message_queue(ctx.limits.outbound_queue);
+        let (control_tx, control) = control_channel();
         let share = Share {
             budget: ctx.budget.clone(),
             queue: Arc::default(),
@@ -217,11 +216,11 @@ impl Conn {
         }
     }
 
-    /// Ends the connection: no more messages can be queued (the queue is
-    /// closed before the session leaves the table), what was not written
-    /// is offline, the session and its presence entry go.
+    /// Ends the connection: the session leaves the table, after which no
+    /// more messages can be queued (every message is queued under the
+    /// table's lock, by name); what was not written is offline; the
+    /// presence entry goes.
     async fn finish(mut self) {
-        self.messages.close();
         self.requests.end().await;
         self.drop_queued();
         self.output.close().await;

@@ -6,6 +6,16 @@ use bytes::Bytes;
 
 use crate::protocol::KickReason;
 
+/// Where a connection's control lines are sent, and received.
+pub type ControlTx = flume::Sender<Control>;
+pub type ControlRx = flume::Receiver<Control>;
+
+/// A connection's control channel: unbounded (see above), and empty
+/// channels allocate nothing, so idle connections stay small.
+pub fn control_channel() -> (ControlTx, ControlRx) {
+    flume::unbounded()
+}
+
 #[derive(Debug)]
 pub enum Control {
     /// The outcome line of one of this connection's chats.

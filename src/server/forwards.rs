@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::control::Control;
+use super::control::{Control, ControlTx};
 use super::outbox::outcome_line;
 use crate::link::LinkSender;
 use crate::metrics::Metrics;
@@ -39,7 +39,7 @@ const EXPIRY_SWEEP: Duration = Duration::from_millis(250);
 pub enum Waiter {
     /// A client's chat: the outcome becomes its `ack` or `error` line.
     Client {
-        control: mpsc::UnboundedSender<Control>,
+        control: ControlTx,
         reference: Ref,
         /// The sender's in-flight slot, freed with the entry and once the
         /// envelope has left the link's queue.

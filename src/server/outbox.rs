@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::control::Control;
+use super::control::{Control, ControlTx};
 use super::dedupe::Dedupe;
 use crate::link::LinkSender;
 use crate::metrics::Metrics;
@@ -44,6 +44,17 @@ pub struct Outbound {
     pub receipt: Receipt,
 }
 
+/// Where a connection's messages are queued, and taken from.
+pub type MessagesTx = flume::Sender<Outbound>;
+pub type MessagesRx = flume::Receiver<Outbound>;
+
+/// A connection's message queue of `capacity` messages (its bytes are
+/// bounded by `Budget`); an empty queue allocates nothing, so idle
+/// connections stay small.
+pub fn message_queue(capacity: usize) -> (MessagesTx, MessagesRx) {
+    flume::bounded(capacity)
+}
+
 /// Who learns a message's outcome. Boxed: every connection's queue
 /// allocates slots for its messages up front, and an unboxed receipt
 /// would triple their size (memory per idle connection).
@@ -52,7 +63,7 @@ pub struct Receipt(Option<Box<Waiting>>);
 enum Waiting {
     /// A chat from a session on this server: its sender's control channel.
     Local {
-        sender: mpsc::UnboundedSender<Control>,
+        sender: ControlTx,
         id: String,
         reference: Ref,
     },
@@ -69,7 +80,7 @@ enum Waiting {
 }
 
 impl Receipt {
-    pub fn local(sender: mpsc::UnboundedSender<Control>, id: String, reference: Ref) -> Self {
+    pub fn local(sender: ControlTx, id: String, reference: Ref) -> Self {
         Self(Some(Box::new(Waiting::Local {
             sender,
             id,

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
-use super::control::Control;
+use super::control::ControlTx;
 use super::delivery::deliver_local;
 use super::forwards::{Forwards, Waiter};
 use super::identity::Identity;
 use super::options::{Limits, RateLimit};
-use super::outbox::{Budget, Outbound, QueueBytes, Receipt, outcome_line};
+use super::outbox::{Budget, MessagesTx, QueueBytes, Receipt, outcome_line};
 use super::roster::Roster;
 use super::sessions::{Displaced, SessionHandle, Sessions};
 use crate::auth::Authenticator;
@@ -73,9 +73,9 @@ pub struct Requests {
     ctx: Arc<Context>,
     session: Option<Session>,
     /// This connection's queues, handed to the session table at login.
-    messages: mpsc::Sender<Outbound>,
+    messages: MessagesTx,
     queue: Arc<QueueBytes>,
-    control: mpsc::UnboundedSender<Control>,
+    control: ControlTx,
     /// Slots for cross-server chats awaiting their outcome.
     inflight: Arc<Semaphore>,
     /// Chats whose outcome line has not arrived yet (queued for a local
@@ -138,9 +138,9 @@ fn over_lookup_budget() -> ProtocolError {
 impl Requests {
     pub fn new(
         ctx: Arc<Context>,
-        messages: mpsc::Sender<Outbound>,
+        messages: MessagesTx,
         queue: Arc<QueueBytes>,
-        control: mpsc::UnboundedSender<Control>,
+        control: ControlTx,
     ) -> Self {
         Self {
             queue,

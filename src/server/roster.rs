@@ -320,7 +320,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use async_trait::async_trait;
-    use tokio::sync::{Semaphore, mpsc};
+    use tokio::sync::Semaphore;
+
+    use crate::server::control::{ControlRx, control_channel};
+    use crate::server::outbox::message_queue;
 
     use super::*;
     use std::time::Duration;
@@ -329,7 +332,7 @@ mod tests {
         KickStream, LinkInfo, MemoryStore, PresenceError, RelayInfo, Retired, ServerInfo,
     };
     use crate::server::control::Control;
-    use crate::server::outbox::{Budget, Outbound};
+    use crate::server::outbox::Budget;
     use crate::server::sessions::SessionHandle;
 
     /// The in-process store, with races injected where a slow Redis opens
@@ -455,7 +458,7 @@ mod tests {
 
     impl Fixture {
         /// A session of `name` live here; returns it and its control queue.
-        fn live(&self, name: &str) -> (Presence, mpsc::UnboundedReceiver<Control>) {
+        fn live(&self, name: &str) -> (Presence, ControlRx) {
             let (handle, control) = handle(self.me.new_session_id());
             let mine = self.me.presence(name, handle.id, handle.since_ms);
             self.sessions.install(name, handle).unwrap();
@@ -463,9 +466,9 @@ mod tests {
         }
     }
 
-    fn handle(id: u64) -> (SessionHandle, mpsc::UnboundedReceiver<Control>) {
-        let (messages, _) = mpsc::channel::<Outbound>(1);
-        let (control, rx) = mpsc::unbounded_channel();
+    fn handle(id: u64) -> (SessionHandle, ControlRx) {
+        let (messages, _) = message_queue(1);
+        let (control, rx) = control_channel();
         let handle = SessionHandle {
             id,
             since_ms: 1,
@@ -476,7 +479,7 @@ mod tests {
         (handle, rx)
     }
 
-    fn kicked(control: &mut mpsc::UnboundedReceiver<Control>) -> Option<KickReason> {
+    fn kicked(control: &mut ControlRx) -> Option<KickReason> {
         match control.try_recv() {
             Ok(Control::Kick { reason, .. }) => Some(reason),
             _ => None,

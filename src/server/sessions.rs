@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
-use super::control::Control;
-use super::outbox::{Budget, Outbound, QueueBytes, Receipt};
+use super::control::{Control, ControlTx};
+use super::outbox::{Budget, MessagesTx, Outbound, QueueBytes, Receipt};
 use crate::protocol::KickReason;
 use crate::sync::{Mutex, MutexGuard};
 
@@ -33,9 +32,9 @@ pub struct SessionHandle {
     pub id: u64,
     pub since_ms: i64,
     /// Bounded in messages; `queue` counts its bytes.
-    pub messages: mpsc::Sender<Outbound>,
+    pub messages: MessagesTx,
     pub queue: Arc<QueueBytes>,
-    pub control: mpsc::UnboundedSender<Control>,
+    pub control: ControlTx,
 }
 
 impl SessionHandle {
@@ -189,8 +188,8 @@ impl Sessions {
             receipt: receipt(),
         }) {
             Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Full(o)) => (Undelivered::Busy, o),
-            Err(mpsc::error::TrySendError::Closed(o)) => (Undelivered::NotHere, o),
+            Err(flume::TrySendError::Full(o)) => (Undelivered::Busy, o),
+            Err(flume::TrySendError::Disconnected(o)) => (Undelivered::NotHere, o),
         };
         self.budget.release(&h.queue, bytes);
         outbound.receipt.forget();
@@ -211,22 +210,17 @@ impl Sessions {
 mod tests {
     use super::*;
     use crate::pb::Status;
+    use crate::server::control::{ControlRx, control_channel};
+    use crate::server::outbox::{MessagesRx, message_queue};
     use tokio::sync::oneshot;
 
     fn sessions(per_queue: usize) -> Sessions {
         Sessions::new(Arc::new(Budget::new(per_queue, usize::MAX)))
     }
 
-    fn handle(
-        session: u64,
-        queue: usize,
-    ) -> (
-        SessionHandle,
-        mpsc::Receiver<Outbound>,
-        mpsc::UnboundedReceiver<Control>,
-    ) {
-        let (tx, rx) = mpsc::channel(queue);
-        let (ctx, crx) = mpsc::unbounded_channel();
+    fn handle(session: u64, queue: usize) -> (SessionHandle, MessagesRx, ControlRx) {
+        let (tx, rx) = message_queue(queue);
+        let (ctx, crx) = control_channel();
         (
             SessionHandle {
                 id: session,
@@ -248,7 +242,7 @@ mod tests {
     #[test]
     fn newer_local_login_kicks_older() {
         let s = sessions(1000);
-        let (h1, _r1, mut c1) = handle(1, 4);
+        let (h1, _r1, c1) = handle(1, 4);
         let (h2, _r2, _c2) = handle(2, 4);
         s.install("alice", h1).unwrap();
         s.install("alice", h2).unwrap();
