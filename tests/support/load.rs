@@ -58,6 +58,8 @@ pub struct Load {
     traffic: Traffic,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Whether arrivals out of order are a violation (see `across_relay_changes`).
+    order_promised: bool,
 }
 
 impl Load {
@@ -101,7 +103,17 @@ impl Load {
             traffic,
             child: Some(child),
             dir,
+            order_promised: true,
         }
+    }
+
+    /// The run spans a change of the relay set (a relay dies, drains or
+    /// joins): chats in flight to one recipient may then arrive out of
+    /// order (docs/protocol.md, Ordering), so reordered arrivals are
+    /// reported, not failed; everything else still is.
+    pub fn across_relay_changes(mut self) -> Load {
+        self.order_promised = false;
+        self
     }
 
     fn path(&self, file: &str) -> PathBuf {
@@ -185,13 +197,17 @@ impl Load {
             "duplicate_outcomes",
             "lost",
             "duplicated",
-            "out_of_order",
             "corrupted",
             "wrong_sender",
             "unexpected_replies",
             "kicked",
         ] {
             assert_eq!(count(v, key), 0, "{name}: {key}: {s}");
+        }
+        if self.order_promised {
+            assert_eq!(count(v, "out_of_order"), 0, "{name}: out_of_order: {s}");
+        } else {
+            eprintln!("{name}: {} arrived out of order", count(v, "out_of_order"));
         }
         let o = &s["outcomes"];
         assert_eq!(count(o, "other"), 0, "{name}: {s}");
