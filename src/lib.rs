@@ -28,6 +28,7 @@ pub mod cli;
 pub mod cluster;
 pub mod names;
 pub mod presence;
+pub mod mailbox;
 pub mod protocol;
 pub mod relay;
 pub mod server;

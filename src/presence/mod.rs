@@ -37,6 +37,9 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use memory::MemoryStore;
+/// The Redis connection (any engine), for other stores kept in the same
+/// Redis (the offline mailbox).
+pub use redis_conn::Conn as RedisConn;
 pub use redis_store::RedisStore;
 pub use redis_url::{UrlError, redact as redact_url};
 

@@ -151,6 +151,11 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// The connection, shared by other stores kept in the same Redis.
+    pub fn connection(&self) -> Conn {
+        self.conn.clone()
+    }
+
     /// 1 if the script should publish kick notices itself (not on a
     /// cluster: there the caller does, by `notify`).
     fn publish_in_script(&self) -> u8 {
