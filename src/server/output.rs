@@ -1,15 +1,16 @@
 //! What a connection writes to its socket: its replies and the messages
 //! queued for it, gathered into one buffer and written at once. A
 //! message's receipt is settled `delivered` once all of its bytes have
-//! been written (handed to the kernel), and `offline` if the connection
-//! ends before that; its budget bytes are released either way. Owns the
+//! been written (handed to the kernel); if the connection ends before
+//! that, it is handed back unwritten (offline, or to the mailbox); its
+//! budget bytes are released either way. Owns the
 //! socket's write half; knows nothing of requests.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
@@ -30,10 +31,11 @@ pub enum WriteFailed {
     TimedOut,
 }
 
-/// A message in the buffer: where its bytes end, and what it reserved.
+/// A message in the buffer: where its bytes end, and its line (what it
+/// reserved, and what the mailbox keeps if it is not written).
 struct Pending {
     end: usize,
-    bytes: usize,
+    line: Bytes,
     receipt: Receipt,
 }
 
@@ -80,7 +82,7 @@ impl Output {
         self.buf.extend_from_slice(&message.line);
         self.pending.push_back(Pending {
             end: self.buf.len(),
-            bytes: message.line.len(),
+            line: message.line,
             receipt: message.receipt,
         });
     }
@@ -129,15 +131,21 @@ impl Output {
     }
 
     fn settle(&self, p: Pending, status: Status) {
-        self.share.release(p.bytes);
+        self.share.release(p.line.len());
         p.receipt.settle(status, &self.metrics);
     }
 
-    /// The connection ends: messages not (entirely) written are offline.
-    pub async fn close(mut self) {
+    /// The connection ends: the messages not (entirely) written, in order,
+    /// for their receipts to be settled (their bytes are released).
+    pub async fn close(&mut self) -> Vec<(Bytes, Receipt)> {
         let _ = self.write.shutdown().await;
-        while let Some(p) = self.pending.pop_front() {
-            self.settle(p, Status::Offline);
-        }
+        let unwritten = std::mem::take(&mut self.pending);
+        unwritten
+            .into_iter()
+            .map(|p| {
+                self.share.release(p.line.len());
+                (p.line, p.receipt)
+            })
+            .collect()
     }
 }
