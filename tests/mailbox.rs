@@ -32,7 +32,12 @@ async fn mailbox_cluster(extra: &[&str]) -> Cluster {
 
 /// Sends `n` chats to `to` with refs 0..n and returns their outcomes,
 /// indexed by ref.
-async fn send_chats(from: &mut Client, to: &str, n: usize, content: impl Fn(usize) -> String) -> Vec<Value> {
+async fn send_chats(
+    from: &mut Client,
+    to: &str,
+    n: usize,
+    content: impl Fn(usize) -> String,
+) -> Vec<Value> {
     for i in 0..n {
         from.send(json!({"cmd":"chat","recv":to,"content":content(i),"ref":i}))
             .await;
@@ -70,7 +75,11 @@ fn ids(messages: &[Value]) -> Vec<String> {
 /// A live chat from `from` to `to`, acked `delivered`; returns its id.
 async fn live_chat(from: &mut Client, to: &str) -> String {
     let ack = from.chat(to, "live").await;
-    assert_eq!((&ack["event"], &ack["status"]), (&json!("ack"), &json!("delivered")), "{ack}");
+    assert_eq!(
+        (&ack["event"], &ack["status"]),
+        (&json!("ack"), &json!("delivered")),
+        "{ack}"
+    );
     ack["id"].as_str().unwrap().to_owned()
 }
 
@@ -137,12 +146,17 @@ async fn a_live_chat_during_the_drain_waits_its_turn() {
     let mut alice = c.a.client().await;
     alice.login("alice").await;
     let n = 350;
-    let stored = acked(&send_chats(&mut alice, "dan", n, |i| format!("{i}")).await, "stored");
+    let stored = acked(
+        &send_chats(&mut alice, "dan", n, |i| format!("{i}")).await,
+        "stored",
+    );
     assert_eq!(stored.len(), n);
     let mut dan = c.b.client().await;
     dan.login("dan").await;
     // Sent while the drain (several pages, paced) is under way.
-    alice.send(json!({"cmd":"chat","recv":"dan","content":"live"})).await;
+    alice
+        .send(json!({"cmd":"chat","recv":"dan","content":"live"}))
+        .await;
     let got = messages(&mut dan, n + 1).await;
     assert_eq!(ids(&got[..n]), stored);
     assert_eq!(got[n]["content"], "live", "the live chat came last");
@@ -162,7 +176,8 @@ async fn beyond_the_cap_chats_get_mailbox_full_and_operators_can_clear() {
     assert_eq!(outcomes[3]["code"], "mailbox_full", "{outcomes:?}");
     assert_eq!(mailbox_size(c.a.grpc_port, "erin"), 3);
 
-    let cleared: Value = serde_json::from_str(&admin(c.a.grpc_port, "ClearMailbox", "erin")).unwrap();
+    let cleared: Value =
+        serde_json::from_str(&admin(c.a.grpc_port, "ClearMailbox", "erin")).unwrap();
     assert_eq!(cleared["removed"], "3");
     assert_eq!(mailbox_size(c.a.grpc_port, "erin"), 0);
     let again = alice.chat("erin", "after clearing").await;
@@ -198,14 +213,24 @@ async fn expired_messages_are_not_delivered() {
     let mut fay = c.b.client().await;
     fay.login("fay").await;
     let live = live_chat(&mut alice, "fay").await;
-    assert_eq!(fay.expect_event("message").await["id"], live, "nothing stored came");
+    assert_eq!(
+        fay.expect_event("message").await["id"],
+        live,
+        "nothing stored came"
+    );
 }
 
 /// A mailbox of `n` messages of `size` bytes for `name`, from alice on `server`.
 async fn fill(server: &Server, name: &str, n: usize, size: usize) -> Vec<String> {
     let mut alice = server.client().await;
     alice.login(&format!("alice-{name}")).await;
-    let stored = acked(&send_chats(&mut alice, name, n, |i| format!("{i:05}{}", "x".repeat(size))).await, "stored");
+    let stored = acked(
+        &send_chats(&mut alice, name, n, |i| {
+            format!("{i:05}{}", "x".repeat(size))
+        })
+        .await,
+        "stored",
+    );
     assert_eq!(stored.len(), n);
     stored
 }
@@ -219,9 +244,16 @@ async fn slow_reader(server: &Server) -> Client {
 fn assert_in_order(got: &[String], all: &[String], what: &str) {
     let pos: Vec<usize> = got
         .iter()
-        .map(|id| all.iter().position(|a| a == id).unwrap_or_else(|| panic!("{what}: unknown {id}")))
+        .map(|id| {
+            all.iter()
+                .position(|a| a == id)
+                .unwrap_or_else(|| panic!("{what}: unknown {id}"))
+        })
         .collect();
-    assert!(pos.windows(2).all(|w| w[0] < w[1]), "{what}: out of order or twice: {pos:?}");
+    assert!(
+        pos.windows(2).all(|w| w[0] < w[1]),
+        "{what}: out of order or twice: {pos:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +297,11 @@ async fn a_login_elsewhere_mid_drain_gets_the_rest_once() {
     let mut alice = c.a.client().await;
     alice.login("alice2").await;
     let live = live_chat(&mut alice, "gus").await;
-    assert_eq!(second.expect_event("message").await["id"], live, "nothing more");
+    assert_eq!(
+        second.expect_event("message").await["id"],
+        live,
+        "nothing more"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,8 +338,16 @@ async fn messages_queued_when_a_session_ends_are_stored_for_the_next_login() {
     assert_eq!(outcomes[n]["status"], "delivered");
     let stored = acked(&outcomes[..n], "stored");
     let delivered = acked(&outcomes[..n], "delivered");
-    assert_eq!(stored.len() + delivered.len(), n, "never offline: {outcomes:?}");
-    assert!(stored.len() > n / 2, "most were still queued: {}", stored.len());
+    assert_eq!(
+        stored.len() + delivered.len(),
+        n,
+        "never offline: {outcomes:?}"
+    );
+    assert!(
+        stored.len() > n / 2,
+        "most were still queued: {}",
+        stored.len()
+    );
 
     let mut hal = c.a.client().await;
     hal.login("hal").await;

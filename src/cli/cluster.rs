@@ -80,8 +80,8 @@ impl ClusterArgs {
                     (Arc::new(store), mailbox, "Redis")
                 }
                 None => {
-                    let mailbox = limits
-                        .map(|l| Arc::new(MemoryMailbox::new(l)) as Arc<dyn MailboxStore>);
+                    let mailbox =
+                        limits.map(|l| Arc::new(MemoryMailbox::new(l)) as Arc<dyn MailboxStore>);
                     (
                         Arc::new(MemoryStore::new()),
                         mailbox,

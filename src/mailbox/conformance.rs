@@ -54,9 +54,15 @@ pub async fn run_all(store: &dyn MailboxStore) {
 
 pub async fn pages_come_in_order_and_go_once_written(store: &dyn MailboxStore) {
     let quote = "q\"uo\\te ✓ \n";
-    assert_eq!(store.append(&m("po-carol", 1, quote)).await.unwrap(), STORED);
+    assert_eq!(
+        store.append(&m("po-carol", 1, quote)).await.unwrap(),
+        STORED
+    );
     assert_eq!(store.append(&m("po-carol", 2, "b")).await.unwrap(), STORED);
-    assert_eq!(store.append(&m("po-dave", 9, "other")).await.unwrap(), STORED);
+    assert_eq!(
+        store.append(&m("po-dave", 9, "other")).await.unwrap(),
+        STORED
+    );
     assert_eq!(store.size("po-carol").await.unwrap(), 2);
     let first = store.take("po-carol", &[], 1).await.unwrap();
     assert_eq!(first.entries[0].message, m("po-carol", 1, quote), "exact");
@@ -139,5 +145,12 @@ pub async fn expired_entries_are_never_returned(store: &dyn MailboxStore) {
     store.append(&m("ex-dave", 1, "old")).await.unwrap();
     until(Instant::now() + ttl + ttl / 10).await;
     assert_eq!(store.size("ex-dave").await.unwrap(), 0);
-    assert!(store.take("ex-dave", &[], 5).await.unwrap().entries.is_empty());
+    assert!(
+        store
+            .take("ex-dave", &[], 5)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
 }

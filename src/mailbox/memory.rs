@@ -73,10 +73,12 @@ impl UserBox {
     }
 
     fn remove(&mut self, key: &str) {
-        if let Some(i) = self.entries.iter().position(|(s, at, _)| key_of(*s, *at) == key) {
-            if let Some((_, _, m)) = self.entries.remove(i) {
-                self.bytes -= m.size();
-            }
+        let at = self
+            .entries
+            .iter()
+            .position(|(s, at, _)| key_of(*s, *at) == key);
+        if let Some((_, _, m)) = at.and_then(|i| self.entries.remove(i)) {
+            self.bytes -= m.size();
         }
     }
 }
