@@ -93,11 +93,17 @@ fn mailbox_size(grpc_port: u16, name: &str) -> u64 {
         .map_or(0, |s| s.parse().unwrap())
 }
 
-fn admin(grpc_port: u16, call: &str, name: &str) -> String {
+/// An Admin call about one user, through the real grpcurl: (success, output).
+fn admin_call(grpc_port: u16, call: &str, name: &str) -> (bool, String) {
     let addr = format!("127.0.0.1:{grpc_port}");
     let body = json!({ "name": name }).to_string();
     let method = format!("switchboard.v1.Admin/{call}");
-    let (ok, out) = support::grpcurl(&["-plaintext", "-d", &body, &addr, &method]);
+    support::grpcurl(&["-plaintext", "-d", &body, &addr, &method])
+}
+
+/// `admin_call`, which must succeed; its output.
+fn admin(grpc_port: u16, call: &str, name: &str) -> String {
+    let (ok, out) = admin_call(grpc_port, call, name);
     assert!(ok, "grpcurl {call}: {out}");
     out
 }
@@ -187,14 +193,7 @@ async fn beyond_the_cap_chats_get_mailbox_full_and_operators_can_clear() {
     assert_eq!(erin.expect_event("message").await["id"], again["id"]);
 
     // The relay has no mailbox: it says so.
-    let addr = format!("127.0.0.1:{}", c.relay.port);
-    let (ok, out) = support::grpcurl(&[
-        "-plaintext",
-        "-d",
-        r#"{"name":"erin"}"#,
-        &addr,
-        "switchboard.v1.Admin/ClearMailbox",
-    ]);
+    let (ok, out) = admin_call(c.relay.port, "ClearMailbox", "erin");
     assert!(!ok && out.contains("FailedPrecondition"), "{out}");
 }
 
@@ -391,4 +390,93 @@ async fn without_the_mailbox_offline_is_offline() {
     let live = live_chat(&mut alice, "jay").await;
     let m = jay.expect_event("message").await;
     assert_eq!((&m["id"], m.get("stored")), (&json!(live), None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_cluster_keeps_mail_in_its_embedded_store() {
+    let (p1, p2, relay) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let args = [
+        "--ports".to_string(),
+        format!("{p1},{p2}"),
+        "--relay-port".into(),
+        relay.to_string(),
+        "--grpc-ports".into(),
+        format!("{},{}", support::free_port(), support::free_port()),
+        "--mailbox-max".into(),
+        "2".into(),
+    ];
+    // The flag by its environment fallback, as the chart sets it.
+    let env = [("SWITCHBOARD_MAILBOX", "true")];
+    let mut cluster = support::Proc::spawn(
+        "switchboard",
+        env!("CARGO_BIN_EXE_switchboard"),
+        &args,
+        &env,
+    );
+    cluster.wait_logged(STEP, "local cluster is up").await;
+    let (a, b) = (
+        Server::attach("server-1", p1),
+        Server::attach("server-2", p2),
+    );
+    support::wait_routable(&a, &b).await;
+    let mut alice = Client::connect(p1).await;
+    alice.login("alice").await;
+    let outcomes = send_chats(&mut alice, "kim", 3, |i| format!("{i}")).await;
+    let stored = acked(&outcomes, "stored");
+    assert_eq!(stored.len(), 2, "{outcomes:?}");
+    assert_eq!(outcomes[2]["code"], "mailbox_full");
+    let mut kim = Client::connect(p2).await;
+    kim.login("kim").await;
+    assert_eq!(ids(&messages(&mut kim, 2).await), stored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_for_a_displaced_session_reach_the_new_one() {
+    let c = mailbox_cluster(&[]).await;
+    let mut old = slow_reader(&c.b).await;
+    old.login("lee").await;
+    let mut zed = c.b.client().await;
+    zed.login("zed-lee").await;
+    let mut alice = c.a.client().await;
+    alice.login("alice").await;
+    live_chat(&mut alice, "lee").await;
+    live_chat(&mut alice, "zed-lee").await;
+    zed.expect_event("message").await;
+    let n = 120;
+    for i in 0..n {
+        let content = format!("{i:05}{}", "y".repeat(2000));
+        alice
+            .send(json!({"cmd":"chat","recv":"lee","content":content,"ref":i}))
+            .await;
+    }
+    // As in the test above: once this is delivered, b has queued them all.
+    alice
+        .send(json!({"cmd":"chat","recv":"zed-lee","content":"barrier","ref":n}))
+        .await;
+    zed.expect_event("message").await;
+
+    // A newer login elsewhere: its drain finds the mailbox empty; the old
+    // session, stuck writing, is kicked once it gets going again, and what
+    // was still queued for it is stored only then. The new-mail notice
+    // makes the new session drain again.
+    let mut new = c.a.client().await;
+    new.login("lee").await;
+    let tail = old.recv_until_closed(STEP).await;
+    assert!(
+        tail.iter().any(|v| v["event"] == "kicked"),
+        "{:?}",
+        tail.last()
+    );
+    let outcomes = alice.outcomes(n + 1, STEP * 2).await;
+    let stored = acked(&outcomes[..n], "stored");
+    let delivered = acked(&outcomes[..n], "delivered");
+    assert_eq!(stored.len() + delivered.len(), n, "{outcomes:?}");
+    assert!(!stored.is_empty(), "some were still queued");
+    let got = messages(&mut new, stored.len()).await;
+    assert_eq!(ids(&got), stored, "in order, once");
+    assert!(got.iter().all(|m| m["stored"] == true));
 }

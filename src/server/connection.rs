@@ -167,6 +167,10 @@ impl Conn {
                     self.closing = true;
                 }
             }
+            Control::Mailbox => match self.drain.as_mut() {
+                Some(drain) => drain.again(),
+                None => self.start_drain(),
+            },
         }
     }
 
@@ -254,7 +258,11 @@ impl Conn {
                     self.output.line(&line);
                 }
                 if done {
+                    let again = drain.wanted_again();
                     self.drain = None;
+                    if again {
+                        self.start_drain();
+                    }
                 }
             }
             Err(e) => {

@@ -31,6 +31,7 @@ use super::outbox::Receipt;
 use crate::mailbox::{MailboxStore, Message, Page, Result};
 use crate::metrics::Metrics;
 use crate::pb::{ChatMessage, Status};
+use crate::presence::PresenceStore;
 
 /// Messages per page of a drain.
 pub const PAGE: usize = 100;
@@ -61,6 +62,7 @@ pub struct Mailbox {
 /// What a store worker needs.
 struct Appender {
     store: Arc<dyn MailboxStore>,
+    presence: Arc<dyn PresenceStore>,
     metrics: Arc<Metrics>,
 }
 
@@ -131,19 +133,45 @@ impl Appender {
         while let Some(job) = jobs.recv().await {
             let status = self.append(&job.mail).await;
             (job.done)(status);
+            if status == Status::Stored {
+                tokio::spawn(announce(self.presence.clone(), job.mail.to));
+            }
         }
+    }
+}
+
+/// A message was stored for `name`: if `name` is online after all (its
+/// login raced the store, or the store is of a session that a newer login
+/// displaced), its session is told to drain its mailbox again. Without
+/// this the message would wait for the next login. Best effort: a lookup
+/// or notice that fails leaves it there.
+async fn announce(presence: Arc<dyn PresenceStore>, name: String) {
+    let notice = async {
+        if let Some(entry) = presence.lookup(&name).await? {
+            presence.mailbox_notice(&entry).await?;
+        }
+        Ok::<_, crate::presence::PresenceError>(())
+    };
+    if let Err(e) = notice.await {
+        tracing::debug!(user = %name, error = %e, "new-mail notice not sent; the message waits for the next login");
     }
 }
 
 impl Mailbox {
     /// The mailbox on `store`, with its store workers (they end when the
-    /// mailbox is dropped).
-    pub fn new(store: Arc<dyn MailboxStore>, metrics: Arc<Metrics>) -> Self {
+    /// mailbox is dropped); `presence` finds recipients who are online
+    /// after all.
+    pub fn new(
+        store: Arc<dyn MailboxStore>,
+        presence: Arc<dyn PresenceStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let shards = (0..SHARDS)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let appender = Appender {
                     store: store.clone(),
+                    presence: presence.clone(),
                     metrics: metrics.clone(),
                 };
                 tokio::spawn(appender.run(rx));
@@ -208,6 +236,9 @@ pub struct Drain {
     written: Vec<String>,
     fetch: Option<BoxFuture<'static, Result<Page>>>,
     last_fetch: Instant,
+    /// New mail was announced while this drain ran: if it ends before
+    /// seeing it (its last fetch ran first), it starts over.
+    again: bool,
 }
 
 impl Drain {
@@ -219,6 +250,7 @@ impl Drain {
             written: Vec::new(),
             fetch: None,
             last_fetch: Instant::now(),
+            again: false,
         };
         drain.fetch = Some(drain.take(Vec::new(), PAGE, None));
         drain
@@ -239,6 +271,16 @@ impl Drain {
             }
             store.take(&name, &written, count).await
         })
+    }
+
+    /// New mail was announced (`Control::Mailbox`) during this drain.
+    pub fn again(&mut self) {
+        self.again = true;
+    }
+
+    /// Whether new mail was announced during this drain.
+    pub fn wanted_again(&self) -> bool {
+        self.again
     }
 
     /// The next page, once fetched; pending while none is being fetched

@@ -81,7 +81,7 @@ impl Parts {
         let metrics = Metrics::new();
         let mailbox = mailbox_store
             .clone()
-            .map(|m| Arc::new(mailbox::Mailbox::new(m, metrics.clone())));
+            .map(|m| Arc::new(mailbox::Mailbox::new(m, store.clone(), metrics.clone())));
         let budget = Arc::new(outbox::Budget::new(
             limits.outbound_queue_bytes,
             limits.outbound_total_bytes,
