@@ -15,7 +15,10 @@
 //! mailbox in pages, writes each page before any live message, removes
 //! it once written, and fetches the next, at most one page per
 //! `PAGE_INTERVAL`: a user with a full mailbox costs a bounded rate of
-//! Redis calls and writes. This file never touches a socket.
+//! Redis calls and writes. A message stored for a user who turns out to
+//! be online (a login racing the store) is announced to the user's
+//! server, whose session then drains again. This file never touches a
+//! socket.
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
