@@ -303,37 +303,56 @@ async fn a_login_elsewhere_mid_drain_gets_the_rest_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_queued_when_a_session_ends_are_stored_for_the_next_login() {
-    let c = mailbox_cluster(&[]).await;
-    let mut hal = slow_reader(&c.b).await;
-    hal.login("hal").await;
+/// A logged-in recipient on server b that reads nothing, and chats to it
+/// from `sender` on server a, all queued at b (most of them not written:
+/// the recipient's socket is full) with their outcomes still to come
+/// (refs 0..n, and n for a barrier chat, already delivered).
+struct Queued {
+    reader: Client,
+    sender: Client,
+    n: usize,
+}
+
+async fn queue_for_a_stuck_reader(c: &Cluster, name: &str) -> Queued {
+    let mut reader = slow_reader(&c.b).await;
+    reader.login(name).await;
+    let barrier = format!("zed-{name}");
     let mut zed = c.b.client().await;
-    zed.login("zed").await;
-    let mut alice = c.a.client().await;
-    alice.login("alice").await;
+    zed.login(&barrier).await;
+    let mut sender = c.a.client().await;
+    sender.login(&format!("alice-{name}")).await;
     // The relay's routes to both are cached from here on, so it passes
     // the chats below on in the order they come.
-    live_chat(&mut alice, "hal").await;
-    live_chat(&mut alice, "zed").await;
+    live_chat(&mut sender, name).await;
+    live_chat(&mut sender, &barrier).await;
     zed.expect_event("message").await;
     let n = 120;
     for i in 0..n {
         let content = format!("{i:05}{}", "y".repeat(2000));
-        alice
-            .send(json!({"cmd":"chat","recv":"hal","content":content,"ref":i}))
+        sender
+            .send(json!({"cmd":"chat","recv":name,"content":content,"ref":i}))
             .await;
     }
     // A chat to zed, on the same server, through the same relay link:
-    // once it is delivered, server b has queued every chat to hal (it
-    // handles a link's forwards in order). hal reads nothing, so most
-    // of them are still queued when it goes.
-    alice
-        .send(json!({"cmd":"chat","recv":"zed","content":"barrier","ref":n}))
+    // once it is delivered, server b has queued every chat to the reader
+    // (it handles a link's forwards in order).
+    sender
+        .send(json!({"cmd":"chat","recv":barrier,"content":"barrier","ref":n}))
         .await;
     zed.expect_event("message").await;
+    Queued { reader, sender, n }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_when_a_session_ends_are_stored_for_the_next_login() {
+    let c = mailbox_cluster(&[]).await;
+    let Queued {
+        reader: hal,
+        mut sender,
+        n,
+    } = queue_for_a_stuck_reader(&c, "hal").await;
     drop(hal);
-    let outcomes = alice.outcomes(n + 1, STEP * 2).await;
+    let outcomes = sender.outcomes(n + 1, STEP * 2).await;
     assert_eq!(outcomes[n]["status"], "delivered");
     let stored = acked(&outcomes[..n], "stored");
     let delivered = acked(&outcomes[..n], "delivered");
@@ -353,7 +372,7 @@ async fn messages_queued_when_a_session_ends_are_stored_for_the_next_login() {
     let got = messages(&mut hal, stored.len()).await;
     assert_eq!(ids(&got), stored, "in order");
     assert!(got.iter().all(|m| m["stored"] == true));
-    let live = live_chat(&mut alice, "hal").await;
+    let live = live_chat(&mut sender, "hal").await;
     assert_eq!(hal.expect_event("message").await["id"], live);
 }
 
@@ -437,27 +456,11 @@ async fn the_local_cluster_keeps_mail_in_its_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_queued_for_a_displaced_session_reach_the_new_one() {
     let c = mailbox_cluster(&[]).await;
-    let mut old = slow_reader(&c.b).await;
-    old.login("lee").await;
-    let mut zed = c.b.client().await;
-    zed.login("zed-lee").await;
-    let mut alice = c.a.client().await;
-    alice.login("alice").await;
-    live_chat(&mut alice, "lee").await;
-    live_chat(&mut alice, "zed-lee").await;
-    zed.expect_event("message").await;
-    let n = 120;
-    for i in 0..n {
-        let content = format!("{i:05}{}", "y".repeat(2000));
-        alice
-            .send(json!({"cmd":"chat","recv":"lee","content":content,"ref":i}))
-            .await;
-    }
-    // As in the test above: once this is delivered, b has queued them all.
-    alice
-        .send(json!({"cmd":"chat","recv":"zed-lee","content":"barrier","ref":n}))
-        .await;
-    zed.expect_event("message").await;
+    let Queued {
+        reader: mut old,
+        mut sender,
+        n,
+    } = queue_for_a_stuck_reader(&c, "lee").await;
 
     // A newer login elsewhere: its drain finds the mailbox empty; the old
     // session, stuck writing, is kicked once it gets going again, and what
@@ -471,7 +474,7 @@ async fn messages_queued_for_a_displaced_session_reach_the_new_one() {
         "{:?}",
         tail.last()
     );
-    let outcomes = alice.outcomes(n + 1, STEP * 2).await;
+    let outcomes = sender.outcomes(n + 1, STEP * 2).await;
     let stored = acked(&outcomes[..n], "stored");
     let delivered = acked(&outcomes[..n], "delivered");
     assert_eq!(stored.len() + delivered.len(), n, "{outcomes:?}");
