@@ -304,7 +304,7 @@ async fn a_login_elsewhere_mid_drain_gets_the_rest_once() {
 }
 
 /// A logged-in recipient on server b that reads nothing, and chats to it
-/// from `sender` on server a, all queued at b (most of them not written:
+/// from a sender on `from`, all queued at b (most of them not written:
 /// the recipient's socket is full) with their outcomes still to come
 /// (refs 0..n, and n for a barrier chat, already delivered).
 struct Queued {
@@ -313,13 +313,13 @@ struct Queued {
     n: usize,
 }
 
-async fn queue_for_a_stuck_reader(c: &Cluster, name: &str) -> Queued {
+async fn queue_for_a_stuck_reader(c: &Cluster, from: &Server, name: &str) -> Queued {
     let mut reader = slow_reader(&c.b).await;
     reader.login(name).await;
     let barrier = format!("zed-{name}");
     let mut zed = c.b.client().await;
     zed.login(&barrier).await;
-    let mut sender = c.a.client().await;
+    let mut sender = from.client().await;
     sender.login(&format!("alice-{name}")).await;
     // The relay's routes to both are cached from here on, so it passes
     // the chats below on in the order they come.
@@ -333,9 +333,10 @@ async fn queue_for_a_stuck_reader(c: &Cluster, name: &str) -> Queued {
             .send(json!({"cmd":"chat","recv":name,"content":content,"ref":i}))
             .await;
     }
-    // A chat to zed, on the same server, through the same relay link:
-    // once it is delivered, server b has queued every chat to the reader
-    // (it handles a link's forwards in order).
+    // A chat to zed, on the same server (through the same relay link, if
+    // any): once it is delivered, server b has queued every chat to the
+    // reader (it handles a link's forwards, and a connection's requests,
+    // in order).
     sender
         .send(json!({"cmd":"chat","recv":barrier,"content":"barrier","ref":n}))
         .await;
@@ -345,12 +346,14 @@ async fn queue_for_a_stuck_reader(c: &Cluster, name: &str) -> Queued {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_queued_when_a_session_ends_are_stored_for_the_next_login() {
+    // The sender on the recipient's server: the recipient's server stores
+    // them (a forward's origin would store one answered offline too).
     let c = mailbox_cluster(&[]).await;
     let Queued {
         reader: hal,
         mut sender,
         n,
-    } = queue_for_a_stuck_reader(&c, "hal").await;
+    } = queue_for_a_stuck_reader(&c, &c.b, "hal").await;
     drop(hal);
     let outcomes = sender.outcomes(n + 1, STEP * 2).await;
     assert_eq!(outcomes[n]["status"], "delivered");
@@ -460,7 +463,7 @@ async fn messages_queued_for_a_displaced_session_reach_the_new_one() {
         reader: mut old,
         mut sender,
         n,
-    } = queue_for_a_stuck_reader(&c, "lee").await;
+    } = queue_for_a_stuck_reader(&c, &c.a, "lee").await;
 
     // A newer login elsewhere: its drain finds the mailbox empty; the old
     // session, stuck writing, is kicked once it gets going again, and what
