@@ -16,13 +16,12 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
-
-use bytes::Bytes;
 
 use super::admission::Slots;
 use super::control::Control;

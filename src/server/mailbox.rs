@@ -22,6 +22,7 @@
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,6 +49,9 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// overtake each other), while different recipients are stored in
 /// parallel.
 const SHARDS: usize = 16;
+/// Bytes of messages waiting for their store at most (a slow or
+/// unreachable Redis must not pile them up); beyond, `offline` at once.
+const BACKLOG_BYTES: usize = 32 << 20;
 
 /// An append and who waits for its outcome.
 struct Job {
@@ -60,6 +64,8 @@ pub struct Mailbox {
     store: Arc<dyn MailboxStore>,
     metrics: Arc<Metrics>,
     shards: Vec<mpsc::UnboundedSender<Job>>,
+    /// Bytes of the messages waiting in `shards`.
+    backlog: Arc<AtomicUsize>,
 }
 
 /// What a store worker needs.
@@ -67,6 +73,7 @@ struct Appender {
     store: Arc<dyn MailboxStore>,
     presence: Arc<dyn PresenceStore>,
     metrics: Arc<Metrics>,
+    backlog: Arc<AtomicUsize>,
 }
 
 fn mail_of(m: &ChatMessage) -> Message {
@@ -135,6 +142,8 @@ impl Appender {
     async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
             let status = self.append(&job.mail).await;
+            self.backlog
+                .fetch_sub(job.mail.size() as usize, Ordering::Relaxed);
             (job.done)(status);
             if status == Status::Stored {
                 tokio::spawn(announce(self.presence.clone(), job.mail.to));
@@ -169,6 +178,7 @@ impl Mailbox {
         presence: Arc<dyn PresenceStore>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let backlog = Arc::new(AtomicUsize::new(0));
         let shards = (0..SHARDS)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -176,6 +186,7 @@ impl Mailbox {
                     store: store.clone(),
                     presence: presence.clone(),
                     metrics: metrics.clone(),
+                    backlog: backlog.clone(),
                 };
                 tokio::spawn(appender.run(rx));
                 tx
@@ -185,21 +196,29 @@ impl Mailbox {
             store,
             metrics,
             shards,
+            backlog,
         }
     }
 
     /// Stores `message` for its offline recipient, after the messages to
     /// the same recipient handed over before it; `done` gets the sender's
-    /// outcome. The queue is bounded by what awaits an outcome (each
-    /// chat holds its sender's in-flight slot meanwhile).
+    /// outcome: `OFFLINE` at once if `BACKLOG_BYTES` of messages already
+    /// wait for their store.
     pub fn store(&self, message: &ChatMessage, done: impl FnOnce(Status) + Send + 'static) {
         self.enqueue(mail_of(message), Box::new(done));
     }
 
     fn enqueue(&self, mail: Message, done: Box<dyn FnOnce(Status) + Send>) {
+        let size = mail.size() as usize;
+        if self.backlog.fetch_add(size, Ordering::Relaxed) + size > BACKLOG_BYTES {
+            self.backlog.fetch_sub(size, Ordering::Relaxed);
+            tracing::warn!(user = %mail.to, "mailbox store backlog full: the sender gets offline");
+            return done(Status::Offline);
+        }
         let shard = BuildHasherDefault::<DefaultHasher>::default().hash_one(&mail.to) as usize;
         let job = Job { mail, done };
         if let Err(mpsc::error::SendError(job)) = self.shards[shard % SHARDS].send(job) {
+            self.backlog.fetch_sub(size, Ordering::Relaxed);
             (job.done)(Status::Offline);
         }
     }
