@@ -31,11 +31,11 @@ pub enum WriteFailed {
     TimedOut,
 }
 
-/// A message in the buffer: where its bytes end, and its line (what it
-/// reserved, and what the mailbox keeps if it is not written).
+/// A message in the buffer: where its bytes end, and what it reserved
+/// (its line's length).
 struct Pending {
     end: usize,
-    line: Bytes,
+    bytes: usize,
     receipt: Receipt,
 }
 
@@ -82,7 +82,7 @@ impl Output {
         self.buf.extend_from_slice(&message.line);
         self.pending.push_back(Pending {
             end: self.buf.len(),
-            line: message.line,
+            bytes: message.line.len(),
             receipt: message.receipt,
         });
     }
@@ -131,20 +131,24 @@ impl Output {
     }
 
     fn settle(&self, p: Pending, status: Status) {
-        self.share.release(p.line.len());
+        self.share.release(p.bytes);
         p.receipt.settle(status, &self.metrics);
     }
 
-    /// The connection ends: the messages not (entirely) written, in order,
-    /// for their receipts to be settled (their bytes are released).
+    /// The connection ends: the messages not (entirely) written, with
+    /// their lines (still in the buffer: it is only cleared once written),
+    /// in order, for their receipts to be settled (their bytes are
+    /// released).
     pub async fn close(&mut self) -> Vec<(Bytes, Receipt)> {
         let _ = self.write.shutdown().await;
         let unwritten = std::mem::take(&mut self.pending);
         unwritten
             .into_iter()
             .map(|p| {
-                self.share.release(p.line.len());
-                (p.line, p.receipt)
+                self.share.release(p.bytes);
+                let at = p.end.saturating_sub(p.bytes)..p.end;
+                let line = self.buf.get(at).map(Bytes::copy_from_slice);
+                (line.unwrap_or_default(), p.receipt)
             })
             .collect()
     }
