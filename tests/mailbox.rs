@@ -172,7 +172,14 @@ async fn a_live_chat_during_the_drain_waits_its_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_cap_chats_get_mailbox_full_and_operators_can_clear() {
-    let c = mailbox_cluster(&["--mailbox-max", "3"]).await;
+    let metrics = support::free_port();
+    let metrics_at = format!("127.0.0.1:{metrics}");
+    let c = Cluster::start_with(ClusterOpts {
+        a: mailbox_opts(&["--mailbox-max", "3"]),
+        b: mailbox_opts(&["--mailbox-max", "3", "--metrics-listen", &metrics_at]),
+        ..Default::default()
+    })
+    .await;
     // Both on server b: the local path.
     let mut alice = c.b.client().await;
     alice.login("alice").await;
@@ -191,6 +198,16 @@ async fn beyond_the_cap_chats_get_mailbox_full_and_operators_can_clear() {
     let mut erin = c.b.client().await;
     erin.login("erin").await;
     assert_eq!(erin.expect_event("message").await["id"], again["id"]);
+    // Server b stored four, refused one, and drained one.
+    let counted = |event: &str| format!("switchboard_mailbox_messages_total{{event=\"{event}\"}}");
+    let text = support::scrape(metrics).await;
+    let got: Vec<f64> = ["stored", "refused", "drained"]
+        .iter()
+        .map(|e| support::sample(&text, &counted(e)))
+        .collect();
+    assert_eq!(got, [4.0, 1.0, 1.0], "{text}");
+    let stored_outcomes = r#"switchboard_outcomes_total{code="stored"}"#;
+    assert_eq!(support::sample(&text, stored_outcomes), 4.0);
 
     // The relay has no mailbox: it says so.
     let (ok, out) = admin_call(c.relay.port, "ClearMailbox", "erin");
