@@ -15,6 +15,10 @@
 #                               # relays, throughput through one vs two
 #                               # (also part of every other run); prints
 #                               # the figures, writes no report
+#   scripts/bench.sh --mailbox  # only: the offline mailbox, stored msgs/s
+#                               # and drained msgs/s per login (mailboxes of
+#                               # 1,000); also part of every full run;
+#                               # prints the figures, writes no report
 #   scripts/bench.sh --redis-engines  # only: one Redis vs a 3-master Redis
 #                               # Cluster in the same run (logins/s,
 #                               # cross-server msgs/s, Redis operations per
@@ -38,6 +42,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
 MODE=default
 RELAYS_ONLY=0
+MAILBOX_ONLY=0
 ENGINES=0
 NATS_ONLY=0
 RUNS=""
@@ -52,6 +57,7 @@ while [ $# -gt 0 ]; do
         --quick) MODE=quick ;;
         --full) MODE=full ;;
         --relays) RELAYS_ONLY=1; REPORT=0 ;;
+        --mailbox) MAILBOX_ONLY=1; REPORT=0 ;;
         --redis-engines) ENGINES=1 ;;
         --nats) NATS_ONLY=1; REPORT=0 ;;
         --runs) RUNS="$2"; shift ;;
@@ -62,7 +68,7 @@ while [ $# -gt 0 ]; do
         --bin)
             [ -d "${2:-}" ] || { echo "bench: --bin needs a directory" >&2; exit 2; }
             BIN="$(cd "$2" && pwd)"; BUILD=0; shift ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -255,6 +261,9 @@ elif m == "failover":
     s = (f'{r["relays"]} relay(s): longest pause {r["max_gap_ms"]} ms, {r["unavailable"]} unavailable, '
          f'{r["resent"]} re-sent, {r["duplicates_dropped"]} copies dropped, '
          f'{r["delivered"]}/{r["chats"]} delivered  ok={r["ok"]}')
+elif m == "mailbox":
+    s = (f'{r["stored_per_sec"]:>9.0f} stored msgs/s; drain of {r["mailbox"]}: {r["drained_per_sec"]} msgs/s '
+         f'per login (p50 {r["drain_secs_p50"]} s, slowest {r["drained_per_sec_min"]} msgs/s)  ok={r["ok"]}')
 elif m == "conns":
     s = (f'{r["opened"]} conns in {r["open_secs"]} s, {r["rss_per_conn_kib"]} KiB/conn, '
          f'checks {r["check_delivered"]}/{r["check_chats"]}  ok={r["ok"]}')
@@ -325,6 +334,12 @@ source "$ROOT/scripts/bench_relays.sh"
 source "$ROOT/scripts/bench_nats.sh"
 if [ "$RELAYS_ONLY" = 1 ]; then
     relays_bench
+    exit 0
+fi
+# shellcheck source=scripts/bench_mailbox.sh
+source "$ROOT/scripts/bench_mailbox.sh"
+if [ "$MAILBOX_ONLY" = 1 ]; then
+    mailbox_bench
     exit 0
 fi
 start_relay
@@ -451,6 +466,7 @@ for ((i = 1; i <= RELINK_RUNS; i++)); do
 done
 
 relays_bench
+mailbox_bench
 
 ELAPSED=$((SECONDS - T0))
 log "measurements done in ${ELAPSED} s"

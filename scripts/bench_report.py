@@ -546,6 +546,30 @@ def main():
             p(f"Two relays / one relay: **{a2 / a1:.2f}×**.")
         p("")
 
+    # ---------------------------------------------------------------- mailbox
+    mb = get("mailbox")
+    if mb:
+        r0 = mb[0]["result"]
+        p("## Offline mailbox")
+        p("")
+        p(f"Servers with `--mailbox`. {r0.get('senders')} users on server A each send "
+          f"{r0.get('mailbox')} chats (64 B, up to 64 awaiting their outcome) to their own offline "
+          "recipient: every chat goes to the relay, comes back `OFFLINE`, and the origin appends it "
+          "to the recipient's Redis Stream (one script per message). Then each recipient logs in "
+          f"on server B, one after another, and reads its mailbox of {r0.get('mailbox')}: the drain "
+          "writes pages of 100 and removes each once written, at most one page per 10 ms per login. "
+          "Every message is checked (each id once, in order, `\"stored\":true`).")
+        p("")
+        p("| measure | median | every run | ok |")
+        p("|---|---|---|---|")
+        p(f"| stored msgs/s (whole cluster) | {fmt(med(mb, 'stored_per_sec'))} | {runs_list(mb, 'stored_per_sec')} "
+          f"| {'yes' if all_ok(mb) else '**NO**'} |")
+        p(f"| drained msgs/s per login (mailbox of {r0.get('mailbox')}) | {fmt(med(mb, 'drained_per_sec'))} "
+          f"| {runs_list(mb, 'drained_per_sec')} | |")
+        p(f"| seconds from login to the last stored message | {fmt(med(mb, 'drain_secs_p50'), 3)} "
+          f"| {runs_list(mb, 'drain_secs_p50', 3)} | |")
+        p("")
+
     # ---------------------------------------------------------------- notes
     # Hand-written analysis (profiles, what stands in the way of the
     # targets) lives beside the report and is included verbatim.

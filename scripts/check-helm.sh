@@ -14,7 +14,7 @@
 #      command paths that the Dockerfile provides) and the security wiring:
 #      login-token secret (servers), Admin and link tokens (relay + servers),
 #      TLS with its plaintext health port for the probes, Redis CA, rate
-#      limits; every /etc/switchboard/... path in the env is a read-only
+#      limits, the offline mailbox (on); every /etc/switchboard/... path in the env is a read-only
 #      mounted Secret key (or, with tls.perPodCertificates, the servers'
 #      csi-driver volume with their server identity); NetworkPolicies (on
 #      unless turned off): the gRPC
@@ -471,6 +471,15 @@ def check_security(name, w, d, c, ds, health_port):
             errors.append(w + ": rate-limit env %s, want %s" % (got, want))
     else:
         absent(*limits)
+    # The offline mailbox: on in the chart (servers only).
+    mailbox = ("SWITCHBOARD_MAILBOX", "SWITCHBOARD_MAILBOX_MAX",
+               "SWITCHBOARD_MAILBOX_MAX_BYTES", "SWITCHBOARD_MAILBOX_TTL_SECS")
+    if server:
+        got = [env.get(v) for v in mailbox]
+        if got != ["true", "1000", "1048576", "604800"]:
+            errors.append(w + ": mailbox env %s, want it on with the defaults" % got)
+    else:
+        absent(*mailbox)
 
 def check_secrets(name, ds):
     """The chart generates <fullname>-auth/-admin/-link unless disabled or existing."""

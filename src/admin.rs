@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status as GrpcStatus};
 
 use crate::clock::now_ms;
 use crate::grpc::Bearer;
+use crate::mailbox::{MailboxError, MailboxStore};
 use crate::metrics::Metrics;
 use crate::names::is_valid_name;
 use crate::outcome::{ClientOutcome, OUTCOME_CODES};
@@ -52,6 +53,8 @@ pub trait AdminNode: Send + Sync + 'static {
 pub struct AdminService<N> {
     node: Arc<N>,
     store: Arc<dyn PresenceStore>,
+    /// The offline mailbox, on message servers started with `--mailbox`.
+    mailbox: Option<Arc<dyn MailboxStore>>,
 }
 
 impl<N: AdminNode> AdminService<N> {
@@ -62,17 +65,39 @@ impl<N: AdminNode> AdminService<N> {
         store: Arc<dyn PresenceStore>,
         token: Option<String>,
     ) -> InterceptedService<AdminServer<Self>, impl Interceptor + Clone> {
+        Self::serve_with_mailbox(node, store, None, token)
+    }
+
+    /// `serve`, with the offline mailbox: `LookupUser` shows its size and
+    /// `ClearMailbox` empties it.
+    pub fn serve_with_mailbox(
+        node: Arc<N>,
+        store: Arc<dyn PresenceStore>,
+        mailbox: Option<Arc<dyn MailboxStore>>,
+        token: Option<String>,
+    ) -> InterceptedService<AdminServer<Self>, impl Interceptor + Clone> {
         let bearer = Bearer::new(
             token,
             "the Admin API needs the header 'authorization: Bearer <admin token>'",
         );
         let check = move |request: Request<()>| bearer.check(&request).map(|()| request);
-        AdminServer::with_interceptor(Self { node, store }, check)
+        AdminServer::with_interceptor(
+            Self {
+                node,
+                store,
+                mailbox,
+            },
+            check,
+        )
     }
 }
 
 fn store_status(e: PresenceError) -> GrpcStatus {
     GrpcStatus::unavailable(format!("presence registry: {e}"))
+}
+
+fn mailbox_status(e: MailboxError) -> GrpcStatus {
+    GrpcStatus::unavailable(format!("mailbox: {e}"))
 }
 
 fn valid_user(name: &str) -> Result<(), GrpcStatus> {
@@ -160,6 +185,10 @@ impl<N: AdminNode> Admin for AdminService<N> {
         let name = req.into_inner().name;
         valid_user(&name)?;
         let found = self.store.lookup(&name).await.map_err(store_status)?;
+        let mailbox_messages = match &self.mailbox {
+            Some(m) => m.size(&name).await.map_err(mailbox_status)?,
+            None => 0,
+        };
         let reply = match found {
             Some(p) => pb::LookupUserResponse {
                 name,
@@ -167,9 +196,11 @@ impl<N: AdminNode> Admin for AdminService<N> {
                 server: p.server,
                 incarnation: p.incarnation,
                 since_ms: p.since_ms,
+                mailbox_messages,
             },
             None => pb::LookupUserResponse {
                 name,
+                mailbox_messages,
                 ..Default::default()
             },
         };
@@ -249,6 +280,22 @@ impl<N: AdminNode> Admin for AdminService<N> {
             status: ClientOutcome::of(status).code().to_owned(),
             from,
         }))
+    }
+
+    async fn clear_mailbox(
+        &self,
+        req: Request<pb::ClearMailboxRequest>,
+    ) -> GrpcReply<pb::ClearMailboxResponse> {
+        let name = req.into_inner().name;
+        valid_user(&name)?;
+        let Some(mailbox) = &self.mailbox else {
+            return Err(GrpcStatus::failed_precondition(
+                "this node has no offline mailbox: ask a message server started with --mailbox",
+            ));
+        };
+        let removed = mailbox.clear(&name).await.map_err(mailbox_status)?;
+        tracing::info!(user = %name, removed, "operator cleared a mailbox");
+        Ok(Response::new(pb::ClearMailboxResponse { removed }))
     }
 
     async fn get_stats(&self, _: Request<pb::GetStatsRequest>) -> GrpcReply<pb::GetStatsResponse> {

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
 use crate::grpc::Serving;
+use crate::mailbox::MailboxStore;
 use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
 use crate::{relay, server};
@@ -33,6 +34,8 @@ pub struct Options {
     pub link_queue_bytes: usize,
     /// What holds presence, for the banner ("Redis", "embedded ...").
     pub presence: &'static str,
+    /// The offline mailbox every server shares (`--mailbox`), if any.
+    pub mailbox: Option<Arc<dyn MailboxStore>>,
 }
 
 pub async fn run(
@@ -87,6 +90,7 @@ pub async fn run(
             metrics_listener: None,
             auth: opts.auth.clone(),
             admin_token: None,
+            mailbox: opts.mailbox.clone(),
         };
         nodes.spawn(server::run(server, store.clone(), shutdown.clone()));
     }

@@ -26,6 +26,7 @@ pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod mailbox;
 pub mod names;
 pub mod presence;
 pub mod protocol;

@@ -31,7 +31,9 @@ pub struct Metrics {
     pub messages_local: IntCounter,
     pub messages_forwarded: IntCounter,
     /// By code, in `OUTCOME_CODES` order.
-    pub outcomes: [IntCounter; 4],
+    pub outcomes: [IntCounter; 6],
+    /// Offline mailbox messages, in `MAILBOX_EVENTS` order.
+    pub mailbox: [IntCounter; 4],
     pub relay_links: IntGauge,
     pub routed_forwards: IntCounter,
     pub routed_outcomes: IntCounter,
@@ -143,6 +145,13 @@ impl Metrics {
                 "code",
                 OUTCOME_CODES,
             ),
+            mailbox: family(
+                &r,
+                "switchboard_mailbox_messages_total",
+                "Offline mailbox: messages stored, drained (written at login), expired (found past their TTL) and refused (mailbox full)",
+                "event",
+                MAILBOX_EVENTS,
+            ),
             relay_links: gauge(
                 &r,
                 "switchboard_relay_links",
@@ -236,6 +245,9 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+/// What happens to mailbox messages, in `Metrics::mailbox` order.
+pub const MAILBOX_EVENTS: [&str; 4] = ["stored", "drained", "expired", "refused"];
 
 const KICK_REASONS: [&str; 3] = ["logged_in_elsewhere", "server_shutdown", "admin"];
 

@@ -11,6 +11,8 @@ use crate::protocol::ErrorCode;
 pub enum ClientOutcome {
     /// `{"event":"ack","status":"delivered"}`.
     Delivered,
+    /// `{"event":"ack","status":"stored"}`: in the recipient's mailbox.
+    Stored,
     /// `{"event":"error","code":...}`.
     Failed(ErrorCode),
 }
@@ -19,6 +21,8 @@ impl ClientOutcome {
     pub fn of(status: Status) -> Self {
         match status {
             Status::Delivered => Self::Delivered,
+            Status::Stored => Self::Stored,
+            Status::MailboxFull => Self::Failed(ErrorCode::MailboxFull),
             // NOT_HERE reaches a sender only when re-routing found nobody.
             Status::Offline | Status::NotHere => Self::Failed(ErrorCode::Offline),
             Status::Busy => Self::Failed(ErrorCode::RecipientBusy),
@@ -33,13 +37,21 @@ impl ClientOutcome {
     pub fn code(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
+            Self::Stored => "stored",
             Self::Failed(code) => code.as_str(),
         }
     }
 }
 
 /// Every value `ClientOutcome::code` can take, in metric order.
-pub const OUTCOME_CODES: [&str; 4] = ["delivered", "offline", "recipient_busy", "unavailable"];
+pub const OUTCOME_CODES: [&str; 6] = [
+    "delivered",
+    "stored",
+    "offline",
+    "recipient_busy",
+    "mailbox_full",
+    "unavailable",
+];
 
 #[cfg(test)]
 mod tests {
@@ -55,6 +67,8 @@ mod tests {
             Status::Unavailable,
             Status::NotHere,
             Status::NoLink,
+            Status::Stored,
+            Status::MailboxFull,
         ] {
             assert!(OUTCOME_CODES.contains(&ClientOutcome::of(status).code()));
         }

@@ -449,7 +449,7 @@ proptest! {
         content in any::<String>(),
         ts in any::<i64>(),
     ) {
-        let line = Event::Message { id: &id, from: &from, to: &to, content: &content, ts }.to_line();
+        let line = Event::Message { id: &id, from: &from, to: &to, content: &content, ts, stored: false }.to_line();
         prop_assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         prop_assert!(line.ends_with(b"\n"));
         prop_assert!(std::str::from_utf8(&line).is_ok());

@@ -86,6 +86,12 @@ pub fn advertise_host(s: &str) -> Result<String, String> {
 /// `--redis-connect-timeout-ms` if it is not reachable yet; a wrong URL,
 /// password or certificate fails at once.
 pub async fn connect_redis(flags: &RedisFlags) -> anyhow::Result<Arc<dyn PresenceStore>> {
+    Ok(connect_redis_store(flags).await?)
+}
+
+/// `connect_redis`, keeping the store's type: its connection also serves
+/// the offline mailbox.
+pub async fn connect_redis_store(flags: &RedisFlags) -> anyhow::Result<Arc<RedisStore>> {
     let ca = match &flags.redis_ca {
         Some(path) => Some(read(path)?),
         None => None,

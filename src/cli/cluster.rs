@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use super::build::{self, bind};
-use super::{AuthFlags, HealthFlags, LimitFlags, LinkQueueFlags, LogFlags};
+use super::{AuthFlags, HealthFlags, LimitFlags, LinkQueueFlags, LogFlags, MailboxFlags};
 use crate::cluster::Options;
+use crate::mailbox::{MailboxStore, MemoryMailbox, RedisMailbox};
 use crate::presence::{MemoryStore, PresenceStore, RedisStore};
 
 #[derive(Debug, Clone, Parser)]
@@ -48,6 +49,9 @@ pub struct ClusterArgs {
     pub limits: LimitFlags,
 
     #[command(flatten)]
+    pub mailbox: MailboxFlags,
+
+    #[command(flatten)]
     pub link_queue: LinkQueueFlags,
 
     #[command(flatten)]
@@ -63,15 +67,28 @@ pub struct ClusterArgs {
 impl ClusterArgs {
     /// Binds every port and opens the presence store.
     pub async fn build(self) -> anyhow::Result<(Options, Arc<dyn PresenceStore>)> {
-        let (store, presence): (Arc<dyn PresenceStore>, _) = match &self.redis_url {
-            Some(url) => {
-                let store = RedisStore::connect(url).await.with_context(|| {
-                    format!("cannot connect to Redis at {}", build::redact(url))
-                })?;
-                (Arc::new(store), "Redis")
-            }
-            None => (Arc::new(MemoryStore::new()), "embedded in-process store"),
-        };
+        let limits = self.mailbox.limits();
+        let (store, mailbox, presence): (Arc<dyn PresenceStore>, Option<Arc<dyn MailboxStore>>, _) =
+            match &self.redis_url {
+                Some(url) => {
+                    let store = RedisStore::connect(url).await.with_context(|| {
+                        format!("cannot connect to Redis at {}", build::redact(url))
+                    })?;
+                    let mailbox = limits.map(|l| {
+                        Arc::new(RedisMailbox::new(store.connection(), l)) as Arc<dyn MailboxStore>
+                    });
+                    (Arc::new(store), mailbox, "Redis")
+                }
+                None => {
+                    let mailbox =
+                        limits.map(|l| Arc::new(MemoryMailbox::new(l)) as Arc<dyn MailboxStore>);
+                    (
+                        Arc::new(MemoryStore::new()),
+                        mailbox,
+                        "embedded in-process store",
+                    )
+                }
+            };
         let at = |port| SocketAddr::new(self.host, port);
         let mut servers = Vec::new();
         for (i, port) in self.ports.iter().enumerate() {
@@ -90,6 +107,7 @@ impl ClusterArgs {
             limits: self.limits.into(),
             health: self.health.into(),
             presence,
+            mailbox,
         };
         Ok((options, store))
     }

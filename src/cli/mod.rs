@@ -198,6 +198,41 @@ pub struct LogFlags {
     pub log_format: LogFormat,
 }
 
+/// The offline mailbox of a message server, shared with the local cluster.
+#[derive(Debug, Clone, Args)]
+pub struct MailboxFlags {
+    /// Keep chats to offline users (and messages still queued when a
+    /// session ends) in their mailbox, in the presence store, and deliver
+    /// them at their next login; senders get `stored`. Without it such
+    /// chats get `offline`.
+    #[arg(long, env = "SWITCHBOARD_MAILBOX")]
+    pub mailbox: bool,
+
+    /// Messages one user's mailbox holds; a chat beyond gets mailbox_full.
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_MAX", default_value_t = 1000, value_parser = positive)]
+    pub mailbox_max: u64,
+
+    /// Bytes one user's mailbox holds (message ids, senders and contents);
+    /// a chat beyond gets mailbox_full [default: 1 MiB].
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_MAX_BYTES", default_value_t = 1 << 20, value_parser = positive)]
+    pub mailbox_max_bytes: u64,
+
+    /// How long a stored message is kept, in seconds [default: 7 days].
+    #[arg(long, env = "SWITCHBOARD_MAILBOX_TTL_SECS", default_value_t = 604_800, value_parser = positive)]
+    pub mailbox_ttl_secs: u64,
+}
+
+impl MailboxFlags {
+    /// The mailbox's limits, if `--mailbox` is on.
+    pub fn limits(&self) -> Option<crate::mailbox::Limits> {
+        self.mailbox.then(|| crate::mailbox::Limits {
+            max_messages: u32::try_from(self.mailbox_max).unwrap_or(u32::MAX),
+            max_bytes: self.mailbox_max_bytes,
+            ttl: Duration::from_secs(self.mailbox_ttl_secs),
+        })
+    }
+}
+
 /// Limits and timings of a message server, shared with the local cluster.
 #[derive(Debug, Clone, Args)]
 pub struct LimitFlags {

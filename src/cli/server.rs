@@ -7,9 +7,10 @@ use clap::Parser;
 
 use super::build::{self, advertise_host, bind, bind_opt};
 use super::{
-    AuthFlags, GrpcFlags, LimitFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, RedisFlags,
-    server_id,
+    AuthFlags, GrpcFlags, LimitFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, MailboxFlags,
+    RedisFlags, server_id,
 };
+use crate::mailbox::{MailboxStore, RedisMailbox};
 use crate::presence::PresenceStore;
 use crate::server::{Options, RelayEndpoint};
 
@@ -90,13 +91,19 @@ pub struct ServerArgs {
     pub limits: LimitFlags,
 
     #[command(flatten)]
+    pub mailbox: MailboxFlags,
+
+    #[command(flatten)]
     pub log: LogFlags,
 }
 
 impl ServerArgs {
     /// Binds the ports, loads certificates and secrets, connects to Redis.
     pub async fn build(self) -> anyhow::Result<(Options, Arc<dyn PresenceStore>)> {
-        let store = build::connect_redis(&self.redis).await?;
+        let store = build::connect_redis_store(&self.redis).await?;
+        let mailbox = self.mailbox.limits().map(|limits| {
+            Arc::new(RedisMailbox::new(store.connection(), limits)) as Arc<dyn MailboxStore>
+        });
         let host = self.advertise_host.as_deref();
         let advertised = |given, listen| build::advertised(given, host, listen);
         let options = Options {
@@ -116,6 +123,7 @@ impl ServerArgs {
             admin_token: build::admin_token(&self.grpc.admin)?,
             id: self.id,
             limits: self.limits.into(),
+            mailbox,
         };
         Ok((options, store))
     }

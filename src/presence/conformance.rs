@@ -50,6 +50,21 @@ pub async fn run_all(store: &dyn PresenceStore) {
     incarnations_are_listed_by_their_index(store).await;
     lookup_many_answers_in_order(store).await;
     relays_announce_expire_and_withdraw(store).await;
+    mailbox_notices_reach_the_sessions_server(store).await;
+}
+
+pub async fn mailbox_notices_reach_the_sessions_server(store: &dyn PresenceStore) {
+    let mut notices = store.kicks("mn-a").await.unwrap();
+    let entry = p("mn-carol", "mn-a", "1", 3);
+    store.mailbox_notice(&entry).await.unwrap();
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(5), notices.next()).await;
+    let expected = Kick {
+        name: "mn-carol".into(),
+        incarnation: "1".into(),
+        session: 3,
+        cause: KickCause::Mailbox,
+    };
+    assert_eq!(notice.unwrap(), Some(expected));
 }
 
 pub async fn newest_login_wins_and_notifies_the_other_server(store: &dyn PresenceStore) {

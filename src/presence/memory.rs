@@ -307,6 +307,11 @@ impl PresenceStore for MemoryStore {
         Ok(self.inner.lock().purge_totals)
     }
 
+    async fn mailbox_notice(&self, entry: &Presence) -> Result<()> {
+        self.inner.lock().notify(entry, KickCause::Mailbox);
+        Ok(())
+    }
+
     async fn kicks(&self, server: &str) -> Result<KickStream> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.inner

@@ -37,6 +37,9 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use memory::MemoryStore;
+/// The Redis connection (any engine), for other stores kept in the same
+/// Redis (the offline mailbox).
+pub use redis_conn::Conn as RedisConn;
 pub use redis_store::RedisStore;
 pub use redis_url::{UrlError, redact as redact_url};
 
@@ -139,6 +142,9 @@ pub enum KickCause {
     Displaced,
     /// An operator's kick (Admin API).
     Admin,
+    /// Not a kick: the session's offline mailbox got a message after its
+    /// login drained it (`mailbox_notice`); its server drains it again.
+    Mailbox,
 }
 
 pub type KickStream = Pin<Box<dyn Stream<Item = Kick> + Send>>;
@@ -242,6 +248,11 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// The cluster-wide purge totals: (servers purged, entries removed).
     async fn purge_totals(&self) -> Result<(u64, u64)>;
+
+    /// Tells the server of `entry` that this session has new mail in the
+    /// offline mailbox: a notice with cause `Mailbox` on that server's
+    /// kick stream (best effort, like every notice).
+    async fn mailbox_notice(&self, entry: &Presence) -> Result<()>;
 
     /// Kick notices for `server`. The stream ends if the subscription
     /// breaks; the caller re-subscribes and reconciles its sessions.

@@ -13,8 +13,9 @@
 //!   one slot, so registering is one atomic step; `sb:{registry}:relays`
 //!   set of relay ids, `sb:{registry}:relay:ID` hash with a TTL (the relay
 //!   registry)
-//! - channel `sb:kick:{SERVER}` "name inc session [admin]" kick notices
-//!   (sharded pub/sub on a cluster)
+//! - channel `sb:kick:{SERVER}` "name inc session [admin|mailbox]" kick
+//!   notices, and new-mail notices of the offline mailbox (sharded pub/sub
+//!   on a cluster)
 //!
 //! Every script touches the keys of one slot only, so the same scripts run
 //! on every engine. What spans slots is ordered so that a failure in
@@ -101,11 +102,12 @@ fn kick_channel(server: &str) -> String {
     format!("sb:kick:{{{server}}}")
 }
 
-/// A kick notice as published: "name inc session [admin]".
+/// A kick notice as published: "name inc session [admin|mailbox]".
 fn kick_payload(old: &Presence, cause: KickCause) -> String {
     let tail = match cause {
         KickCause::Displaced => "",
         KickCause::Admin => " admin",
+        KickCause::Mailbox => " mailbox",
     };
     format!("{} {} {}{tail}", old.name, old.incarnation, old.session)
 }
@@ -148,6 +150,11 @@ impl RedisStore {
     }
 
     fn redis(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    /// The connection, shared by other stores kept in the same Redis.
+    pub fn connection(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -377,6 +384,7 @@ fn parse_kick(payload: &str) -> Option<Kick> {
     let cause = match parts.next() {
         None => KickCause::Displaced,
         Some("admin") => KickCause::Admin,
+        Some("mailbox") => KickCause::Mailbox,
         Some(_) => return None,
     };
     Some(Kick {
@@ -610,6 +618,20 @@ impl PresenceStore for RedisStore {
             .zip(&hashes)
             .filter_map(|(id, h)| server_from(id, h))
             .collect())
+    }
+
+    async fn mailbox_notice(&self, e: &Presence) -> Result<()> {
+        let (channel, payload) = (kick_channel(&e.server), kick_payload(e, KickCause::Mailbox));
+        if self.conn.sharded() {
+            self.conn.publish_sharded(&channel, payload).await?;
+        } else {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<()>(&mut self.redis())
+                .await?;
+        }
+        Ok(())
     }
 
     async fn kicks(&self, server: &str) -> Result<KickStream> {

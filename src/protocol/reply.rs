@@ -47,6 +47,9 @@ pub enum Event<'a> {
         to: &'a str,
         content: &'a str,
         ts: i64,
+        /// Delivered from the offline mailbox at login (absent otherwise).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        stored: bool,
     },
     Ack {
         id: &'a str,
@@ -181,6 +184,7 @@ mod tests {
             to: "b",
             content,
             ts: 1,
+            stored: false,
         }
         .to_line();
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one line");

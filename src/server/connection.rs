@@ -8,10 +8,15 @@
 //! in one write. If the client stops reading, writes block, its queue
 //! fills and senders get `recipient_busy`; after the write timeout the
 //! connection is closed. When its session ends, whatever is still queued
-//! for it is settled `offline`. Memory per connection stays bounded.
+//! for it is settled `offline`, or stored in the offline mailbox
+//! (`stored`) when the server has one. Right after a login, the mailbox
+//! is drained (`mailbox::Drain`): its pages are written before any live
+//! message, which waits in the queue meanwhile. Memory per connection
+//! stays bounded.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -20,9 +25,11 @@ use tokio_util::codec::FramedRead;
 use super::admission::Slots;
 use super::control::{Control, ControlRx, control_channel};
 use super::drain::Drain;
-use super::outbox::{MessagesRx, Share, message_queue};
+use super::mailbox::Drain as MailboxDrain;
+use super::outbox::{MessagesRx, Receipt, Share, message_queue};
 use super::output::{Output, WriteFailed};
 use super::requests::{Context, Flow, Requests};
+use crate::mailbox::{self, Page};
 use crate::pb::Status;
 use crate::protocol::reply::{code_line, error_line};
 use crate::protocol::{ErrorCode, Frame, KickReason, LineCodec, ProtocolError};
@@ -47,6 +54,9 @@ struct Conn {
     messages: MessagesRx,
     control: ControlRx,
     share: Share,
+    /// The offline mailbox's drain after a login, while it lasts: live
+    /// messages wait until it is done.
+    drain: Option<MailboxDrain>,
     /// Set when the connection must close after the next write.
     closing: bool,
     /// The client half-closed: answer what is in flight, then close.
@@ -78,7 +88,8 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, _slots: Slots, drain: Arc
                 }
                 ever_logged_in |= conn.requests.logged_in();
             }
-            Ok(message) = conn.messages.recv_async() => conn.output.message(message),
+            page = next_page(&mut conn.drain), if conn.drain.is_some() => conn.on_page(page),
+            Ok(message) = conn.messages.recv_async(), if conn.drain.is_none() => conn.output.message(message),
             _ = &mut login_deadline, if !ever_logged_in => conn.login_timeout(),
         }
         conn.gather();
@@ -88,11 +99,22 @@ pub async fn run(ctx: Arc<Context>, stream: TcpStream, _slots: Slots, drain: Arc
             }
             break;
         }
+        if let Some(drain) = conn.drain.as_mut() {
+            drain.flushed();
+        }
         if conn.input_done && conn.requests.awaiting_outcomes() == 0 {
             break;
         }
     }
     conn.finish().await;
+}
+
+/// The drain's next page; pending without a drain.
+async fn next_page(drain: &mut Option<MailboxDrain>) -> mailbox::Result<Page> {
+    match drain {
+        Some(drain) => drain.page().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Conn {
@@ -118,6 +140,7 @@ impl Conn {
             messages,
             control,
             share,
+            drain: None,
             closing: false,
             input_done: false,
             ctx,
@@ -142,6 +165,10 @@ impl Conn {
                     self.closing = true;
                 }
             }
+            Control::Mailbox => match self.drain.as_mut() {
+                Some(drain) => drain.again(),
+                None => self.start_drain(),
+            },
         }
     }
 
@@ -179,7 +206,8 @@ impl Conn {
             Some(Ok(Frame::Line(line))) => {
                 match self.requests.handle(&line, self.output.replies()).await {
                     Flow::Continue => {}
-                    Flow::SessionEnded => self.drop_queued(),
+                    Flow::LoggedIn => self.start_drain(),
+                    Flow::SessionEnded => self.session_ended().await,
                     Flow::Close => self.closing = true,
                 }
             }
@@ -198,7 +226,7 @@ impl Conn {
             }
             if let Ok(control) = self.control.try_recv() {
                 self.apply_control(control);
-            } else if self.output.len() >= MAX_BATCH_BYTES {
+            } else if self.output.len() >= MAX_BATCH_BYTES || self.drain.is_some() {
                 return;
             } else if let Ok(message) = self.messages.try_recv() {
                 self.output.message(message);
@@ -208,22 +236,87 @@ impl Conn {
         }
     }
 
-    /// The session ended: messages still queued for it are offline.
-    fn drop_queued(&mut self) {
-        while let Ok(message) = self.messages.try_recv() {
-            self.share.release(message.line.len());
-            message.receipt.settle(Status::Offline, &self.ctx.metrics);
+    /// A login: its mailbox (if the server has one) is written first.
+    fn start_drain(&mut self) {
+        if let (Some(mailbox), Some(name)) = (&self.ctx.mailbox, self.requests.name()) {
+            self.drain = Some(MailboxDrain::start(mailbox.clone(), name.to_owned()));
         }
     }
 
-    /// Ends the connection: the session leaves the table, after which no
-    /// more messages can be queued (every message is queued under the
-    /// table's lock, by name); what was not written is offline; the
-    /// presence entry goes.
+    /// A page of the drain: written before anything else; an empty page
+    /// ends the drain, and live messages flow again.
+    fn on_page(&mut self, page: mailbox::Result<Page>) {
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        match page {
+            Ok(page) => {
+                let done = page.entries.is_empty();
+                for line in drain.lines(page) {
+                    self.output.line(&line);
+                }
+                if done {
+                    let again = drain.wanted_again();
+                    self.drain = None;
+                    if again {
+                        self.start_drain();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(server = %self.ctx.me.id, error = %e, "mailbox drain failed: the rest waits for the next login");
+                if let Some(drain) = self.drain.take() {
+                    tokio::spawn(drain.finish());
+                }
+            }
+        }
+    }
+
+    /// Logout: the drain stops, messages still queued are settled.
+    async fn session_ended(&mut self) {
+        if let Some(drain) = self.drain.take() {
+            drain.finish().await;
+        }
+        let queued = self.take_queued();
+        self.settle_unwritten(queued);
+    }
+
+    /// Messages still in the queue, their bytes released.
+    fn take_queued(&mut self) -> Vec<(Bytes, Receipt)> {
+        let mut queued = Vec::new();
+        while let Ok(message) = self.messages.try_recv() {
+            self.share.release(message.line.len());
+            queued.push((message.line, message.receipt));
+        }
+        queued
+    }
+
+    /// Messages the session ended without writing: to the mailbox if the
+    /// server has one (`stored`), else `offline`.
+    fn settle_unwritten(&self, unwritten: Vec<(Bytes, Receipt)>) {
+        match &self.ctx.mailbox {
+            Some(mailbox) => mailbox.store_unwritten(unwritten),
+            None => {
+                for (_, receipt) in unwritten {
+                    receipt.settle(Status::Offline, &self.ctx.metrics);
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: the session and its presence entry go, after
+    /// which no more messages can be queued (every message is queued under
+    /// the session table's lock, by name); what was not written is settled
+    /// (in the order it was queued: the write buffer's first).
     async fn finish(mut self) {
+        if let Some(drain) = self.drain.take() {
+            drain.finish().await;
+        }
         self.requests.end().await;
-        self.drop_queued();
-        self.output.close().await;
+        let mut unwritten = self.take_queued();
+        let mut first = self.output.close().await;
+        first.append(&mut unwritten);
+        self.settle_unwritten(first);
         // Every message released its bytes when settled; a remainder would
         // be a bug, and must not shrink the server's budget for good.
         let left = self.share.queue.get();

@@ -1,6 +1,7 @@
 //! What a connection is told besides the messages queued for it: the
-//! outcome lines of its own chats, and kicks. Never refused, and bounded
-//! by construction (one outcome per chat awaiting one, one kick).
+//! outcome lines of its own chats, kicks, and new mail in the offline
+//! mailbox. Never refused, and bounded by construction (one outcome per
+//! chat awaiting one, one kick, one notice per message stored).
 
 use bytes::Bytes;
 
@@ -22,4 +23,7 @@ pub enum Control {
     Outcome(Bytes),
     /// Close session `session` with a `kicked` event.
     Kick { session: u64, reason: KickReason },
+    /// The session's offline mailbox got a message after the login's
+    /// drain: drain it again.
+    Mailbox,
 }

@@ -24,6 +24,7 @@ use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::control::{Control, ControlTx};
+use super::mailbox::Mailbox;
 use super::outbox::outcome_line;
 use crate::link::LinkSender;
 use crate::metrics::Metrics;
@@ -107,6 +108,8 @@ pub struct Forwards {
     copy_budget: usize,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    /// The offline mailbox: a chat whose outcome says offline is stored.
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 fn copy_size(m: &pb::ChatMessage) -> usize {
@@ -154,8 +157,15 @@ impl State {
     }
 
     fn release(&mut self, entry: &mut Entry) {
-        if let Some(copy) = entry.copy.take() {
-            self.copies -= copy_size(&copy);
+        self.uncount(entry);
+        entry.copy = None;
+    }
+
+    /// Takes the entry's copy off the budget, leaving it in the entry
+    /// (the mailbox may still store it).
+    fn uncount(&mut self, entry: &Entry) {
+        if let Some(copy) = &entry.copy {
+            self.copies -= copy_size(copy);
         }
     }
 }
@@ -166,6 +176,7 @@ impl Forwards {
         timeout: Duration,
         copy_budget: usize,
         metrics: Arc<Metrics>,
+        mailbox: Option<Arc<Mailbox>>,
     ) -> Self {
         Self {
             origin,
@@ -173,6 +184,7 @@ impl Forwards {
             copy_budget,
             state: Mutex::default(),
             metrics,
+            mailbox,
         }
     }
 
@@ -231,9 +243,9 @@ impl Forwards {
     pub fn resolve(&self, id: &str, status: Status) {
         let entry = {
             let mut state = self.state.lock();
-            let mut entry = state.pending.remove(id);
-            if let Some(e) = entry.as_mut() {
-                state.release(e);
+            let entry = state.pending.remove(id);
+            if let Some(e) = entry.as_ref() {
+                state.uncount(e);
             }
             entry
         };
@@ -411,21 +423,37 @@ impl Forwards {
         n
     }
 
-    fn answer(&self, id: &str, entry: Entry, status: Status) {
-        self.metrics.outcome(status);
-        self.metrics
-            .forward_latency
-            .observe(entry.started.elapsed().as_secs_f64());
-        // The sender may have gone meanwhile: nobody left to tell.
-        match entry.waiter {
-            Waiter::Client {
-                control, reference, ..
-            } => {
-                let _ = control.send(Control::Outcome(outcome_line(id, &reference, status)));
+    /// Answers the waiter; with a mailbox, a chat found offline is stored
+    /// first (from the entry's copy; beyond the copy budget it has none,
+    /// and is answered offline).
+    fn answer(&self, id: &str, mut entry: Entry, status: Status) {
+        let offline = matches!(status, Status::Offline | Status::NotHere);
+        let copy = entry.copy.take().filter(|_| offline);
+        match (&self.mailbox, copy) {
+            (Some(mailbox), Some(message)) => {
+                let (metrics, id) = (self.metrics.clone(), id.to_owned());
+                mailbox.store(&message, move |status| tell(&metrics, &id, entry, status));
             }
-            Waiter::Operator(tx) => {
-                let _ = tx.send(status);
-            }
+            _ => tell(&self.metrics, id, entry, status),
+        }
+    }
+}
+
+/// Tells the waiter of `id` its outcome.
+fn tell(metrics: &Metrics, id: &str, entry: Entry, status: Status) {
+    metrics.outcome(status);
+    metrics
+        .forward_latency
+        .observe(entry.started.elapsed().as_secs_f64());
+    // The sender may have gone meanwhile: nobody left to tell.
+    match entry.waiter {
+        Waiter::Client {
+            control, reference, ..
+        } => {
+            let _ = control.send(Control::Outcome(outcome_line(id, &reference, status)));
+        }
+        Waiter::Operator(tx) => {
+            let _ = tx.send(status);
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Kick notices from the presence store: a newer login of a name on
-//! another server, or an operator's kick, closes the session here. After
+//! another server, or an operator's kick, closes the session here; a
+//! new-mail notice of the offline mailbox makes the session drain its
+//! mailbox again. After
 //! a broken subscription the sessions are reconciled, since notices may
 //! have been missed meanwhile.
 
@@ -68,6 +70,10 @@ impl KickNotices {
             let reason = match k.cause {
                 KickCause::Displaced => KickReason::LoggedInElsewhere,
                 KickCause::Admin => KickReason::Admin,
+                KickCause::Mailbox => {
+                    self.sessions.mailbox_notice(&k.name, k.session);
+                    continue;
+                }
             };
             self.sessions.kick(&k.name, k.session, reason);
         }

@@ -26,6 +26,7 @@ mod forwards;
 mod identity;
 mod kicks;
 mod listener;
+mod mailbox;
 mod membership;
 mod options;
 mod outbox;
@@ -44,6 +45,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminService;
 use crate::grpc::{self, Services};
+use crate::mailbox::MailboxStore;
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::presence::PresenceStore;
@@ -63,12 +65,23 @@ struct Parts {
     admission: Arc<admission::Admission>,
     budget: Arc<outbox::Budget>,
     reach: Arc<membership::StoreReach>,
+    mailbox: Option<Arc<mailbox::Mailbox>>,
+    mailbox_store: Option<Arc<dyn MailboxStore>>,
 }
 
 impl Parts {
-    fn new(id: String, limits: &Limits, copy_budget: usize, store: Arc<dyn PresenceStore>) -> Self {
+    fn new(
+        id: String,
+        limits: &Limits,
+        copy_budget: usize,
+        store: Arc<dyn PresenceStore>,
+        mailbox_store: Option<Arc<dyn MailboxStore>>,
+    ) -> Self {
         let me = Arc::new(identity::Identity::new(id));
         let metrics = Metrics::new();
+        let mailbox = mailbox_store
+            .clone()
+            .map(|m| Arc::new(mailbox::Mailbox::new(m, store.clone(), metrics.clone())));
         let budget = Arc::new(outbox::Budget::new(
             limits.outbound_queue_bytes,
             limits.outbound_total_bytes,
@@ -80,11 +93,14 @@ impl Parts {
                 limits.forward_timeout,
                 copy_budget,
                 metrics.clone(),
+                mailbox.clone(),
             )),
             admission: Arc::new(admission::Admission::new(limits)),
             sessions: Arc::new(sessions::Sessions::new(budget.clone())),
             budget,
             reach: Arc::new(membership::StoreReach::new(limits.redis_down_after)),
+            mailbox,
+            mailbox_store,
             store,
             me,
             metrics,
@@ -112,7 +128,13 @@ pub async fn run(
     for url in &opts.relay.urls {
         crate::tls::endpoint(url, opts.relay.tls.as_ref()).context("--relay")?;
     }
-    let parts = Parts::new(opts.id, &opts.limits, opts.link_queue_bytes, store);
+    let parts = Parts::new(
+        opts.id,
+        &opts.limits,
+        opts.link_queue_bytes,
+        store,
+        opts.mailbox,
+    );
     let (info, kick_stream) = membership::join(
         parts.store.as_ref(),
         &parts.me,
@@ -178,6 +200,7 @@ pub async fn run(
         auth: opts.auth,
         metrics: parts.metrics.clone(),
         lookup_budget,
+        mailbox: parts.mailbox.clone(),
     });
     let accepting = listener::Accepting {
         ctx,
@@ -301,7 +324,12 @@ impl Grpc {
             metrics: parts.metrics.clone(),
             forward_timeout,
         };
-        let admin = AdminService::serve(Arc::new(node), parts.store.clone(), admin_token);
+        let admin = AdminService::serve_with_mailbox(
+            Arc::new(node),
+            parts.store.clone(),
+            parts.mailbox_store.clone(),
+            admin_token,
+        );
         let stop = CancellationToken::new();
         let services = Services::default().add(admin);
         let task = tokio::spawn(grpc::serve(serving, health_service, services, stop.clone()));

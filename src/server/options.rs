@@ -3,6 +3,7 @@
 //! (`crate::cli`). No flags and no I/O here.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -10,6 +11,7 @@ use tonic::transport::ClientTlsConfig;
 
 use crate::auth::Authenticator;
 use crate::grpc::Serving;
+use crate::mailbox::MailboxStore;
 
 pub struct Options {
     /// Stable id of this server (the pod name under Kubernetes).
@@ -31,6 +33,9 @@ pub struct Options {
     pub auth: Option<Authenticator>,
     /// Bearer token of the Admin API, if it is protected.
     pub admin_token: Option<String>,
+    /// The offline mailbox (`--mailbox`): chats to offline users are
+    /// stored and delivered at login; None: they get `offline`.
+    pub mailbox: Option<Arc<dyn MailboxStore>>,
 }
 
 /// Where the relays are, and how to reach them.

@@ -28,13 +28,13 @@ use crate::protocol::reply::{Event, Ref, code_line};
 /// The sender's reply for the outcome of its chat `id`.
 pub fn outcome_line(id: &str, reference: &Ref, status: Status) -> Bytes {
     match ClientOutcome::of(status) {
-        ClientOutcome::Delivered => Event::Ack {
+        ClientOutcome::Failed(code) => code_line(code, reference),
+        acked => Event::Ack {
             id,
             reference,
-            status: "delivered",
+            status: acked.code(),
         }
         .to_line(),
-        ClientOutcome::Failed(code) => code_line(code, reference),
     }
 }
 
@@ -104,6 +104,15 @@ impl Receipt {
 
     pub fn operator(tx: oneshot::Sender<Status>) -> Self {
         Self(Some(Box::new(Waiting::Operator(tx))))
+    }
+
+    /// True if its message may go to the offline mailbox when its
+    /// session ends unwritten: a chat (local or forwarded), not an
+    /// operator's message (its call is answered at once).
+    pub fn storable(&self) -> bool {
+        self.0
+            .as_deref()
+            .is_some_and(|w| !matches!(w, Waiting::Operator(_)))
     }
 
     /// Drops the receipt without telling anyone: its caller answers the

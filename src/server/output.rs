@@ -1,15 +1,16 @@
 //! What a connection writes to its socket: its replies and the messages
 //! queued for it, gathered into one buffer and written at once. A
 //! message's receipt is settled `delivered` once all of its bytes have
-//! been written (handed to the kernel), and `offline` if the connection
-//! ends before that; its budget bytes are released either way. Owns the
+//! been written (handed to the kernel); if the connection ends before
+//! that, it is handed back unwritten (offline, or to the mailbox); its
+//! budget bytes are released either way. Owns the
 //! socket's write half; knows nothing of requests.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
@@ -30,7 +31,8 @@ pub enum WriteFailed {
     TimedOut,
 }
 
-/// A message in the buffer: where its bytes end, and what it reserved.
+/// A message in the buffer: where its bytes end, and what it reserved
+/// (its line's length).
 struct Pending {
     end: usize,
     bytes: usize,
@@ -133,11 +135,21 @@ impl Output {
         p.receipt.settle(status, &self.metrics);
     }
 
-    /// The connection ends: messages not (entirely) written are offline.
-    pub async fn close(mut self) {
+    /// The connection ends: the messages not (entirely) written, with
+    /// their lines (still in the buffer: it is only cleared once written),
+    /// in order, for their receipts to be settled (their bytes are
+    /// released).
+    pub async fn close(&mut self) -> Vec<(Bytes, Receipt)> {
         let _ = self.write.shutdown().await;
-        while let Some(p) = self.pending.pop_front() {
-            self.settle(p, Status::Offline);
-        }
+        let unwritten = std::mem::take(&mut self.pending);
+        unwritten
+            .into_iter()
+            .map(|p| {
+                self.share.release(p.bytes);
+                let at = p.end.saturating_sub(p.bytes)..p.end;
+                let line = self.buf.get(at).map(Bytes::copy_from_slice);
+                (line.unwrap_or_default(), p.receipt)
+            })
+            .collect()
     }
 }

@@ -18,6 +18,7 @@ use super::control::ControlTx;
 use super::delivery::deliver_local;
 use super::forwards::{Forwards, Waiter};
 use super::identity::Identity;
+use super::mailbox::Mailbox;
 use super::options::{Limits, RateLimit};
 use super::outbox::{Budget, MessagesTx, QueueBytes, Receipt, outcome_line};
 use super::roster::Roster;
@@ -45,12 +46,16 @@ pub struct Context {
     /// The server's lookup budget (`who` of names not on this server),
     /// shared by every connection; None: unlimited.
     pub lookup_budget: Option<Arc<DefaultDirectRateLimiter>>,
+    /// The offline mailbox (`--mailbox`), drained after each login.
+    pub mailbox: Option<Arc<Mailbox>>,
 }
 
 /// Whether the connection goes on after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// A session logged in (its mailbox is drained first).
+    LoggedIn,
     /// The session ended (logout); the connection stays open.
     SessionEnded,
     /// Close after writing what is buffered (the session was displaced).
@@ -159,6 +164,11 @@ impl Requests {
         self.session.is_some()
     }
 
+    /// The logged-in name, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.name.as_str())
+    }
+
     pub fn awaiting_outcomes(&self) -> usize {
         self.awaiting_outcomes
     }
@@ -217,6 +227,7 @@ impl Requests {
                     out.extend_from_slice(&self.kick(reason));
                     return Flow::Close;
                 }
+                return Flow::LoggedIn;
             }
             Err(e) => out.extend_from_slice(&error_line(&e, reference)),
         }

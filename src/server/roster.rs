@@ -422,6 +422,9 @@ mod tests {
         async fn purge_totals(&self) -> presence::Result<(u64, u64)> {
             self.inner.purge_totals().await
         }
+        async fn mailbox_notice(&self, e: &Presence) -> presence::Result<()> {
+            self.inner.mailbox_notice(e).await
+        }
         async fn kicks(&self, server: &str) -> presence::Result<KickStream> {
             self.inner.kicks(server).await
         }

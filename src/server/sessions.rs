@@ -143,6 +143,15 @@ impl Sessions {
         }
     }
 
+    /// Session `session` of `name` has new mail in the offline mailbox
+    /// (a notice): its connection drains the mailbox again.
+    pub fn mailbox_notice(&self, name: &str, session: u64) {
+        let inner = self.lock();
+        if let Some(h) = inner.by_name.get(name).filter(|h| h.id == session) {
+            let _ = h.control.send(Control::Mailbox);
+        }
+    }
+
     /// Removes `name` if it is still session `session`.
     pub fn remove(&self, name: &str, session: u64) -> bool {
         let mut inner = self.lock();
