@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use super::relay_link::{LinkParts, RelayLink};
+use super::inbound::LinkParts;
+use super::relay_link::RelayLink;
 use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
 

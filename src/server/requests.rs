@@ -18,6 +18,7 @@ use super::control::Control;
 use super::delivery::deliver_local;
 use super::forwards::{Forwards, Waiter};
 use super::identity::Identity;
+use super::mesh::Mesh;
 use super::options::{Limits, RateLimit};
 use super::outbox::{Budget, Outbound, QueueBytes, Receipt, outcome_line};
 use super::roster::Roster;
@@ -36,6 +37,8 @@ pub struct Context {
     pub me: Arc<Identity>,
     pub sessions: Arc<Sessions>,
     pub forwards: Arc<Forwards>,
+    /// Mesh mode's router (None: chats go through the relays).
+    pub mesh: Option<Arc<Mesh>>,
     pub roster: Arc<Roster>,
     pub limits: Limits,
     /// The byte budgets of queued output (shared with `sessions`).
@@ -356,9 +359,17 @@ impl Requests {
         }
     }
 
-    /// Hands a chat to the relay; its outcome arrives later as a control
-    /// line. Waits for an in-flight slot first: backpressure, not loss.
+    /// Hands a chat to the relay (in mesh mode: to its recipient's
+    /// server); its outcome arrives later as a control line. Waits for an
+    /// in-flight slot first: backpressure, not loss.
     async fn forward(&mut self, message: pb::ChatMessage, reference: &Ref) -> Answer {
+        let dest = match self.destination(&message.to).await? {
+            Ok(dest) => dest,
+            Err(status) => {
+                self.ctx.metrics.outcome(status);
+                return Ok(Some(outcome_line(&message.id, reference, status)));
+            }
+        };
         let Ok(permit) = self.inflight.clone().acquire_owned().await else {
             return Err(ErrorCode::Unavailable.into());
         };
@@ -367,9 +378,23 @@ impl Requests {
             reference: reference.clone(),
             slot: Arc::new(permit),
         };
-        self.ctx.forwards.forward(message, waiter);
+        self.ctx.forwards.forward(message, waiter, dest.as_deref());
         self.awaiting_outcomes += 1;
         Ok(None)
+    }
+
+    /// Mesh mode: the server holding `to` (a store lookup, from the
+    /// lookup budget, unless cached), or the chat's outcome if it goes
+    /// nowhere. Relay mode: None, the relay routes.
+    async fn destination(&self, to: &str) -> Result<Result<Option<String>, Status>, ProtocolError> {
+        let Some(mesh) = &self.ctx.mesh else {
+            return Ok(Ok(None));
+        };
+        if let Some(server) = mesh.cached(to) {
+            return Ok(Ok(Some(server)));
+        }
+        self.spend_lookup()?;
+        Ok(mesh.lookup(to).await.map(Some))
     }
 
     /// Closes the session (if any) with a `kicked` event; returns the line.

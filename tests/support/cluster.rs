@@ -183,24 +183,55 @@ impl Server {
     /// server may not serve yet (it may be waiting for Redis); the caller
     /// waits for what it expects.
     pub fn spawn_with(id: &str, relay_url: &str, redis_url: &str, opts: ServerOpts) -> Server {
+        let links = vec!["--relay".into(), relay_url.into()];
+        Self::spawn_linked(id, links, redis_url, opts)
+    }
+
+    /// A mesh-mode server (`--mesh`: no relay; it links to the other
+    /// registered servers and health-checks them with `HEALTH_INTERVAL`
+    /// and `HEALTH_FAILURES` unless `opts` says otherwise).
+    pub async fn start_mesh(id: &str, redis: &impl RedisUrl, opts: ServerOpts) -> Server {
+        let mut server = Self::spawn_mesh(id, &redis.url(), opts);
+        server.proc.wait_logged(STEP, SERVER_STARTED).await;
+        server
+    }
+
+    /// `start_mesh`, returning at once.
+    pub fn spawn_mesh(id: &str, redis_url: &str, opts: ServerOpts) -> Server {
+        let mut links = vec!["--mesh".to_string()];
+        let defaults = [
+            ("--health-interval-ms", ms(HEALTH_INTERVAL)),
+            ("--health-failures", HEALTH_FAILURES.to_string()),
+        ];
+        for (flag, value) in defaults {
+            if !opts.extra.iter().any(|a| a == flag) {
+                links.extend([flag.to_string(), value]);
+            }
+        }
+        Self::spawn_linked(id, links, redis_url, opts)
+    }
+
+    /// A server with `links` (its relay, or `--mesh`) and `opts`.
+    fn spawn_linked(id: &str, links: Vec<String>, redis_url: &str, opts: ServerOpts) -> Server {
         let port = free_port();
         let given_grpc = opts.extra.iter().position(|a| a == "--grpc-listen");
         let grpc_port = match given_grpc.and_then(|i| opts.extra.get(i + 1)) {
             Some(addr) => addr.rsplit(':').next().unwrap().parse().unwrap(),
             None => free_port(),
         };
-        let args = vec![
+        let mut args = vec![
             "--id".into(),
             id.into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
-            "--relay".into(),
-            relay_url.into(),
+        ];
+        args.extend(links);
+        args.extend([
             "--redis-url".into(),
             redis_url.into(),
             "--max-connections".into(),
             opts.max_connections.unwrap_or(500).to_string(),
-        ];
+        ]);
         let defaults = [
             ("--grpc-listen", format!("127.0.0.1:{grpc_port}")),
             ("--forward-timeout-ms", ms(FORWARD_TIMEOUT)),
