@@ -462,7 +462,7 @@ impl Links {
                     watch,
                     stop.clone(),
                 ));
-                let peer_set = peers::PeerSet {
+                let peer_set = peer_link::PeerSet {
                     parts: link_parts,
                     peers,
                     store,

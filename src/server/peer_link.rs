@@ -1,14 +1,18 @@
-//! Mesh mode: the link this server dials to one peer (a registered server
-//! with a higher id). `PeerLink::run` keeps it up: connect, say hello,
+//! Mesh mode: the links this server dials. `PeerSet` reads the server
+//! registry every `DISCOVERY_PERIOD` and keeps one `PeerLink` to every
+//! registered server with a higher id (a peer that restarted gets a new
+//! one; one that left is not dialled again). `PeerLink::run` keeps one up: connect, say hello,
 //! check that the welcome comes from the very server and incarnation the
 //! registry named (an address reused by another process is not that
 //! peer), serve the stream (`inbound`), and on loss reconnect with capped
 //! exponential backoff until the peer set no longer wants it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio_util::task::TaskTracker;
 
 use super::inbound::{Inbound, LinkParts};
 use super::peers::Peers;
@@ -16,8 +20,13 @@ use crate::grpc::Bearer;
 use crate::link::{MAX_LINK_FRAME, batches, dial, queue};
 use crate::pb::peer_client::PeerClient;
 use crate::pb::{self, relay_frame, server_frame};
+use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
 use crate::watch::Linked;
+
+/// How often the server registry is read for peers to dial: a server
+/// that joins is linked by every other within about this, plus a dial.
+pub const DISCOVERY_PERIOD: Duration = Duration::from_millis(250);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -117,5 +126,82 @@ fn batch_of(frame: pb::RelayFrame) -> Option<pb::Batch> {
     match frame.kind {
         Some(relay_frame::Kind::Batch(b)) => Some(b),
         _ => None,
+    }
+}
+
+/// Dials every registered server with a higher id than this one's.
+pub struct PeerSet {
+    pub parts: Arc<LinkParts>,
+    pub peers: Arc<Peers>,
+    pub store: Arc<dyn PresenceStore>,
+}
+
+impl PeerSet {
+    /// Keeps a link to each wanted peer until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let tasks = TaskTracker::new();
+        // peer id -> (the incarnation dialled, cancelled once unwanted)
+        let mut dialled: HashMap<String, (String, CancellationToken)> = HashMap::new();
+        let mut tick = tokio::time::interval(DISCOVERY_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Some(wanted) = self.wanted().await else {
+                continue;
+            };
+            dialled.retain(|id, (incarnation, unwanted)| {
+                let keep = wanted
+                    .iter()
+                    .any(|w| &w.id == id && &w.incarnation == incarnation);
+                if !keep {
+                    unwanted.cancel();
+                }
+                keep
+            });
+            for target in wanted {
+                if dialled.contains_key(&target.id) {
+                    continue;
+                }
+                let unwanted = CancellationToken::new();
+                dialled.insert(
+                    target.id.clone(),
+                    (target.incarnation.clone(), unwanted.clone()),
+                );
+                let link = PeerLink {
+                    parts: self.parts.clone(),
+                    peers: self.peers.clone(),
+                    target,
+                };
+                tasks.spawn(link.run(unwanted, stop.clone()));
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// The registered servers this one dials; None if the registry cannot
+    /// be read now (the current links stay).
+    async fn wanted(&self) -> Option<Vec<Linked>> {
+        let me = &self.parts.hello.server_id;
+        match self.store.servers().await {
+            Ok(servers) => Some(
+                servers
+                    .into_iter()
+                    .filter(|s| s.id.as_str() > me.as_str())
+                    .map(|s| Linked {
+                        id: s.id,
+                        incarnation: s.incarnation,
+                        grpc_addr: s.grpc_addr,
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(server = %me, error = %e, "cannot read the server registry; keeping the current peer links");
+                None
+            }
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! Mesh mode's links to the other servers: one long-lived stream per pair
-//! of servers, dialled by the server with the lower id (`PeerSet`, from
-//! the server registry, re-read every `DISCOVERY_PERIOD`) and answered by
-//! the other (`peer_service`). `Peers` is the table of live peer links,
+//! of servers, dialled by the server with the lower id (`peer_link`) and
+//! answered by the other (`peer_service`). `Peers` is the table of live peer links,
 //! shared by both sides: the newest link of a peer replaces an older one
 //! (a restart, or a link the far end gave up on), whose chats in flight
 //! go out once more on the new one (the destination drops copies).
@@ -14,23 +13,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio_util::task::TaskTracker;
 
 use super::forwards::{Forwards, LinkKey};
-use super::inbound::LinkParts;
 use super::mesh::Mesh;
-use super::peer_link::PeerLink;
 use crate::link::LinkSender;
-use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
 use crate::sync::Mutex;
 use crate::watch::{Linked, Watched};
-
-/// How often the server registry is read for peers to dial: a server
-/// that joins is linked by every other within about this, plus a dial.
-pub const DISCOVERY_PERIOD: Duration = Duration::from_millis(250);
 
 struct PeerEntry {
     incarnation: String,
@@ -122,82 +111,5 @@ impl Watched for Peers {
         };
         dead.closed.cancel();
         self.forwards.link_down(dead.key).unavailable
-    }
-}
-
-/// Dials every registered server with a higher id than this one's.
-pub struct PeerSet {
-    pub parts: Arc<LinkParts>,
-    pub peers: Arc<Peers>,
-    pub store: Arc<dyn PresenceStore>,
-}
-
-impl PeerSet {
-    /// Keeps a link to each wanted peer until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
-        let tasks = TaskTracker::new();
-        // peer id -> (the incarnation dialled, cancelled once unwanted)
-        let mut dialled: HashMap<String, (String, CancellationToken)> = HashMap::new();
-        let mut tick = tokio::time::interval(DISCOVERY_PERIOD);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let Some(wanted) = self.wanted().await else {
-                continue;
-            };
-            dialled.retain(|id, (incarnation, unwanted)| {
-                let keep = wanted
-                    .iter()
-                    .any(|w| &w.id == id && &w.incarnation == incarnation);
-                if !keep {
-                    unwanted.cancel();
-                }
-                keep
-            });
-            for target in wanted {
-                if dialled.contains_key(&target.id) {
-                    continue;
-                }
-                let unwanted = CancellationToken::new();
-                dialled.insert(
-                    target.id.clone(),
-                    (target.incarnation.clone(), unwanted.clone()),
-                );
-                let link = PeerLink {
-                    parts: self.parts.clone(),
-                    peers: self.peers.clone(),
-                    target,
-                };
-                tasks.spawn(link.run(unwanted, stop.clone()));
-            }
-        }
-        tasks.close();
-        tasks.wait().await;
-    }
-
-    /// The registered servers this one dials; None if the registry cannot
-    /// be read now (the current links stay).
-    async fn wanted(&self) -> Option<Vec<Linked>> {
-        let me = &self.parts.hello.server_id;
-        match self.store.servers().await {
-            Ok(servers) => Some(
-                servers
-                    .into_iter()
-                    .filter(|s| s.id.as_str() > me.as_str())
-                    .map(|s| Linked {
-                        id: s.id,
-                        incarnation: s.incarnation,
-                        grpc_addr: s.grpc_addr,
-                    })
-                    .collect(),
-            ),
-            Err(e) => {
-                tracing::warn!(server = %me, error = %e, "cannot read the server registry; keeping the current peer links");
-                None
-            }
-        }
     }
 }
