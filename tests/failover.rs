@@ -59,7 +59,7 @@ async fn killed_server_is_purged_once_its_health_checks_fail_and_its_users_are_o
     assert_eq!(alice.chat("bob3", "after").await["code"], "offline");
     assert_eq!(alice.chat("bob0", "still here").await["event"], "ack");
     eventually(support::STEP, "the relay to log the death", || async {
-        c.relay.proc.logs().contains("server declared dead")
+        c.relay().proc.logs().contains("server declared dead")
     })
     .await;
 }
@@ -74,8 +74,8 @@ async fn relay_down_means_unavailable_across_and_local_still_works_then_heals() 
     carol.login("carol").await;
     bob.login("bob").await;
 
-    let relay_port = c.relay.port;
-    c.relay.proc.kill9();
+    let relay_port = c.relay().port;
+    c.relay_mut().proc.kill9();
     // The servers notice the dropped stream; then chats fail fast.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -101,7 +101,7 @@ async fn relay_down_means_unavailable_across_and_local_still_works_then_heals() 
     // Users stay present while only the relay is gone.
     assert_eq!(c.redis.user_server("bob").await.as_deref(), Some("b"));
 
-    c.relay = Relay::start_on(&c.redis, relay_port).await;
+    c.relay = Some(Relay::start_on(&c.redis, relay_port).await);
     wait_routable(&c.a, &c.b).await;
     assert_eq!(alice.chat("bob", "healed").await["event"], "ack");
     assert_eq!(bob.expect_event("message").await["content"], "healed");
@@ -130,7 +130,7 @@ async fn sigterm_drains_a_server_and_exits_zero() {
         "{off}"
     );
 
-    let status = c.relay.proc.terminate(Duration::from_secs(10)).await;
+    let status = c.relay_mut().proc.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "relay exit status {status}");
 }
 
@@ -142,7 +142,7 @@ async fn restart_under_the_same_id_clears_the_previous_incarnation() {
     c.b.proc.kill9();
     // Restart at once, before the relay can declare the old one dead
     // (its client port opens before it has purged its earlier lives).
-    c.b = Server::start("b", &c.relay.url(), &c.redis).await;
+    c.b = Server::start("b", &c.relay().url(), &c.redis).await;
     eventually(
         support::STEP,
         "the restarted server to purge its previous incarnation",
@@ -162,10 +162,10 @@ async fn a_starting_relay_purges_servers_that_died_while_it_was_down() {
     let mut c = Cluster::start().await;
     let mut bob = c.b.client().await;
     bob.login("bob").await;
-    c.relay.proc.kill9();
+    c.relay_mut().proc.kill9();
     c.b.proc.kill9();
     assert_eq!(c.redis.user_server("bob").await.as_deref(), Some("b"));
-    c.relay = Relay::start(&c.redis).await;
+    c.relay = Some(Relay::start(&c.redis).await);
     // Its first round of checks runs at once.
     eventually(
         purge_bound(HEALTH_INTERVAL, HEALTH_FAILURES),
@@ -183,9 +183,9 @@ async fn a_dropped_link_is_not_death() {
     let mut c = Cluster::start().await;
     let mut bob = c.b.client().await;
     bob.login("bob").await;
-    let port = c.relay.port;
-    c.relay.proc.kill9();
-    c.relay = Relay::start_on(&c.redis, port).await;
+    let port = c.relay().port;
+    c.relay_mut().proc.kill9();
+    c.relay = Some(Relay::start_on(&c.redis, port).await);
     wait_routable(&c.a, &c.b).await;
     // Over more than the relay's patience, nobody is declared dead.
     support::holds_for(
@@ -197,7 +197,7 @@ async fn a_dropped_link_is_not_death() {
     let mut alice = c.a.client().await;
     alice.login("alice").await;
     assert_eq!(alice.chat("bob", "still linked").await["event"], "ack");
-    assert!(!c.relay.proc.logs().contains("declared dead"));
+    assert!(!c.relay().proc.logs().contains("declared dead"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,15 +145,15 @@ async fn relay_stops_mid_run_then_comes_back(stop: RelayStop) {
     );
     load.ready().await;
 
-    let port = c.relay.port;
+    let port = c.relay().port;
     match stop {
-        RelayStop::Kill9 => c.relay.proc.kill9(),
+        RelayStop::Kill9 => c.relay_mut().proc.kill9(),
         RelayStop::Sigterm => {
-            let status = c.relay.proc.terminate(RELAY_STOP + SLACK).await;
+            let status = c.relay_mut().proc.terminate(RELAY_STOP + SLACK).await;
             assert!(status.success(), "relay exit status {status}");
         }
     }
-    c.relay = Relay::start_on(&c.redis, port).await;
+    c.relay = Some(Relay::start_on(&c.redis, port).await);
 
     let (s, exited_ok) = load.finish(started).await;
     load.assert_sound(&s, exited_ok);

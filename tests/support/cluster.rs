@@ -289,10 +289,33 @@ impl ClientPort for AttachedServer {
     }
 }
 
-/// Redis, a relay and message servers `a` and `b`, linked.
+/// How the servers of a `Cluster` reach each other: through a relay, or
+/// (`SWITCHBOARD_TEST_MODE=mesh`) over mesh links, no relay. CI runs the
+/// cross-server test files both ways (`scripts/test.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Relay,
+    Mesh,
+}
+
+impl Mode {
+    /// The mode the test run asks for (`SWITCHBOARD_TEST_MODE`: `relay`,
+    /// the default, or `mesh`).
+    pub fn of_run() -> Mode {
+        match std::env::var("SWITCHBOARD_TEST_MODE").as_deref() {
+            Ok("mesh") => Mode::Mesh,
+            Ok("relay") | Err(_) => Mode::Relay,
+            Ok(other) => panic!("SWITCHBOARD_TEST_MODE must be relay or mesh, not {other:?}"),
+        }
+    }
+}
+
+/// Redis, message servers `a` and `b`, linked: through a relay, or in
+/// mesh mode to each other (`Mode::of_run`).
 pub struct Cluster {
     pub redis: Redis,
-    pub relay: Relay,
+    /// None in mesh mode.
+    pub relay: Option<Relay>,
     pub a: Server,
     pub b: Server,
 }
@@ -310,14 +333,56 @@ impl Cluster {
         Self::start_with(ClusterOpts::default()).await
     }
 
+    /// `opts.relay` applies in relay mode only.
     pub async fn start_with(opts: ClusterOpts) -> Cluster {
         let redis = Redis::start().await;
-        let relay = Relay::start_with(&redis, free_port(), opts.relay).await;
-        let a = Server::start_with("a", &relay.url(), &redis, opts.a).await;
-        let b = Server::start_with("b", &relay.url(), &redis, opts.b).await;
-        let cluster = Cluster { redis, relay, a, b };
+        let cluster = match Mode::of_run() {
+            Mode::Relay => {
+                let relay = Relay::start_with(&redis, free_port(), opts.relay).await;
+                let a = Server::start_with("a", &relay.url(), &redis, opts.a).await;
+                let b = Server::start_with("b", &relay.url(), &redis, opts.b).await;
+                Cluster {
+                    redis,
+                    relay: Some(relay),
+                    a,
+                    b,
+                }
+            }
+            Mode::Mesh => {
+                let a = Server::start_mesh("a", &redis, opts.a).await;
+                let b = Server::start_mesh("b", &redis, opts.b).await;
+                Cluster {
+                    redis,
+                    relay: None,
+                    a,
+                    b,
+                }
+            }
+        };
         wait_routable(&cluster.a, &cluster.b).await;
         cluster
+    }
+
+    /// The relay: for tests of the relay itself, which run in relay mode
+    /// only.
+    pub fn relay(&self) -> &Relay {
+        self.relay
+            .as_ref()
+            .expect("a relay-mode test (no relay in mesh mode)")
+    }
+
+    pub fn relay_mut(&mut self) -> &mut Relay {
+        self.relay
+            .as_mut()
+            .expect("a relay-mode test (no relay in mesh mode)")
+    }
+
+    /// Starts another server `id` linked like `a` and `b`.
+    pub async fn start_server(&self, id: &str, opts: ServerOpts) -> Server {
+        match &self.relay {
+            Some(relay) => Server::start_with(id, &relay.url(), &self.redis, opts).await,
+            None => Server::start_mesh(id, &self.redis, opts).await,
+        }
     }
 }
 
