@@ -279,3 +279,84 @@ async fn a_mesh_server_serves_health_reflection_the_peer_service_and_admin() {
         "from the operator"
     );
 }
+
+fn hello(server_id: &str) -> Value {
+    json!({"hello": {"serverId": server_id, "incarnation": "impostor", "grpcAddr": "127.0.0.1:1"}})
+}
+
+/// Peer links need the link token; a peer links only as a server with a
+/// lower id (one stream per pair) and may only send chats it minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_links_need_the_token_and_a_peer_speaks_only_for_itself() {
+    let redis = Redis::start().await;
+    let metrics = free_port();
+    let opts = |extra: &[&str]| ServerOpts {
+        extra: ["--link-token", "a-link-token-of-32-bytes-or-so!!"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect(),
+        ..Default::default()
+    };
+    let s1 = Server::start_mesh("s1", &redis, opts(&[])).await;
+    let metrics_flag = format!("127.0.0.1:{metrics}");
+    let s2 = Server::start_mesh("s2", &redis, opts(&["--metrics-listen", &metrics_flag])).await;
+    wait_routable(&s1, &s2).await;
+    let addr = format!("127.0.0.1:{}", s2.grpc_port);
+    let method = "switchboard.v1.Peer/Link";
+
+    let mut anonymous = support::LinkCall::open_method(&addr, method, &[]);
+    anonymous.send(hello("s0"));
+    anonymous.finish();
+    eventually(STEP, "the call without a token refused", || async {
+        anonymous.output().contains("Unauthenticated")
+    })
+    .await;
+
+    let token = ["authorization: Bearer a-link-token-of-32-bytes-or-so!!"];
+    let mut higher = support::LinkCall::open_method(&addr, method, &token);
+    higher.send(hello("s9"));
+    higher.finish();
+    eventually(STEP, "a link from a higher id refused", || async {
+        higher.output().contains("dialled by the lower id")
+    })
+    .await;
+
+    // Linked as s0, it sends a chat in s1's name: dropped, not delivered.
+    let mut bob = s2.client().await;
+    bob.login("bob").await;
+    let mut liar = support::LinkCall::open_method(&addr, method, &token);
+    liar.send(hello("s0"));
+    let forged = json!({"batch": {"envelopes": [{"forward": {"message": {
+        "id": "s1.x.1", "from": "alice", "to": "bob", "content": "forged"}}}]}});
+    liar.send(forged);
+    let dropped = r#"switchboard_relay_dropped_total{kind="forward"}"#;
+    eventually(STEP, "the forged forward dropped", || async {
+        sample(&scrape(metrics).await, dropped) == 1.0
+    })
+    .await;
+    assert_eq!(bob.try_recv(Duration::from_millis(300)).await, None);
+}
+
+/// With mutual TLS, a certificate that names a server links as that
+/// server only, to peers as to relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_naming_a_server_links_to_peers_as_that_server_only() {
+    let pki = support::Pki::new();
+    let identity = "spiffe://cluster.local/ns/test/switchboard-server/m1";
+    pki.issue("m1", &["localhost", "127.0.0.1"], &[identity]);
+    let redis = Redis::start().await;
+    let metrics = free_port();
+    let with = |cert: &str, extra: &[String]| ServerOpts {
+        extra: pki.flags(cert).into_iter().chain(extra.to_vec()).collect(),
+        ..Default::default()
+    };
+    let metrics_flag = vec!["--metrics-listen".into(), format!("127.0.0.1:{metrics}")];
+    let m2 = Server::start_mesh("m2", &redis, with("node", &metrics_flag)).await;
+    let m1 = Server::start_mesh("m1", &redis, with("m1", &[])).await;
+    // m0 dials m1 and m2 with m1's certificate: refused by both.
+    let m0 = Server::start_mesh("m0", &redis, with("m1", &[])).await;
+    wait_routable(&m1, &m2).await;
+    m0.proc.wait_log("cannot link as").await;
+    assert_eq!(links(metrics).await, 1.0, "m2 linked to m1 only");
+}
