@@ -56,6 +56,34 @@ pub fn check_identity(vouched: &[String], server_id: &str) -> Result<(), tonic::
     )))
 }
 
+/// How long a link's caller may take to send its `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads the first frame of a link a server opened: its `hello`, with a
+/// valid server id and an incarnation.
+pub async fn read_hello(
+    inbound: &mut tonic::Streaming<crate::pb::ServerFrame>,
+) -> Result<crate::pb::Hello, tonic::Status> {
+    use crate::pb::{ServerFrame, server_frame};
+    let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no hello within 5 s"))??;
+    let Some(ServerFrame {
+        kind: Some(server_frame::Kind::Hello(hello)),
+    }) = first
+    else {
+        return Err(tonic::Status::invalid_argument(
+            "the first frame of a link must be hello",
+        ));
+    };
+    if !crate::names::is_valid_name(&hello.server_id) || hello.incarnation.is_empty() {
+        return Err(tonic::Status::invalid_argument(
+            "hello needs a valid server_id and an incarnation",
+        ));
+    }
+    Ok(hello)
+}
+
 /// Opens the channel of a link to `url`, with the link's HTTP/2 settings.
 pub async fn dial(url: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Channel> {
     Ok(crate::tls::endpoint(url, tls)?

@@ -37,7 +37,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::grpc::incarnation_service;
 use crate::metrics::Metrics;
 use crate::presence::PresenceStore;
-use crate::shutdown::CancellationToken;
+use crate::shutdown::{CancellationToken, Ticker};
 use crate::sync::Mutex;
 
 /// Rounds between two sweeps of orphaned indexes (a SCAN of the keyspace).
@@ -132,8 +132,7 @@ pub async fn run(
     opts: WatchOptions,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(opts.cfg.health_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new(opts.cfg.health_interval);
     let mut watcher = Watcher {
         node,
         store,
@@ -143,11 +142,7 @@ pub async fn run(
         rounds: 0,
         sweep_due: false,
     };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    while ticker.tick(&shutdown).await {
         watcher.round().await;
     }
 }

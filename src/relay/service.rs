@@ -10,7 +10,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use tonic::service::Interceptor;
@@ -21,14 +20,13 @@ use super::identity::RelayIdentity;
 use super::links::Link;
 use super::router::Router;
 use crate::grpc::link_guard;
-use crate::link::{LinkReceiver, MAX_LINK_FRAME, batches, check_identity, queue, vouched_ids};
-use crate::names::is_valid_name;
+use crate::link::{
+    LinkReceiver, MAX_LINK_FRAME, batches, check_identity, queue, read_hello, vouched_ids,
+};
 use crate::pb::envelope::Kind;
 use crate::pb::relay_server::{Relay, RelayServer};
 use crate::pb::{Drain, RelayFrame, ServerFrame, Welcome, relay_frame, server_frame};
 use crate::shutdown::CancellationToken;
-
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct RelayService {
@@ -113,22 +111,7 @@ impl Relay for RelayService {
     ) -> Result<Response<Self::LinkStream>, Status> {
         let vouched = vouched_ids(&request)?;
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no hello within 5 s"))??;
-        let Some(ServerFrame {
-            kind: Some(server_frame::Kind::Hello(hello)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument(
-                "the first frame of a link must be hello",
-            ));
-        };
-        if !is_valid_name(&hello.server_id) || hello.incarnation.is_empty() {
-            return Err(Status::invalid_argument(
-                "hello needs a valid server_id and an incarnation",
-            ));
-        }
+        let hello = read_hello(&mut inbound).await?;
         if let Err(refused) = check_identity(&vouched, &hello.server_id) {
             self.router.metrics.refused_identity.inc();
             return Err(refused);

@@ -26,6 +26,7 @@ mod connection;
 mod control;
 mod dedupe;
 mod delivery;
+mod dial;
 mod drain;
 mod forwards;
 mod identity;

@@ -11,25 +11,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio_util::task::TaskTracker;
 
+use super::dial::{Ended, Target, keep_up, opening};
 use super::inbound::{Inbound, LinkParts};
 use super::peers::Peers;
-use crate::grpc::Bearer;
-use crate::link::{MAX_LINK_FRAME, batches, dial, queue};
+use crate::link::{MAX_LINK_FRAME, dial};
 use crate::pb::peer_client::PeerClient;
-use crate::pb::{self, relay_frame, server_frame};
+use crate::pb::{self, relay_frame};
 use crate::presence::PresenceStore;
-use crate::shutdown::CancellationToken;
+use crate::shutdown::{CancellationToken, Ticker};
 use crate::watch::Linked;
 
 /// How often the server registry is read for peers to dial: a server
 /// that joins is linked by every other within about this, plus a dial.
 pub const DISCOVERY_PERIOD: Duration = Duration::from_millis(250);
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct PeerLink {
@@ -43,50 +40,20 @@ impl PeerLink {
     /// Keeps the link up until `stop`, or until `unwanted` (the peer left
     /// the registry, or restarted) while it is down.
     pub async fn run(self, unwanted: CancellationToken, stop: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
-        let mut was_up = true; // log the first failure
-        let me = &self.parts.hello.server_id;
-        while !stop.is_cancelled() && !unwanted.is_cancelled() {
-            match self.link_once(&stop).await {
-                Ok(()) => {
-                    backoff = BACKOFF_MIN;
-                    was_up = true;
-                }
-                Err(e) => {
-                    let peer = &self.target.id;
-                    if was_up {
-                        tracing::warn!(server = %me, %peer, error = %format_args!("{e:#}"), "cannot link to the peer; retrying with backoff");
-                    } else {
-                        tracing::debug!(server = %me, %peer, error = %format_args!("{e:#}"), "peer still unreachable");
-                    }
-                    was_up = false;
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = unwanted.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
+        let target = Target {
+            server: &self.parts.hello.server_id,
+            far: "peer",
+            addr: &self.target.grpc_addr,
+        };
+        keep_up(|| self.link_once(&stop), target, unwanted, stop.clone()).await;
     }
 
     /// One life of the link.
-    async fn link_once(&self, stop: &CancellationToken) -> anyhow::Result<()> {
+    async fn link_once(&self, stop: &CancellationToken) -> anyhow::Result<Ended> {
         let parts = &self.parts;
         let target = &self.target;
         let channel = dial(&target.grpc_addr, parts.relay.tls.as_ref()).await?;
-        let (tx, rx) = queue(parts.queue_bytes);
-        let first = pb::ServerFrame {
-            kind: Some(server_frame::Kind::Hello(parts.hello.clone())),
-        };
-        let rest = batches(rx).map(|b| pb::ServerFrame {
-            kind: Some(server_frame::Kind::Batch(b)),
-        });
-        let mut request = tonic::Request::new(futures::stream::once(async { first }).chain(rest));
-        if let Some(token) = &parts.relay.link_token {
-            Bearer::attach(&mut request, token)?;
-        }
+        let (tx, request) = opening(parts)?;
         let mut inbound = PeerClient::new(channel)
             .max_decoding_message_size(MAX_LINK_FRAME)
             .link(request)
@@ -118,7 +85,7 @@ impl PeerLink {
         };
         reader.read(&mut inbound, batch_of, stop, &closed).await;
         self.peers.down(&target.id, key);
-        Ok(())
+        Ok(Ended::Down)
     }
 }
 
@@ -142,13 +109,8 @@ impl PeerSet {
         let tasks = TaskTracker::new();
         // peer id -> (the incarnation dialled, cancelled once unwanted)
         let mut dialled: HashMap<String, (String, CancellationToken)> = HashMap::new();
-        let mut tick = tokio::time::interval(DISCOVERY_PERIOD);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
+        let mut ticker = Ticker::new(DISCOVERY_PERIOD);
+        while ticker.tick(&stop).await {
             let Some(wanted) = self.wanted().await else {
                 continue;
             };

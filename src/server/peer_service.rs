@@ -11,7 +11,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tonic::service::Interceptor;
@@ -21,14 +20,11 @@ use tonic::{Request, Response, Status, Streaming};
 use super::inbound::{Inbound, LinkParts};
 use super::peers::Peers;
 use crate::grpc::link_guard;
-use crate::link::{MAX_LINK_FRAME, batches, check_identity, queue, vouched_ids};
-use crate::names::is_valid_name;
+use crate::link::{MAX_LINK_FRAME, batches, check_identity, queue, read_hello, vouched_ids};
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::{self, RelayFrame, ServerFrame, relay_frame, server_frame};
 use crate::shutdown::CancellationToken;
 use crate::watch::Linked;
-
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct PeerService {
@@ -55,11 +51,6 @@ impl PeerService {
     /// Checks a peer's hello: who it says it is, against its certificate.
     fn check_hello(&self, vouched: &[String], hello: &pb::Hello) -> Result<(), Status> {
         let me = &self.parts.hello.server_id;
-        if !is_valid_name(&hello.server_id) || hello.incarnation.is_empty() {
-            return Err(Status::invalid_argument(
-                "hello needs a valid server_id and an incarnation",
-            ));
-        }
         if hello.server_id.as_str() >= me.as_str() {
             return Err(Status::invalid_argument(format!(
                 "one link per pair of servers, dialled by the lower id: {me} does not take a link from {}",
@@ -89,17 +80,7 @@ impl Peer for PeerService {
         }
         let vouched = vouched_ids(&request)?;
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no hello within 5 s"))??;
-        let Some(ServerFrame {
-            kind: Some(server_frame::Kind::Hello(hello)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument(
-                "the first frame of a link must be hello",
-            ));
-        };
+        let hello = read_hello(&mut inbound).await?;
         self.check_hello(&vouched, &hello)?;
         let peer = Linked {
             id: hello.server_id,

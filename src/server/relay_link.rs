@@ -11,27 +11,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-
+use super::dial::{Ended, Target, keep_up, opening};
 use super::forwards::LinkKey;
 use super::inbound::{Inbound, LinkParts};
-use crate::grpc::Bearer;
-use crate::link::{LinkSender, MAX_LINK_FRAME, batches, dial, queue};
+use crate::link::{LinkSender, MAX_LINK_FRAME, dial};
 use crate::pb::relay_client::RelayClient;
-use crate::pb::{self, relay_frame, server_frame};
+use crate::pb::{self, relay_frame};
 use crate::shutdown::CancellationToken;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How one life of a link ended.
-enum Ended {
-    /// It was up, then went down.
-    Down,
-    /// The relay it reached is linked already by another address.
-    Alias,
-}
 
 /// The link to the relay at `target`.
 pub struct RelayLink {
@@ -43,52 +31,19 @@ impl RelayLink {
     /// Keeps the link up until `stop`, or until `unwanted` (the relay left
     /// the set) while it is down.
     pub async fn run(self, unwanted: CancellationToken, stop: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
-        let mut was_up = true; // log the first failure
-        let id = &self.parts.hello.server_id;
-        while !stop.is_cancelled() && !unwanted.is_cancelled() {
-            match self.link_once(&stop).await {
-                Ok(Ended::Down) => {
-                    backoff = BACKOFF_MIN;
-                    was_up = true;
-                }
-                Ok(Ended::Alias) => {
-                    tracing::info!(server = %id, target = %self.target, "this address reaches a relay linked already; not linking it twice");
-                    return;
-                }
-                Err(e) => {
-                    if was_up {
-                        tracing::warn!(server = %id, relay = %self.target, error = %format_args!("{e:#}"), "cannot reach the relay; retrying with backoff");
-                    } else {
-                        tracing::debug!(server = %id, error = %format_args!("{e:#}"), "relay still unreachable");
-                    }
-                    was_up = false;
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = unwanted.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
+        let target = Target {
+            server: &self.parts.hello.server_id,
+            far: "relay",
+            addr: &self.target,
+        };
+        keep_up(|| self.link_once(&stop), target, unwanted, stop.clone()).await;
     }
 
     /// One life of the link.
     async fn link_once(&self, stop: &CancellationToken) -> anyhow::Result<Ended> {
         let parts = &self.parts;
         let channel = dial(&self.target, parts.relay.tls.as_ref()).await?;
-        let (tx, rx) = queue(parts.queue_bytes);
-        let first = pb::ServerFrame {
-            kind: Some(server_frame::Kind::Hello(parts.hello.clone())),
-        };
-        let rest = batches(rx).map(|b| pb::ServerFrame {
-            kind: Some(server_frame::Kind::Batch(b)),
-        });
-        let mut request = tonic::Request::new(futures::stream::once(async { first }).chain(rest));
-        if let Some(token) = &parts.relay.link_token {
-            Bearer::attach(&mut request, token)?;
-        }
+        let (tx, request) = opening(parts)?;
         let mut inbound = RelayClient::new(channel)
             .max_decoding_message_size(MAX_LINK_FRAME)
             .link(request)
