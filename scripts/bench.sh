@@ -15,6 +15,9 @@
 #                               # relays, throughput through one vs two
 #                               # (also part of every other run); prints
 #                               # the figures, writes no report
+#   scripts/bench.sh --mesh     # only: relay vs mesh mode at 2, 4 and 8
+#                               # servers (2 and 4 with --quick), same
+#                               # run; prints the figures, writes no report
 #   scripts/bench.sh --redis-engines  # only: one Redis vs a 3-master Redis
 #                               # Cluster in the same run (logins/s,
 #                               # cross-server msgs/s, Redis operations per
@@ -33,6 +36,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
 MODE=default
 RELAYS_ONLY=0
+MESH_ONLY=0
 ENGINES=0
 RUNS=""
 BUILD=1
@@ -46,6 +50,7 @@ while [ $# -gt 0 ]; do
         --quick) MODE=quick ;;
         --full) MODE=full ;;
         --relays) RELAYS_ONLY=1; REPORT=0 ;;
+        --mesh) MESH_ONLY=1; REPORT=0 ;;
         --redis-engines) ENGINES=1 ;;
         --runs) RUNS="$2"; shift ;;
         --no-build) BUILD=0 ;;
@@ -55,7 +60,7 @@ while [ $# -gt 0 ]; do
         --bin)
             [ -d "${2:-}" ] || { echo "bench: --bin needs a directory" >&2; exit 2; }
             BIN="$(cd "$2" && pwd)"; BUILD=0; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -318,6 +323,12 @@ if [ "$RELAYS_ONLY" = 1 ]; then
     relays_bench
     exit 0
 fi
+# shellcheck source=scripts/bench_mesh.sh
+source "$ROOT/scripts/bench_mesh.sh"
+if [ "$MESH_ONLY" = 1 ]; then
+    mesh_bench
+    exit 0
+fi
 start_relay
 start_server s1
 start_server s2
@@ -435,6 +446,7 @@ for ((i = 1; i <= RELINK_RUNS; i++)); do
 done
 
 relays_bench
+mesh_bench
 
 ELAPSED=$((SECONDS - T0))
 log "measurements done in ${ELAPSED} s"
