@@ -1,7 +1,8 @@
 # Relay vs mesh mode; sourced by bench.sh (it uses bench.sh's process
 # helpers, PID table and record), never run alone.
 #
-# mesh_nN / meshrelay_nN: N servers (2, 4; 8 unless --quick) either all
+# mesh_nN / meshrelay_nN: N servers (2, 4; 8 unless --quick;
+#   SWITCHBOARD_MESH_SIZES="2 4 8" to choose) either all
 #   linked to one relay or linked to each other (--mesh, no relay), with
 #   the same load: N generators in a ring (server k's senders chat to
 #   server k+1's recipients; with 2 servers, one generator s1 -> s2),
@@ -125,8 +126,9 @@ PY
 }
 
 mesh_bench() {
-    local sizes=(2 4 8) n i
-    [ "$MODE" = quick ] && sizes=(2 4)
+    local sizes n i default="2 4 8"
+    [ "$MODE" = quick ] && default="2 4"
+    read -r -a sizes <<<"${SWITCHBOARD_MESH_SIZES:-$default}"
     mb_redis
     for n in "${sizes[@]}"; do
         log "relay vs mesh with $n servers (P=50 split over a ring of generators, W=32, 64 B)"
