@@ -360,3 +360,23 @@ async fn a_certificate_naming_a_server_links_to_peers_as_that_server_only() {
     m0.proc.wait_log("cannot link as").await;
     assert_eq!(links(metrics).await, 1.0, "m2 linked to m1 only");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_conflicts_with_relay_flags() {
+    for flag in [
+        ["--relay", "http://127.0.0.1:9600"],
+        ["--discover-relays", ""],
+    ] {
+        let mut args = vec!["--id", "x", "--mesh", flag[0]];
+        if !flag[1].is_empty() {
+            args.push(flag[1]);
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-server"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+}
