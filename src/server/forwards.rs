@@ -288,7 +288,7 @@ impl Forwards {
             self.resolve(id, Status::Offline);
             return None;
         }
-        entry.dest.clone()
+        Some(entry.dest.clone().unwrap_or_default())
     }
 
     /// Mesh mode: sends `forward` (answered NOT_HERE once) to `dest`, its
@@ -567,5 +567,77 @@ pub async fn expire_loop(forwards: Arc<Forwards>, shutdown: CancellationToken) {
         if expired > 0 {
             tracing::warn!(server = %forwards.origin, expired, "forwards timed out: answered unavailable");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> pb::ChatMessage {
+        pb::ChatMessage {
+            id: id.into(),
+            to: "bob".into(),
+            ..Default::default()
+        }
+    }
+
+    fn operator() -> (Waiter, oneshot::Receiver<Status>) {
+        let (tx, rx) = oneshot::channel();
+        (Waiter::Operator(tx), rx)
+    }
+
+    fn forwards() -> Forwards {
+        Forwards::new("a".into(), Duration::from_secs(5), 1 << 20, Metrics::new())
+    }
+
+    #[test]
+    fn a_mesh_outcome_counts_only_on_the_link_its_chat_left_by() {
+        let f = forwards();
+        let (to_b, _rx_b) = crate::link::queue(1 << 20);
+        let (to_c, _rx_c) = crate::link::queue(1 << 20);
+        let b = f.link_up("b", to_b).unwrap();
+        let c = f.link_up("c", to_c).unwrap();
+        let (waiter, mut rx) = operator();
+        f.forward(message("a.i.1"), waiter, Some("b"));
+        f.resolve_from("a.i.1", Status::Delivered, c);
+        assert!(rx.try_recv().is_err(), "c never carried it");
+        f.resolve_from("a.i.1", Status::Delivered, b);
+        assert_eq!(rx.try_recv(), Ok(Status::Delivered));
+    }
+
+    #[test]
+    fn a_second_not_here_is_offline() {
+        let f = forwards();
+        let (to_b, _rx_b) = crate::link::queue(1 << 20);
+        let (to_c, _rx_c) = crate::link::queue(1 << 20);
+        let b = f.link_up("b", to_b).unwrap();
+        let c = f.link_up("c", to_c).unwrap();
+        let (waiter, mut rx) = operator();
+        f.forward(message("a.i.2"), waiter, Some("b"));
+        assert_eq!(f.not_here("a.i.2", b).as_deref(), Some("b"));
+        let forward = pb::Forward {
+            message: Some(message("a.i.2")),
+            ..Default::default()
+        };
+        f.reroute("a.i.2", forward, "c");
+        assert_eq!(f.not_here("a.i.2", c), None);
+        assert_eq!(rx.try_recv(), Ok(Status::Offline));
+    }
+
+    #[test]
+    fn a_replaced_peer_link_hands_its_chats_to_the_new_one() {
+        let f = forwards();
+        let (old, _rx_old) = crate::link::queue(1 << 20);
+        let old_key = f.link_up("b", old).unwrap();
+        let (waiter, mut rx) = operator();
+        f.forward(message("a.i.3"), waiter, Some("b"));
+        let (new, _rx_new) = crate::link::queue(1 << 20);
+        let (new_key, replaced) = f.link_replacing("b", new);
+        assert_eq!(replaced, Some(old_key));
+        let failover = f.link_down(old_key);
+        assert_eq!((failover.resent, failover.unavailable), (1, 0));
+        f.resolve_from("a.i.3", Status::Delivered, new_key);
+        assert_eq!(rx.try_recv(), Ok(Status::Delivered));
     }
 }
