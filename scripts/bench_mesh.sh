@@ -1,7 +1,7 @@
 # Relay vs mesh mode; sourced by bench.sh (it uses bench.sh's process
 # helpers, PID table and record), never run alone.
 #
-# mesh_nN / meshrelay_nN: N servers (2, 4; 8 unless --quick;
+# scale_mesh_nN / scale_relay_nN: N servers (2, 4; 8 unless --quick;
 #   SWITCHBOARD_MESH_SIZES="2 4 8" to choose) either all
 #   linked to one relay or linked to each other (--mesh, no relay), with
 #   the same load: N generators in a ring (server k's senders chat to
@@ -134,10 +134,10 @@ mesh_bench() {
         log "relay vs mesh with $n servers (P=50 split over a ring of generators, W=32, 64 B)"
         for ((i = 1; i <= RUNS; i++)); do
             mb_cluster "r$n" relay "$n"
-            mb_measure "meshrelay_n$n" "$i" "r$n" "$n"
+            mb_measure "scale_relay_n$n" "$i" "r$n" "$n"
             mb_stop_cluster "r$n" "$n"
             mb_cluster "m$n" mesh "$n"
-            mb_measure "mesh_n$n" "$i" "m$n" "$n"
+            mb_measure "scale_mesh_n$n" "$i" "m$n" "$n"
             mb_stop_cluster "m$n" "$n"
         done
     done
