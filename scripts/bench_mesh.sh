@@ -11,9 +11,11 @@
 #   median of theirs and the worst. The two clusters of one size run
 #   one after the other in each run (their own Redis, so a mesh never
 #   sees the relay cluster's servers), so the ratio comes from one run
-#   on one machine. CPU: user+system seconds of every switchboard
-#   process (servers, and the relay) per 1,000 messages.
+#   on one machine. CPU: user+system time of every switchboard process
+#   (servers, and the relay) per 1,000 messages under load, and its share
+#   of one core over MB_IDLE_SECS idle seconds before the load.
 
+MB_IDLE_SECS=3
 MB_REDIS_PORT="$(free_port)"
 MB_REDIS_URL="redis://127.0.0.1:$MB_REDIS_PORT"
 
@@ -87,7 +89,12 @@ mb_measure() { # key run prefix N
     local key="$1" run="$2" prefix="$3" n="$4" k gens pairs outs=() pids=()
     gens=$(( n == 2 ? 1 : n ))
     pairs=$(( 50 / gens ))
-    local cpu0
+    # What the cluster costs doing nothing: heartbeats, registry reads,
+    # health checks (a mesh: every server checks every other).
+    local idle0 idle1 cpu0
+    idle0="$(mb_cpu "$prefix" "$n")"
+    sleep "$MB_IDLE_SECS"
+    idle1="$(mb_cpu "$prefix" "$n")"
     cpu0="$(mb_cpu "$prefix" "$n")"
     for ((k = 1; k <= gens; k++)); do
         local a="PORT_$prefix$k" b="PORT_$prefix$((k % n + 1))"
@@ -100,9 +107,10 @@ mb_measure() { # key run prefix N
     local cpu1
     cpu1="$(mb_cpu "$prefix" "$n")"
     local json
-    json="$(python3 - "$n" "$cpu0" "$cpu1" "${outs[@]}" <<'PY'
+    json="$(python3 - "$n" "$cpu0" "$cpu1" "$idle0" "$idle1" "$MB_IDLE_SECS" "${outs[@]}" <<'PY'
 import json, statistics, sys
-n, cpu0, cpu1, files = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+n, cpu0, cpu1 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+idle0, idle1, idle_secs, files = float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7:]
 rs = []
 for f in files:
     try:
@@ -118,6 +126,7 @@ print(json.dumps({
     "e2e_p99_ms": max(r.get("e2e_p99_ms", 0) for r in rs),
     "ack_p50_ms": statistics.median(r.get("ack_p50_ms", 0) for r in rs),
     "cpu_ms_per_1k": round((cpu1 - cpu0) * 1e6 / max(sent, 1), 1),
+    "idle_cpu_pct": round((idle1 - idle0) * 100 / idle_secs, 2),
     "sent": sent, "ok": ok}))
 PY
 )"
