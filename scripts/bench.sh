@@ -172,11 +172,12 @@ REDIS_PORT="$(free_port)"
 RELAY_PORT="$(free_port)"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 
-start_redis() {
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        >"$WORK/redis.log" 2>&1 &
-    PID[redis]=$!
-    wait_port "$REDIS_PORT" redis
+start_redis() { # [port name]: the main Redis unless given
+    local port="${1:-$REDIS_PORT}" name="${2:-redis}"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        >"$WORK/$name.log" 2>&1 &
+    PID[$name]=$!
+    wait_port "$port" "$name"
 }
 
 start_relay() {

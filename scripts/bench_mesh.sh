@@ -19,13 +19,6 @@ MB_IDLE_SECS=3
 MB_REDIS_PORT="$(free_port)"
 MB_REDIS_URL="redis://127.0.0.1:$MB_REDIS_PORT"
 
-mb_redis() {
-    redis-server --port "$MB_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        >"$WORK/mb-redis.log" 2>&1 &
-    PID[mbredis]=$!
-    wait_port "$MB_REDIS_PORT" mbredis
-}
-
 mb_server() { # name links... -> PORT_<name>
     local name="$1" port grpc
     shift
@@ -138,7 +131,7 @@ mesh_bench() {
     local sizes n i default="2 4 8"
     [ "$MODE" = quick ] && default="2 4"
     read -r -a sizes <<<"${SWITCHBOARD_MESH_SIZES:-$default}"
-    mb_redis
+    start_redis "$MB_REDIS_PORT" mbredis
     for n in "${sizes[@]}"; do
         log "relay vs mesh with $n servers (P=50 split over a ring of generators, W=32, 64 B)"
         for ((i = 1; i <= RUNS; i++)); do

@@ -591,13 +591,23 @@ mod tests {
         Forwards::new("a".into(), Duration::from_secs(5), 1 << 20, Metrics::new())
     }
 
+    /// Server a's forwards with peer links to b and c (their queues kept
+    /// open).
+    fn linked_to_b_and_c() -> (Forwards, [LinkKey; 2], Vec<crate::link::LinkReceiver>) {
+        let f = forwards();
+        let mut queues = Vec::new();
+        let mut keys = [0; 2];
+        for (i, peer) in ["b", "c"].into_iter().enumerate() {
+            let (tx, rx) = crate::link::queue(1 << 20);
+            keys[i] = f.link_up(peer, tx).unwrap();
+            queues.push(rx);
+        }
+        (f, keys, queues)
+    }
+
     #[test]
     fn a_mesh_outcome_counts_only_on_the_link_its_chat_left_by() {
-        let f = forwards();
-        let (to_b, _rx_b) = crate::link::queue(1 << 20);
-        let (to_c, _rx_c) = crate::link::queue(1 << 20);
-        let b = f.link_up("b", to_b).unwrap();
-        let c = f.link_up("c", to_c).unwrap();
+        let (f, [b, c], _queues) = linked_to_b_and_c();
         let (waiter, mut rx) = operator();
         f.forward(message("a.i.1"), waiter, Some("b"));
         f.resolve_from("a.i.1", Status::Delivered, c);
@@ -608,11 +618,7 @@ mod tests {
 
     #[test]
     fn a_second_not_here_is_offline() {
-        let f = forwards();
-        let (to_b, _rx_b) = crate::link::queue(1 << 20);
-        let (to_c, _rx_c) = crate::link::queue(1 << 20);
-        let b = f.link_up("b", to_b).unwrap();
-        let c = f.link_up("c", to_c).unwrap();
+        let (f, [b, c], _queues) = linked_to_b_and_c();
         let (waiter, mut rx) = operator();
         f.forward(message("a.i.2"), waiter, Some("b"));
         assert_eq!(f.not_here("a.i.2", b).as_deref(), Some("b"));
