@@ -17,6 +17,6 @@ SWITCHBOARD_TEST_MODE=mesh cargo test --locked \
   --test chat --test acks --test telnet --test drain --test limits \
   --test logins_race --test redis_restart \
   -- --test-threads "${SWITCHBOARD_TEST_THREADS:-4}"
-SWITCHBOARD_TEST_MODE=mesh cargo test --locked --test failover \
+SWITCHBOARD_TEST_MODE=mesh cargo test --locked --test failover --test resilience \
   -- --test-threads "${SWITCHBOARD_TEST_THREADS:-4}" \
-  killed_server_is_purged sigterm_drains restart_under_the_same_id
+  killed_server_is_purged sigterm_drains restart_under_the_same_id kill9_of_a_server_mid_run

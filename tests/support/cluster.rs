@@ -187,6 +187,19 @@ impl Server {
         Self::spawn_linked(id, links, redis_url, opts)
     }
 
+    /// A server linked to `relay`, or without one in mesh mode.
+    pub async fn start_linked(
+        id: &str,
+        relay: Option<&Relay>,
+        redis: &impl RedisUrl,
+        opts: ServerOpts,
+    ) -> Server {
+        match relay {
+            Some(relay) => Server::start_with(id, &relay.url(), redis, opts).await,
+            None => Server::start_mesh(id, redis, opts).await,
+        }
+    }
+
     /// A mesh-mode server (`--mesh`: no relay; it links to the other
     /// registered servers and health-checks them with `HEALTH_INTERVAL`
     /// and `HEALTH_FAILURES` unless `opts` says otherwise).
@@ -299,6 +312,14 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// A relay if the run is in relay mode; None in mesh mode.
+    pub async fn relay(redis: &impl RedisUrl) -> Option<Relay> {
+        match Mode::of_run() {
+            Mode::Relay => Some(Relay::start(redis).await),
+            Mode::Mesh => None,
+        }
+    }
+
     /// The mode the test run asks for (`SWITCHBOARD_TEST_MODE`: `relay`,
     /// the default, or `mesh`).
     pub fn of_run() -> Mode {
@@ -379,10 +400,7 @@ impl Cluster {
 
     /// Starts another server `id` linked like `a` and `b`.
     pub async fn start_server(&self, id: &str, opts: ServerOpts) -> Server {
-        match &self.relay {
-            Some(relay) => Server::start_with(id, &relay.url(), &self.redis, opts).await,
-            None => Server::start_mesh(id, &self.redis, opts).await,
-        }
+        Server::start_linked(id, self.relay.as_ref(), &self.redis, opts).await
     }
 }
 
