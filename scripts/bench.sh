@@ -19,6 +19,9 @@
 #                               # and drained msgs/s per login (mailboxes of
 #                               # 1,000); also part of every full run;
 #                               # prints the figures, writes no report
+#   scripts/bench.sh --mesh     # only: relay vs mesh mode at 2, 4 and 8
+#                               # servers (2 and 4 with --quick), same
+#                               # run; prints the figures, writes no report
 #   scripts/bench.sh --redis-engines  # only: one Redis vs a 3-master Redis
 #                               # Cluster in the same run (logins/s,
 #                               # cross-server msgs/s, Redis operations per
@@ -43,6 +46,7 @@ BIN="$ROOT/target/release"
 MODE=default
 RELAYS_ONLY=0
 MAILBOX_ONLY=0
+MESH_ONLY=0
 ENGINES=0
 NATS_ONLY=0
 RUNS=""
@@ -58,6 +62,7 @@ while [ $# -gt 0 ]; do
         --full) MODE=full ;;
         --relays) RELAYS_ONLY=1; REPORT=0 ;;
         --mailbox) MAILBOX_ONLY=1; REPORT=0 ;;
+        --mesh) MESH_ONLY=1; REPORT=0 ;;
         --redis-engines) ENGINES=1 ;;
         --nats) NATS_ONLY=1; REPORT=0 ;;
         --runs) RUNS="$2"; shift ;;
@@ -68,7 +73,7 @@ while [ $# -gt 0 ]; do
         --bin)
             [ -d "${2:-}" ] || { echo "bench: --bin needs a directory" >&2; exit 2; }
             BIN="$(cd "$2" && pwd)"; BUILD=0; shift ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "bench: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -180,11 +185,12 @@ REDIS_PORT="$(free_port)"
 RELAY_PORT="$(free_port)"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 
-start_redis() {
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        >"$WORK/redis.log" 2>&1 &
-    PID[redis]=$!
-    wait_port "$REDIS_PORT" redis
+start_redis() { # [port name]: the main Redis unless given
+    local port="${1:-$REDIS_PORT}" name="${2:-redis}"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        >"$WORK/$name.log" 2>&1 &
+    PID[$name]=$!
+    wait_port "$port" "$name"
 }
 
 start_relay() {
@@ -342,6 +348,12 @@ if [ "$MAILBOX_ONLY" = 1 ]; then
     mailbox_bench
     exit 0
 fi
+# shellcheck source=scripts/bench_mesh.sh
+source "$ROOT/scripts/bench_mesh.sh"
+if [ "$MESH_ONLY" = 1 ]; then
+    mesh_bench
+    exit 0
+fi
 start_relay
 start_server s1
 start_server s2
@@ -467,6 +479,7 @@ done
 
 relays_bench
 mailbox_bench
+mesh_bench
 
 ELAPSED=$((SECONDS - T0))
 log "measurements done in ${ELAPSED} s"

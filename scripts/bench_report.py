@@ -569,6 +569,7 @@ def main():
         p(f"| seconds from login to the last stored message | {fmt(med(mb, 'drain_secs_p50'), 3)} "
           f"| {runs_list(mb, 'drain_secs_p50', 3)} | |")
         p("")
+    mesh_table(get, p)
 
     # ---------------------------------------------------------------- notes
     # Hand-written analysis (profiles, what stands in the way of the
@@ -610,6 +611,32 @@ def main():
       "Everything else is at its default.")
     with open(a.out, "w") as f:
         f.write("\n".join(L) + "\n")
+
+
+def mesh_table(get, p):
+    """Relay vs mesh mode at each cluster size measured (scale_* keys of
+    scripts/bench_mesh.sh)."""
+    sizes = sorted({int(k.rsplit("_n", 1)[1]) for k in (f"scale_relay_n{n}" for n in range(2, 65)) if get(k)})
+    if not sizes:
+        return
+    p("## Relay or mesh")
+    p("")
+    p("N servers linked through one relay, or to each other (`--mesh`), one cluster after the other "
+      "in each run; P=50 pairs split over a ring of generators, W=32, 64 B. CPU: every switchboard "
+      "process's user + system time per message; idle: share of one core with no traffic.")
+    p("")
+    p("| servers | mode | msgs/s (median) | e2e p50 ms | e2e p99 ms | CPU µs/msg | idle % core | ok | msgs/s, every run |")
+    p("|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        for mode in ("relay", "mesh"):
+            r = get(f"scale_{mode}_n{n}")
+            if not r:
+                continue
+            p(f"| {n} | {mode} | {fmt(med(r, 'msgs_per_sec'))} | {fmt(med(r, 'e2e_p50_ms'), 3)} "
+              f"| {fmt(med(r, 'e2e_p99_ms'), 3)} | {fmt(med(r, 'cpu_ms_per_1k'), 3)} "
+              f"| {fmt(med(r, 'idle_cpu_pct'), 3)} | {'yes' if all_ok(r) else '**NO**'} "
+              f"| {runs_list(r, 'msgs_per_sec')} |")
+    p("")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,11 @@
 #      several relays: 2 by default, RollingUpdate with maxUnavailable 0,
 #      minReadySeconds, PDB minAvailable 1, anti-affinity by hostname, each
 #      announced by pod name and pod IP, a grace period covering its drain,
-#      servers that discover them (--discover-relays);
+#      servers that discover them (--discover-relays); mesh mode
+#      (helm/tests/mesh.yaml): no relay Deployment, Service or PDB, servers
+#      with SWITCHBOARD_MESH and the health flags, server gRPC reachable from
+#      the other servers only (and the test pod), the test pod checking the
+#      servers only;
 #   3b. NOTES.txt rendered (helm install --dry-run=client, offline) for the
 #      defaults, tls.yaml and auth-off.yaml: token / Admin / TLS instructions;
 #   4. every helm/tests/bad/*.yaml must be REJECTED by values.schema.json, by
@@ -210,6 +214,8 @@ DEFAULT_TOLERATIONS = {"operations"}
 IPV6 = {"ipv6"}
 # Sets with a single relay (no relay PDB, no anti-affinity).
 ONE_RELAY = {"one-relay"}
+# Sets in mesh mode: no relay at all; servers linked to each other.
+MESH = {"mesh"}
 
 def env_of(c):
     return {e["name"]: e.get("value") for e in c.get("env", [])}
@@ -250,6 +256,10 @@ def check_operations(name, ds):
     listen = "[::]:9501" if name in IPV6 else "0.0.0.0:9501"
     if env.get("SWITCHBOARD_LISTEN") != listen:
         errors.append("%s: SWITCHBOARD_LISTEN %r, want %r" % (name, env.get("SWITCHBOARD_LISTEN"), listen))
+    check_bundled_redis(name, workloads.get("sb-switchboard-redis"))
+    check_test_pod(name, ds)
+    if name in MESH:
+        return check_mesh(name, ds, env)
     relay = workloads["sb-switchboard-relay"]
     tolerations = {t.get("key"): t.get("tolerationSeconds") for t in relay["spec"]["template"]["spec"].get("tolerations", [])}
     want = {} if name in DEFAULT_TOLERATIONS else {"node.kubernetes.io/unreachable": 30, "node.kubernetes.io/not-ready": 30}
@@ -262,8 +272,19 @@ def check_operations(name, ds):
         if d["kind"] == "Service" and d["metadata"]["name"] == "sb-switchboard-relay" and d["spec"]["type"] != "ClusterIP":
             errors.append("%s: the relay Service is %s, not ClusterIP" % (name, d["spec"]["type"]))
     check_relays(name, ds, relay, env)
-    check_bundled_redis(name, workloads.get("sb-switchboard-redis"))
-    check_test_pod(name, ds)
+
+def check_mesh(name, ds, server_env):
+    """Mesh mode: no relay Deployment, Service or PDB; servers in mesh
+    mode (not discovering relays) with the health-check flags."""
+    relay_parts = [where(d) for d in ds if d["metadata"]["name"] == "sb-switchboard-relay"
+                   and d["kind"] in ("Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor")]
+    if relay_parts:
+        errors.append("%s: mesh mode renders relay parts: %s" % (name, relay_parts))
+    if server_env.get("SWITCHBOARD_MESH") != "true" or "SWITCHBOARD_DISCOVER_RELAYS" in server_env \
+            or "SWITCHBOARD_RELAY" in server_env:
+        errors.append("%s: servers not in mesh mode: %s" % (name, server_env))
+    if server_env.get("SWITCHBOARD_HEALTH_INTERVAL_MS") != "1000" or server_env.get("SWITCHBOARD_HEALTH_FAILURES") != "3":
+        errors.append("%s: mesh servers without the health-check flags" % name)
 
 def check_relays(name, ds, relay, server_env):
     """Several active relays: a rollout that never takes the last relay
@@ -342,8 +363,10 @@ def check_test_pod(name, ds):
         errors.append("%s: test pod is not a helm test hook that runs once" % name)
     if c.get("command") != ["/usr/local/bin/switchboard-check"]:
         errors.append("%s: test pod runs %s" % (name, c.get("command")))
+    health = "sb-switchboard-server-headless:9601" if name in MESH else \
+        "sb-switchboard-relay:9600,sb-switchboard-server-headless:9601"
     if env.get("SWITCHBOARD_CHECK_CLIENT") != "sb-switchboard-client:9501" or \
-            env.get("SWITCHBOARD_CHECK_HEALTH") != "sb-switchboard-relay:9600,sb-switchboard-server-headless:9601":
+            env.get("SWITCHBOARD_CHECK_HEALTH") != health:
         errors.append("%s: test pod checks %s / %s" % (name, env.get("SWITCHBOARD_CHECK_CLIENT"), env.get("SWITCHBOARD_CHECK_HEALTH")))
     sc = c.get("securityContext", {})
     if not (sc.get("readOnlyRootFilesystem") is True and sc.get("runAsNonRoot") is True
@@ -510,12 +533,15 @@ def check_secrets(name, ds):
 
 def check_network_policies(name, ds):
     """On unless turned off: the relay's gRPC port only from servers, the
-    servers' gRPC port only from the relay, the bundled Redis only from
-    both; only client and metrics ports may be open to every peer."""
+    servers' gRPC port only from the relay (mesh: only from the other
+    servers), the bundled Redis only from both; only client and metrics
+    ports may be open to every peer."""
     pols = {d["metadata"]["name"]: d for d in ds if d["kind"] == "NetworkPolicy"}
     bundled = any(d["metadata"]["name"] == "sb-switchboard-redis" for d in ds if d["kind"] == "Deployment")
+    mesh = name in MESH
     want = set() if name in NETPOL_OFF else \
-        {"sb-switchboard-relay", "sb-switchboard-server"} | ({"sb-switchboard-redis"} if bundled else set())
+        ({"sb-switchboard-server"} if mesh else {"sb-switchboard-relay", "sb-switchboard-server"}) \
+        | ({"sb-switchboard-redis"} if bundled else set())
     if set(pols) != want:
         errors.append("%s: NetworkPolicies %s, want %s" % (name, sorted(pols), sorted(want)))
     def sources(pol, port):
@@ -530,8 +556,8 @@ def check_network_policies(name, ds):
         return sorted(peers, key=str)
     test = [] if name in TESTS_OFF else ["test"]
     only = {"sb-switchboard-relay": (9600, sorted(["server"] + test)),
-            "sb-switchboard-server": (9601, sorted(["relay"] + test)),
-            "sb-switchboard-redis": (6379, ["relay", "server"])}
+            "sb-switchboard-server": (9601, sorted(["server" if mesh else "relay"] + test)),
+            "sb-switchboard-redis": (6379, ["server"] if mesh else ["relay", "server"])}
     open_ports = {9501, 9090}
     for pname, pol in pols.items():
         if pol["spec"].get("policyTypes") != ["Ingress"]:
@@ -546,7 +572,7 @@ def check_network_policies(name, ds):
                 errors.append("%s: NetworkPolicy %s opens %s to everyone" % (name, pname, sorted(ports)))
 
 sets = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(tmp, "*.yaml")))
-for want in ["defaults", "auth-off", "tls"] + sorted(EXISTING) + sorted(REDIS_CA) + sorted(NETPOL_OFF) + sorted(PER_POD):
+for want in ["defaults", "auth-off", "tls"] + sorted(MESH) + sorted(EXISTING) + sorted(REDIS_CA) + sorted(NETPOL_OFF) + sorted(PER_POD):
     if want not in sets:
         errors.append("no rendered set %s (helm/tests/%s.yaml missing?)" % (want, want))
 for name in sets:

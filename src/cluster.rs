@@ -1,5 +1,6 @@
 //! The one-command local cluster: a relay and message servers in one
-//! process, for trying switchboard with telnet in a minute.
+//! process (or, `--mesh`, message servers linked to each other and no
+//! relay), for trying switchboard with telnet in a minute.
 //!
 //! Presence lives in Redis when `--redis-url` is given, else in the
 //! embedded in-process store (same trait, same rules), so it runs on a
@@ -21,14 +22,15 @@ use crate::{relay, server};
 
 /// A local cluster, its ports bound by the build step.
 pub struct Options {
-    pub relay_listener: TcpListener,
+    /// The relay's gRPC port; None: mesh mode (no relay).
+    pub relay_listener: Option<TcpListener>,
     /// (client port, gRPC port) of each message server, in order.
     pub servers: Vec<(TcpListener, TcpListener)>,
     pub limits: server::Limits,
     pub health: relay::HealthWatch,
     pub auth: Option<Authenticator>,
-    /// The relay's link token, shared by the in-process servers only: no
-    /// other process can link to this relay as one of them.
+    /// The link token, shared by the in-process nodes only: no other
+    /// process can link to this relay, or to these servers, as one of them.
     pub link_token: String,
     /// Bytes of forwards each link's outbound queue may hold.
     pub link_queue_bytes: usize,
@@ -43,26 +45,32 @@ pub async fn run(
     store: Arc<dyn PresenceStore>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let relay_addr = opts.relay_listener.local_addr()?;
     let mut nodes = tokio::task::JoinSet::new();
-    nodes.spawn(relay::run(
-        relay::Options {
-            id: "relay".into(),
-            advertise_grpc: relay_addr.to_string(),
-            heartbeat: opts.limits.heartbeat,
-            drain_timeout: opts.limits.drain_timeout,
-            grpc: Serving::plain(opts.relay_listener),
-            client_tls: None,
-            metrics_listener: None,
-            health: opts.health,
-            admin_token: None,
-            link_queue_bytes: opts.link_queue_bytes,
-            link_token: Some(opts.link_token.clone()),
-            lookup_budget: opts.limits.lookup_budget,
-        },
-        store.clone(),
-        shutdown.clone(),
-    ));
+    let relay_addr = match opts.relay_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            nodes.spawn(relay::run(
+                relay::Options {
+                    id: "relay".into(),
+                    advertise_grpc: addr.to_string(),
+                    heartbeat: opts.limits.heartbeat,
+                    drain_timeout: opts.limits.drain_timeout,
+                    grpc: Serving::plain(listener),
+                    client_tls: None,
+                    metrics_listener: None,
+                    health: opts.health.clone(),
+                    admin_token: None,
+                    link_queue_bytes: opts.link_queue_bytes,
+                    link_token: Some(opts.link_token.clone()),
+                    lookup_budget: opts.limits.lookup_budget,
+                },
+                store.clone(),
+                shutdown.clone(),
+            ));
+            Some(addr)
+        }
+        None => None,
+    };
     let mut banner = Vec::new();
     for (i, (client_listener, grpc_listener)) in opts.servers.into_iter().enumerate() {
         let id = format!("server-{}", i + 1);
@@ -81,11 +89,12 @@ pub async fn run(
             advertise_grpc: grpc_addr.to_string(),
             link_queue_bytes: opts.link_queue_bytes,
             relay: server::RelayEndpoint {
-                urls: vec![format!("http://{relay_addr}")],
+                urls: relay_addr.iter().map(|a| format!("http://{a}")).collect(),
                 discover: false,
                 tls: None,
                 link_token: Some(opts.link_token.clone()),
             },
+            mesh: relay_addr.is_none().then(|| opts.health.clone()),
             limits: opts.limits.clone(),
             metrics_listener: None,
             auth: opts.auth.clone(),
@@ -94,7 +103,11 @@ pub async fn run(
         };
         nodes.spawn(server::run(server, store.clone(), shutdown.clone()));
     }
-    print_banner(opts.presence, &relay_addr.to_string(), &banner);
+    let links = match relay_addr {
+        Some(addr) => format!("relay gRPC {addr}"),
+        None => "mesh: servers linked to each other, no relay".to_owned(),
+    };
+    print_banner(opts.presence, &links, &banner);
 
     let mut result = Ok(());
     while let Some(joined) = nodes.join_next().await {
@@ -108,8 +121,8 @@ pub async fn run(
     result
 }
 
-fn print_banner(presence: &str, relay_addr: &str, servers: &[String]) {
-    println!("switchboard local cluster is up (presence: {presence}; relay gRPC {relay_addr})");
+fn print_banner(presence: &str, links: &str, servers: &[String]) {
+    println!("switchboard local cluster is up (presence: {presence}; {links})");
     for line in servers {
         println!("{line}");
     }

@@ -295,6 +295,32 @@ impl Bearer {
     }
 }
 
+/// The check in front of a link service (`Relay.Link`, `Peer.Link`):
+/// with a link token, a call without it is refused UNAUTHENTICATED before
+/// its first frame is read, and counted in `refused`.
+pub fn link_guard(
+    link_token: Option<String>,
+    refused: prometheus::IntCounter,
+) -> impl tonic::service::Interceptor + Clone {
+    if link_token.is_none() {
+        tracing::warn!(
+            "no link token: anyone who reaches this gRPC port can link as any server (set --link-token or --link-token-file)"
+        );
+    }
+    let bearer = Bearer::new(
+        link_token,
+        "linking needs the header 'authorization: Bearer <link token>' (--link-token)",
+    );
+    move |request: Request<()>| match bearer.check(&request) {
+        Ok(()) => Ok(request),
+        Err(status) => {
+            refused.inc();
+            tracing::warn!(peer = ?request.remote_addr(), "link refused: no or a wrong link token");
+            Err(status)
+        }
+    }
+}
+
 /// Compares without an early exit, so timing does not reveal a secret.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -41,8 +41,10 @@ mod grpc;
 mod link;
 mod metrics;
 mod outcome;
+mod routes;
 mod sync;
 mod tls;
+mod watch;
 
 /// Generated protobuf types and gRPC stubs (`proto/switchboard/v1`).
 mod pb {

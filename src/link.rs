@@ -2,7 +2,8 @@
 //! bidirectional gRPC stream whose frames carry batches of envelopes, the
 //! outbound queue that feeds it (bounded in bytes), the HTTP/2 settings
 //! that keep it fast and notice a dead peer, and how the dialing side
-//! opens its channel. Names no tier.
+//! opens its channel, and who may speak for a server on it. Names no
+//! tier.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,56 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Largest link frame either side accepts: one batch plus one envelope of
 /// the largest line a server accepts (`--max-line-bytes` stays below it).
 pub const MAX_LINK_FRAME: usize = 64 << 20;
+
+/// The server ids the caller's certificate names; empty without a client
+/// certificate or without a server identity in it.
+pub fn vouched_ids<T>(request: &tonic::Request<T>) -> Result<Vec<String>, tonic::Status> {
+    let Some(chain) = request.peer_certs() else {
+        return Ok(Vec::new());
+    };
+    crate::tls::server_ids(&chain).map_err(|e| tonic::Status::permission_denied(e.to_string()))
+}
+
+/// Refuses a hello for another server than the one the caller's
+/// certificate names, if it names one: nobody speaks for another server.
+pub fn check_identity(vouched: &[String], server_id: &str) -> Result<(), tonic::Status> {
+    if vouched.is_empty() || vouched.iter().any(|id| id == server_id) {
+        return Ok(());
+    }
+    tracing::warn!(hello = %server_id, certificate = ?vouched, "link refused: its certificate names another server");
+    Err(tonic::Status::permission_denied(format!(
+        "this certificate identifies server {}; it cannot link as {server_id:?}",
+        vouched.join(", ")
+    )))
+}
+
+/// How long a link's caller may take to send its `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads the first frame of a link a server opened: its `hello`, with a
+/// valid server id and an incarnation.
+pub async fn read_hello(
+    inbound: &mut tonic::Streaming<crate::pb::ServerFrame>,
+) -> Result<crate::pb::Hello, tonic::Status> {
+    use crate::pb::{ServerFrame, server_frame};
+    let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no hello within 5 s"))??;
+    let Some(ServerFrame {
+        kind: Some(server_frame::Kind::Hello(hello)),
+    }) = first
+    else {
+        return Err(tonic::Status::invalid_argument(
+            "the first frame of a link must be hello",
+        ));
+    };
+    if !crate::names::is_valid_name(&hello.server_id) || hello.incarnation.is_empty() {
+        return Err(tonic::Status::invalid_argument(
+            "hello needs a valid server_id and an incarnation",
+        ));
+    }
+    Ok(hello)
+}
 
 /// Opens the channel of a link to `url`, with the link's HTTP/2 settings.
 pub async fn dial(url: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Channel> {

@@ -6,6 +6,26 @@
 
 pub use tokio_util::sync::CancellationToken;
 
+/// A periodic task's clock: ticks every `period`, the first at once, a
+/// late tick delayed rather than bunched, until the task is stopped.
+pub struct Ticker(tokio::time::Interval);
+
+impl Ticker {
+    pub fn new(period: std::time::Duration) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self(interval)
+    }
+
+    /// Waits for the next tick; false once `stop` is cancelled.
+    pub async fn tick(&mut self, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = self.0.tick() => true,
+        }
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {
     #[cfg(unix)]

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{
-    Cluster, ClusterOpts, STEP, Server, ServerOpts, free_port, patient_relay, sample, scrape,
-    wait_routable,
+    Cluster, ClusterOpts, STEP, ServerOpts, free_port, patient_relay, sample, scrape, wait_routable,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +82,7 @@ async fn not_here_reroutes_a_cached_route_to_the_recipients_new_server() {
         ..Default::default()
     })
     .await;
-    let third = Server::start("c", &c.relay.url(), &c.redis).await;
+    let third = c.start_server("c", ServerOpts::default()).await;
     wait_routable(&c.a, &third).await;
     let mut alice = c.a.client().await;
     let mut bob = c.b.client().await;

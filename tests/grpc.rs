@@ -14,7 +14,7 @@ async fn grpcurl_lists_services_and_gets_serving_from_both_binaries() {
     let (ok, version) = grpcurl(&["-version"]);
     assert!(ok && version.contains("1.8"), "{version}");
 
-    let (ok, relay_list) = grpcurl(&["-plaintext", &addr(c.relay.port), "list"]);
+    let (ok, relay_list) = grpcurl(&["-plaintext", &addr(c.relay().port), "list"]);
     assert!(ok, "{relay_list}");
     for service in [
         "grpc.health.v1.Health",
@@ -38,7 +38,7 @@ async fn grpcurl_lists_services_and_gets_serving_from_both_binaries() {
         "servers do not serve Relay:\n{server_list}"
     );
 
-    for port in [c.relay.port, c.a.grpc_port, c.b.grpc_port] {
+    for port in [c.relay().port, c.a.grpc_port, c.b.grpc_port] {
         let (ok, out) = grpcurl(&["-plaintext", &addr(port), "grpc.health.v1.Health/Check"]);
         assert!(ok, "{out}");
         assert!(out.contains("\"status\": \"SERVING\""), "{out}");
@@ -47,14 +47,14 @@ async fn grpcurl_lists_services_and_gets_serving_from_both_binaries() {
         "-plaintext",
         "-d",
         r#"{"service":"switchboard.v1.Relay"}"#,
-        &addr(c.relay.port),
+        &addr(c.relay().port),
         "grpc.health.v1.Health/Check",
     ]);
     assert!(ok && out.contains("SERVING"), "{out}");
 
     let (ok, out) = grpcurl(&[
         "-plaintext",
-        &addr(c.relay.port),
+        &addr(c.relay().port),
         "describe",
         "switchboard.v1.Relay",
     ]);
@@ -65,7 +65,7 @@ async fn grpcurl_lists_services_and_gets_serving_from_both_binaries() {
     );
     let (ok, out) = grpcurl(&[
         "-plaintext",
-        &addr(c.relay.port),
+        &addr(c.relay().port),
         "describe",
         "switchboard.v1.Forward",
     ]);

@@ -172,9 +172,9 @@ async fn lame_duck_then_kicks_spread_over_the_drain_window() {
             .await;
     assert!(status.success(), "exit status {status}");
     assert!(
-        !c.relay.proc.logs().contains("declared dead"),
+        !c.relay().proc.logs().contains("declared dead"),
         "the relay took the draining server for dead:\n{}",
-        c.relay.proc.logs()
+        c.relay().proc.logs()
     );
     for name in ["u0", "u399", "late0"] {
         assert_eq!(c.redis.user_server(name).await.as_deref(), Some("b"));

@@ -1,5 +1,6 @@
 //! The README's first command: `switchboard` runs a relay and two servers
-//! in one process with the embedded presence store; Ctrl-C stops it.
+//! in one process with the embedded presence store (or, `--mesh`, two
+//! servers linked to each other and no relay); Ctrl-C stops it.
 mod support;
 
 use std::time::Duration;
@@ -8,8 +9,17 @@ use support::{Client, Proc, STEP, free_port, port_open};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_command_cluster_chats_across_its_two_servers_and_stops_on_sigint() {
+    one_command_cluster(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_mesh_cluster_chats_across_its_two_servers_without_a_relay() {
+    one_command_cluster(true).await;
+}
+
+async fn one_command_cluster(mesh: bool) {
     let (p1, p2, relay) = (free_port(), free_port(), free_port());
-    let args = [
+    let mut args = vec![
         "--ports".to_string(),
         format!("{p1},{p2}"),
         "--relay-port".into(),
@@ -17,6 +27,9 @@ async fn one_command_cluster_chats_across_its_two_servers_and_stops_on_sigint() 
         "--grpc-ports".into(),
         format!("{},{}", free_port(), free_port()),
     ];
+    if mesh {
+        args.push("--mesh".into());
+    }
     let mut cluster = Proc::spawn("switchboard", env!("CARGO_BIN_EXE_switchboard"), &args, &[]);
     cluster.wait_logged(STEP, "local cluster is up").await;
     cluster
@@ -39,6 +52,7 @@ async fn one_command_cluster_chats_across_its_two_servers_and_stops_on_sigint() 
         bob.expect_event("message").await["content"],
         "hello from 9501"
     );
+    assert_eq!(port_open(relay).await, !mesh, "a relay only without --mesh");
 
     cluster.signal("INT");
     let exit = cluster.wait_exit(Duration::from_secs(10)).await;

@@ -7,7 +7,7 @@ mod support;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
-use support::{Client, Cluster, Server, wait_routable};
+use support::{Client, Cluster, ServerOpts, wait_routable};
 
 /// Connections per server logging in at once, and rounds of the race.
 const PER_SERVER: usize = 4;
@@ -16,7 +16,7 @@ const ROUNDS: usize = 5;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_logins_of_one_name_across_servers_leave_exactly_one_session() {
     let c = Cluster::start().await;
-    let third = Server::start("c", &c.relay.url(), &c.redis).await;
+    let third = c.start_server("c", ServerOpts::default()).await;
     wait_routable(&c.a, &third).await;
     wait_routable(&c.b, &third).await;
     let servers = [&c.a, &c.b, &third];

@@ -210,7 +210,7 @@ async fn beyond_the_cap_chats_get_mailbox_full_and_operators_can_clear() {
     assert_eq!(support::sample(&text, stored_outcomes), 4.0);
 
     // The relay has no mailbox: it says so.
-    let (ok, out) = admin_call(c.relay.port, "ClearMailbox", "erin");
+    let (ok, out) = admin_call(c.relay().port, "ClearMailbox", "erin");
     assert!(!ok && out.contains("FailedPrecondition"), "{out}");
 }
 
@@ -405,7 +405,7 @@ async fn a_restart_mid_drain_loses_nothing() {
     first.expect_event("login").await;
     assert_eq!(first.expect_event("message").await["id"], json!(all[0]));
     c.b.proc.kill9();
-    let relay = c.relay.url();
+    let relay = c.relay().url();
     c.b = Server::start_with("b", &relay, &c.redis, mailbox_opts(&[])).await;
 
     // What was not removed comes again, in order: here all of it (the

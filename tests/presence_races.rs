@@ -90,7 +90,7 @@ async fn a_dead_server_behind_a_reused_address_is_still_declared_dead() {
         extra: vec!["--grpc-listen".into(), format!("127.0.0.1:{grpc_port}")],
         ..Default::default()
     };
-    let _c = Server::start_with("c", &c.relay.url(), &c.redis, opts).await;
+    let _c = c.start_server("c", opts).await;
     eventually(
         Duration::from_secs(6),
         "dead b's users purged although its address answers",
@@ -171,13 +171,13 @@ async fn index_keys_of_an_incarnation_nobody_knows_are_swept() {
     bob.login("bob").await;
     // b dies while no relay runs, and its registry entry is gone too (a
     // purge that stopped after its first step): its index is an orphan.
-    c.relay.proc.kill9();
+    c.relay_mut().proc.kill9();
     c.b.proc.kill9();
     redis_cmd(&c.redis, &["DEL", &support::server_key("b")]).await;
     redis_cmd(&c.redis, &["SREM", support::SERVERS_KEY, "b"]).await;
     assert_eq!(c.redis.user_server("bob").await.as_deref(), Some("b"));
 
-    c.relay = Relay::start(&c.redis).await;
+    c.relay = Some(Relay::start(&c.redis).await);
     eventually(
         Duration::from_secs(6),
         "the orphaned entries to be swept",

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use support::load::{Load, Traffic, count as n, millis as ms, no_hang_ms};
 use support::{
-    Cluster, HEALTH_FAILURES, HEALTH_INTERVAL, Redis, Relay, SLACK, Server, eventually,
-    purge_bound, wait_routable,
+    Cluster, HEALTH_FAILURES, HEALTH_INTERVAL, Mode, Redis, Relay, SLACK, Server, ServerOpts,
+    eventually, purge_bound, wait_routable,
 };
 
 /// 10 senders, 150 chats per second each: 1500 msgs/s per generator,
@@ -31,10 +31,12 @@ const TRAFFIC: Traffic = Traffic {
 async fn kill9_of_a_server_mid_run_fails_its_chats_cleanly_and_survivors_keep_going() {
     support::load_binary(); // may compile it: before any clock starts
     let redis = Redis::start().await;
-    let relay = Relay::start(&redis).await;
-    let a = Server::start("a", &relay.url(), &redis).await;
-    let mut b = Server::start("b", &relay.url(), &redis).await;
-    let c = Server::start("c", &relay.url(), &redis).await;
+    // Through a relay, or meshed (SWITCHBOARD_TEST_MODE=mesh).
+    let relay = Mode::relay(&redis).await;
+    let start = |id| Server::start_linked(id, relay.as_ref(), &redis, ServerOpts::default());
+    let a = start("a").await;
+    let mut b = start("b").await;
+    let c = start("c").await;
     wait_routable(&a, &b).await;
     wait_routable(&a, &c).await;
 
@@ -145,15 +147,15 @@ async fn relay_stops_mid_run_then_comes_back(stop: RelayStop) {
     );
     load.ready().await;
 
-    let port = c.relay.port;
+    let port = c.relay().port;
     match stop {
-        RelayStop::Kill9 => c.relay.proc.kill9(),
+        RelayStop::Kill9 => c.relay_mut().proc.kill9(),
         RelayStop::Sigterm => {
-            let status = c.relay.proc.terminate(RELAY_STOP + SLACK).await;
+            let status = c.relay_mut().proc.terminate(RELAY_STOP + SLACK).await;
             assert!(status.success(), "relay exit status {status}");
         }
     }
-    c.relay = Relay::start_on(&c.redis, port).await;
+    c.relay = Some(Relay::start_on(&c.redis, port).await);
 
     let (s, exited_ok) = load.finish(started).await;
     load.assert_sound(&s, exited_ok);

@@ -36,7 +36,8 @@ pub struct ClusterArgs {
     )]
     pub ports: Vec<u16>,
 
-    /// gRPC port of the relay.
+    /// gRPC port of the relay (none with --mesh; the servers' gRPC ports
+    /// still count from it).
     #[arg(long, env = "SWITCHBOARD_RELAY_PORT", default_value_t = 9600)]
     pub relay_port: u16,
 
@@ -44,6 +45,11 @@ pub struct ClusterArgs {
     /// [default: the relay port + 1, + 2, ...].
     #[arg(long, env = "SWITCHBOARD_GRPC_PORTS", value_delimiter = ',')]
     pub grpc_ports: Vec<u16>,
+
+    /// Mesh mode: no relay; the servers link to each other, send chats
+    /// straight to the recipient's server and health-check each other.
+    #[arg(long, env = "SWITCHBOARD_MESH")]
+    pub mesh: bool,
 
     #[command(flatten)]
     pub limits: LimitFlags,
@@ -99,7 +105,10 @@ impl ClusterArgs {
             servers.push((bind(at(*port)).await?, bind(at(grpc_port)).await?));
         }
         let options = Options {
-            relay_listener: bind(at(self.relay_port)).await?,
+            relay_listener: match self.mesh {
+                true => None,
+                false => Some(bind(at(self.relay_port)).await?),
+            },
             servers,
             auth: build::authenticator(&self.auth)?,
             link_token: build::random_link_token(),

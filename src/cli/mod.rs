@@ -418,7 +418,7 @@ pub struct HealthFlags {
     pub health_failures: u64,
 }
 
-impl From<HealthFlags> for crate::relay::HealthWatch {
+impl From<HealthFlags> for crate::watch::HealthWatch {
     fn from(f: HealthFlags) -> Self {
         Self {
             health_interval: millis(f.health_interval_ms),

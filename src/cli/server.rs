@@ -7,8 +7,8 @@ use clap::Parser;
 
 use super::build::{self, advertise_host, bind, bind_opt};
 use super::{
-    AuthFlags, GrpcFlags, LimitFlags, LinkQueueFlags, LinkTokenFlags, LogFlags, MailboxFlags,
-    RedisFlags, server_id,
+    AuthFlags, GrpcFlags, HealthFlags, LimitFlags, LinkQueueFlags, LinkTokenFlags, LogFlags,
+    MailboxFlags, RedisFlags, server_id,
 };
 use crate::mailbox::{MailboxStore, RedisMailbox};
 use crate::presence::PresenceStore;
@@ -33,7 +33,8 @@ pub struct ServerArgs {
     #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "0.0.0.0:9601")]
     pub grpc_listen: SocketAddr,
 
-    /// Host (IP or DNS name) where the relay and operators reach this
+    /// Host (IP or DNS name) where the relay (or, in mesh mode, the
+    /// other servers) and operators reach this
     /// server, with the ports of --grpc-listen and --listen: an IPv6
     /// address gets its brackets (`fd00::1` -> `[fd00::1]:9601`). Under
     /// Kubernetes the pod IP (`$(POD_IP)`), IPv4 or IPv6 alike.
@@ -66,6 +67,16 @@ pub struct ServerArgs {
     /// Kubernetes: scale-up, scale-down, rolling upgrades).
     #[arg(long, env = "SWITCHBOARD_DISCOVER_RELAYS")]
     pub discover_relays: bool,
+
+    /// Mesh mode: no relay. Link to every other server in the server
+    /// registry (in Redis), one stream per pair, send chats straight to
+    /// the recipient's server, and health-check the other servers
+    /// (--health-interval-ms, --health-failures), purging dead ones.
+    #[arg(long, env = "SWITCHBOARD_MESH", conflicts_with_all = ["relay", "discover_relays"])]
+    pub mesh: bool,
+
+    #[command(flatten)]
+    pub health: HealthFlags,
 
     #[command(flatten)]
     pub redis: RedisFlags,
@@ -117,6 +128,7 @@ impl ServerArgs {
                 tls: build::client_tls(&self.grpc)?,
                 link_token: build::link_token(&self.link)?,
             },
+            mesh: self.mesh.then(|| self.health.into()),
             link_queue_bytes: self.link_queue.link_queue_bytes as usize,
             metrics_listener: bind_opt(self.metrics_listen).await?,
             auth: build::authenticator(&self.auth)?,

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use super::identity::RelayIdentity;
 use super::router::Router;
-use super::watcher::HealthBoard;
 use crate::admin::{AdminNode, ServerView};
 use crate::metrics::Metrics;
 use crate::pb::{self, Status};
+use crate::watch::HealthBoard;
 
 /// How long an operator message may wait for its outcome.
 const OPERATOR_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,7 +4,7 @@
 //! - `links`: live links and what is in flight on each;
 //! - `router`: forwards messages and outcomes between links, with a
 //!   self-correcting route cache;
-//! - `watcher`: health checks, death, purge;
+//! - `watcher`: the relay's side of the health watch (`crate::watch`);
 //! - `admin_node`: the relay as seen by the Admin API;
 //! - `registry`: this relay's entry in the relay registry;
 //! - `identity`: who this relay is;
@@ -31,7 +31,8 @@ use crate::pb::relay_server::RelayServer;
 use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
 
-pub use options::{HealthWatch, Options};
+pub use crate::watch::HealthWatch;
+pub use options::Options;
 use router::Router;
 use service::RelayService;
 
@@ -65,7 +66,7 @@ pub async fn run(
     let links_stop = CancellationToken::new();
     let grpc_stop = CancellationToken::new();
     let addr = opts.grpc.listener.local_addr()?;
-    let board = Arc::new(watcher::HealthBoard::default());
+    let board = Arc::new(crate::watch::HealthBoard::default());
     let node = admin_node::RelayNode::new(router.clone(), board.clone(), me.clone());
     let admin = AdminService::serve(Arc::new(node), store.clone(), opts.admin_token);
     let relay = RelayService::serve(
@@ -84,13 +85,15 @@ pub async fn run(
         Services::default().add(admin).add(relay),
         grpc_stop.clone(),
     ));
-    let watcher = tokio::spawn(watcher::run(
-        router.clone(),
+    let watcher = tokio::spawn(crate::watch::run(
+        Arc::new(watcher::RelayWatched(router.clone())),
         store.clone(),
-        watcher::WatchOptions {
+        crate::watch::WatchOptions {
             cfg: opts.health,
             board,
             tls: opts.client_tls,
+            metrics: metrics.clone(),
+            me: None,
         },
         stop.clone(),
     ));

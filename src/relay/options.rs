@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tonic::transport::ClientTlsConfig;
 
 use crate::grpc::Serving;
+use crate::watch::HealthWatch;
 
 pub struct Options {
     /// Stable id of this relay (the pod name under Kubernetes).
@@ -36,13 +37,4 @@ pub struct Options {
     /// Store lookups per second for one linked server's chats (route cache
     /// misses); None: unlimited.
     pub lookup_budget: Option<NonZeroU32>,
-}
-
-/// How the relay decides that a server is dead (flags of the same names).
-#[derive(Debug, Clone)]
-pub struct HealthWatch {
-    /// Period of the grpc.health.v1 checks of every known server.
-    pub health_interval: Duration,
-    /// Consecutive failed checks after which a server is declared dead.
-    pub health_failures: u64,
 }

@@ -24,43 +24,7 @@ use super::links::{Link, LinkTable};
 use crate::metrics::Metrics;
 use crate::pb::{self, Status};
 use crate::presence::PresenceStore;
-
-/// Routes kept before the cache is reset (bounds its memory).
-const ROUTE_CACHE_MAX: usize = 1_000_000;
-
-#[derive(Default)]
-struct RouteCache {
-    routes: Mutex<HashMap<String, String>>,
-}
-
-impl RouteCache {
-    fn get(&self, name: &str) -> Option<String> {
-        self.routes.lock().get(name).cloned()
-    }
-
-    fn put(&self, name: &str, server: &str) {
-        let mut routes = self.routes.lock();
-        if routes.len() >= ROUTE_CACHE_MAX {
-            routes.clear();
-        }
-        routes.insert(name.to_owned(), server.to_owned());
-    }
-
-    fn forget(&self, name: &str) {
-        self.routes.lock().remove(name);
-    }
-
-    fn forget_route(&self, name: &str, server: &str) {
-        let mut routes = self.routes.lock();
-        if routes.get(name).is_some_and(|s| s == server) {
-            routes.remove(name);
-        }
-    }
-
-    fn evict_server(&self, server: &str) {
-        self.routes.lock().retain(|_, s| s != server);
-    }
-}
+use crate::routes::RouteCache;
 
 /// The origin of messages the relay sends itself (operator messages); the
 /// colon keeps it apart from every valid server id.

@@ -10,7 +10,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use tonic::service::Interceptor;
@@ -20,15 +19,14 @@ use tonic::{Request, Response, Status, Streaming};
 use super::identity::RelayIdentity;
 use super::links::Link;
 use super::router::Router;
-use crate::grpc::Bearer;
-use crate::link::{LinkReceiver, MAX_LINK_FRAME, batches, queue};
-use crate::names::is_valid_name;
+use crate::grpc::link_guard;
+use crate::link::{
+    LinkReceiver, MAX_LINK_FRAME, batches, check_identity, queue, read_hello, vouched_ids,
+};
 use crate::pb::envelope::Kind;
 use crate::pb::relay_server::{Relay, RelayServer};
 use crate::pb::{Drain, RelayFrame, ServerFrame, Welcome, relay_frame, server_frame};
 use crate::shutdown::CancellationToken;
-
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct RelayService {
@@ -52,9 +50,7 @@ pub struct ServiceOptions {
 }
 
 impl RelayService {
-    /// The Relay service, behind a check of the link token when
-    /// `link_token` is set: a call without it is refused UNAUTHENTICATED
-    /// before its first frame is read.
+    /// The Relay service, behind the link token's check (`link_guard`).
     pub fn serve(
         router: Arc<Router>,
         opts: ServiceOptions,
@@ -66,24 +62,7 @@ impl RelayService {
             link_token,
             queue_bytes,
         } = opts;
-        if link_token.is_none() {
-            tracing::warn!(
-                "no link token: anyone who reaches this gRPC port can link as any server (set --link-token or --link-token-file)"
-            );
-        }
-        let bearer = Bearer::new(
-            link_token,
-            "linking needs the header 'authorization: Bearer <link token>' (--link-token)",
-        );
-        let refused = router.metrics.refused_token.clone();
-        let check = move |request: Request<()>| match bearer.check(&request) {
-            Ok(()) => Ok(request),
-            Err(status) => {
-                refused.inc();
-                tracing::warn!(peer = ?request.remote_addr(), "link refused: no or a wrong link token");
-                Err(status)
-            }
-        };
+        let check = link_guard(link_token, router.metrics.refused_token.clone());
         let service = RelayServer::new(Self {
             router,
             shutdown,
@@ -94,29 +73,6 @@ impl RelayService {
         .max_decoding_message_size(MAX_LINK_FRAME);
         InterceptedService::new(service, check)
     }
-
-    /// Refuses a hello for another server than the one the caller's
-    /// certificate names, if it names one.
-    fn check_identity(&self, vouched: &[String], server_id: &str) -> Result<(), Status> {
-        if vouched.is_empty() || vouched.iter().any(|id| id == server_id) {
-            return Ok(());
-        }
-        self.router.metrics.refused_identity.inc();
-        tracing::warn!(hello = %server_id, certificate = ?vouched, "link refused: its certificate names another server");
-        Err(Status::permission_denied(format!(
-            "this certificate identifies server {}; it cannot link as {server_id:?}",
-            vouched.join(", ")
-        )))
-    }
-}
-
-/// The server ids the caller's certificate names; empty without a client
-/// certificate or without a server identity in it.
-fn vouched_ids<T>(request: &Request<T>) -> Result<Vec<String>, Status> {
-    let Some(chain) = request.peer_certs() else {
-        return Ok(Vec::new());
-    };
-    crate::tls::server_ids(&chain).map_err(|e| Status::permission_denied(e.to_string()))
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<RelayFrame, Status>> + Send>>;
@@ -155,23 +111,11 @@ impl Relay for RelayService {
     ) -> Result<Response<Self::LinkStream>, Status> {
         let vouched = vouched_ids(&request)?;
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no hello within 5 s"))??;
-        let Some(ServerFrame {
-            kind: Some(server_frame::Kind::Hello(hello)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument(
-                "the first frame of a link must be hello",
-            ));
-        };
-        if !is_valid_name(&hello.server_id) || hello.incarnation.is_empty() {
-            return Err(Status::invalid_argument(
-                "hello needs a valid server_id and an incarnation",
-            ));
+        let hello = read_hello(&mut inbound).await?;
+        if let Err(refused) = check_identity(&vouched, &hello.server_id) {
+            self.router.metrics.refused_identity.inc();
+            return Err(refused);
         }
-        self.check_identity(&vouched, &hello.server_id)?;
         let (tx, rx) = queue(self.queue_bytes);
         let link = Arc::new(Link::new(hello, tx, self.router.lookup_budget));
         if let Some(old) = self.router.links.insert(link.clone()) {

@@ -1,6 +1,7 @@
 //! A message server as an Admin API node: it knows its own link and
 //! drain state, and sends operator messages as chats (delivered here or
-//! forwarded through the relay).
+//! forwarded through the relay, or in mesh mode to the recipient's
+//! server).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::delivery::deliver_local;
 use super::forwards::{Forwards, Waiter};
 use super::identity::Identity;
 use super::membership::StoreReach;
+use super::mesh::Mesh;
 use super::outbox::Receipt;
 use super::sessions::Sessions;
 use crate::admin::{AdminNode, ServerView};
@@ -22,6 +24,8 @@ pub struct ServerNode {
     pub me: Arc<Identity>,
     pub sessions: Arc<Sessions>,
     pub forwards: Arc<Forwards>,
+    /// Mesh mode's router (None: relay mode).
+    pub mesh: Option<Arc<Mesh>>,
     pub admission: Arc<Admission>,
     pub reach: Arc<StoreReach>,
     pub metrics: Arc<Metrics>,
@@ -58,8 +62,19 @@ impl AdminNode for ServerNode {
                 .await
                 .map_or(Status::Unavailable, |r| r.unwrap_or(Status::Unavailable)),
             Err(Status::NotHere) => {
+                let dest = match &self.mesh {
+                    Some(mesh) => match mesh.route(&message.to).await {
+                        Ok(server) => Some(server),
+                        Err(status) => {
+                            self.metrics.outcome(status);
+                            return status;
+                        }
+                    },
+                    None => None,
+                };
                 let (tx, rx) = oneshot::channel();
-                self.forwards.forward(message, Waiter::Operator(tx));
+                let dest = dest.as_deref();
+                self.forwards.forward(message, Waiter::Operator(tx), dest);
                 // The expiry sweep guarantees an answer within the timeout.
                 rx.await.unwrap_or(Status::Unavailable)
             }

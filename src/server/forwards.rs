@@ -1,5 +1,6 @@
-//! Chats forwarded through the relays: the live links they leave by, and
-//! the ones still awaiting their outcome.
+//! Chats forwarded to other servers: the live links they leave by (to the
+//! relays, or in mesh mode to the peer servers), and the ones still
+//! awaiting their outcome.
 //!
 //! Exactly one outcome per chat: whoever removes the entry first (the
 //! relay's answer, the timeout sweep, or the last link going down) answers
@@ -14,6 +15,12 @@
 //! first one's outcome); only when no relay is live do they get
 //! `unavailable`. For that, each entry keeps a copy of its message, within
 //! a byte budget (beyond it, a chat whose relay dies gets `unavailable`).
+//!
+//! In mesh mode a chat leaves by the link to its recipient's server (the
+//! caller names it), and there is no other way there: when that link goes
+//! down, its chats get `unavailable`. An outcome counts only when it comes
+//! back by the link its chat left by, so a link cannot answer for chats it
+//! never carried.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -72,11 +79,17 @@ struct Entry {
     copy: Option<pb::ChatMessage>,
     /// Sent back once already by a relay without a link to its recipient.
     redirected: bool,
+    /// Mesh mode: the server it was sent to.
+    dest: Option<String>,
+    /// Mesh mode: answered NOT_HERE once already and sent again; a second
+    /// NOT_HERE ends it as `offline` instead of looping.
+    rerouted: bool,
 }
 
 struct Live {
     key: LinkKey,
-    relay: String,
+    /// The relay's id, or (mesh mode) the peer server's.
+    far_end: String,
     sender: LinkSender,
     draining: bool,
     since_ms: i64,
@@ -86,7 +99,7 @@ struct Live {
 #[derive(Default)]
 struct State {
     pending: HashMap<String, Entry>,
-    /// Sorted by relay id, so every server hashes to the same relay.
+    /// Sorted by far end, so every server hashes to the same relay.
     links: Vec<Live>,
     next_key: LinkKey,
     /// Bytes of the copies kept for re-sending.
@@ -117,9 +130,14 @@ fn copy_size(m: &pb::ChatMessage) -> usize {
 }
 
 impl State {
-    /// The link for a chat to `to`: a live link that is not draining,
-    /// picked by hashing `to`; a draining one only if there is no other.
-    fn pick(&self, to: &str, except: Option<LinkKey>) -> Option<usize> {
+    /// The link for a chat to `to`: in mesh mode the link to `dest`;
+    /// else a live link that is not draining, picked by hashing `to`; a
+    /// draining one only if there is no other.
+    fn pick(&self, to: &str, dest: Option<&str>, except: Option<LinkKey>) -> Option<usize> {
+        if let Some(dest) = dest {
+            return (0..self.links.len())
+                .find(|&i| self.links[i].far_end == dest && Some(self.links[i].key) != except);
+        }
         let usable = |l: &&Live| Some(l.key) != except;
         let ready: Vec<usize> = (0..self.links.len())
             .filter(|&i| usable(&&self.links[i]) && !self.links[i].draining)
@@ -188,13 +206,15 @@ impl Forwards {
         }
     }
 
-    /// Hands a message to a relay; `waiter` receives its outcome (or
-    /// `unavailable` at once if no link is up, or its queue is full).
-    pub fn forward(&self, message: pb::ChatMessage, waiter: Waiter) {
+    /// Hands a message to a relay, or in mesh mode to the link to `dest`,
+    /// its recipient's server; `waiter` receives its outcome (or
+    /// `unavailable` at once if no such link is up, or its queue is full).
+    pub fn forward(&self, message: pb::ChatMessage, waiter: Waiter, dest: Option<&str>) {
         let id = message.id.clone();
         let slot = waiter.slot();
+        let dest = dest.map(str::to_owned);
         let mut state = self.state.lock();
-        let Some(i) = state.pick(&message.to, None) else {
+        let Some(i) = state.pick(&message.to, dest.as_deref(), None) else {
             drop(state);
             return self.answer(
                 &id,
@@ -217,7 +237,7 @@ impl Forwards {
         let mut via = state.links[i].key;
         let sent = match state.send(i, forward, slot.clone()) {
             Ok(()) => true,
-            Err(back) => match state.pick(&forward_to(&back), Some(via)) {
+            Err(back) => match state.pick(&forward_to(&back), dest.as_deref(), Some(via)) {
                 Some(j) => {
                     via = state.links[j].key;
                     state.send(j, back, slot).is_ok()
@@ -225,7 +245,8 @@ impl Forwards {
                 None => false,
             },
         };
-        let entry = new_entry(waiter, via, copy, self.timeout);
+        let mut entry = new_entry(waiter, via, copy, self.timeout);
+        entry.dest = dest;
         if !sent {
             drop(state);
             return self.answer(&id, entry, Status::Unavailable);
@@ -241,17 +262,76 @@ impl Forwards {
 
     /// Answers the sender of `id`, if it still waits.
     pub fn resolve(&self, id: &str, status: Status) {
-        let entry = {
-            let mut state = self.state.lock();
-            let entry = state.pending.remove(id);
-            if let Some(e) = entry.as_ref() {
-                state.uncount(e);
-            }
-            entry
-        };
-        if let Some(entry) = entry {
+        if let Some(entry) = self.take_if(id, |_| true) {
             self.answer(id, entry, status);
         }
+    }
+
+    /// The outcome of `id` came back by link `from`: answers its sender if
+    /// it still waits and left by that link (else the outcome is stray or
+    /// forged, and ignored).
+    pub fn resolve_from(&self, id: &str, status: Status, from: LinkKey) {
+        if let Some(entry) = self.take_if(id, |e| e.via == from) {
+            self.answer(id, entry, status);
+        }
+    }
+
+    /// Removes the entry of `id` if `test` holds for it.
+    fn take_if(&self, id: &str, test: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
+        let mut state = self.state.lock();
+        if !state.pending.get(id).is_some_and(test) {
+            return None;
+        }
+        // Its copy stays with it: the mailbox may store it (`answer`).
+        let entry = state.pending.remove(id)?;
+        state.uncount(&entry);
+        Some(entry)
+    }
+
+    /// Mesh mode: the server at the end of link `from` answered NOT_HERE
+    /// for `id`. Returns the server that said so if the chat should be
+    /// routed once more (the caller looks its recipient up again and
+    /// calls `reroute`); None if it was answered here (`offline` after a
+    /// second NOT_HERE) or is not in flight on that link.
+    pub fn not_here(&self, id: &str, from: LinkKey) -> Option<String> {
+        let mut state = self.state.lock();
+        let entry = state.pending.get_mut(id).filter(|e| e.via == from)?;
+        if std::mem::replace(&mut entry.rerouted, true) {
+            drop(state);
+            self.resolve(id, Status::Offline);
+            return None;
+        }
+        Some(entry.dest.clone().unwrap_or_default())
+    }
+
+    /// Mesh mode: sends `forward` (answered NOT_HERE once) to `dest`, its
+    /// recipient's server now; `unavailable` if there is no link to it.
+    pub fn reroute(&self, id: &str, mut forward: pb::Forward, dest: &str) {
+        forward.rerouted = true;
+        let mut state = self.state.lock();
+        let Some(entry) = state.pending.get(id) else {
+            return; // answered meanwhile (timeout)
+        };
+        let slot = entry.waiter.slot();
+        let to = forward_to(&forward);
+        let sent = state
+            .pick(&to, Some(dest), None)
+            .filter(|&i| state.send(i, forward, slot).is_ok())
+            .map(|i| state.links[i].key);
+        let Some(via) = sent else {
+            drop(state);
+            return self.resolve(id, Status::Unavailable);
+        };
+        if let Some(e) = state.pending.get_mut(id) {
+            e.via = via;
+            e.dest = Some(dest.to_owned());
+        }
+    }
+
+    /// Takes `id` out of the chats awaiting their outcome, for the caller
+    /// to settle (mesh mode: its recipient moved to this very server).
+    pub fn take(&self, id: &str) -> Option<Waiter> {
+        self.take_if(id, |_| true).map(|e| e.waiter)
     }
 
     /// The relay of link `from` had no link to the recipient's server and
@@ -270,7 +350,7 @@ impl Forwards {
         let slot = entry.waiter.slot();
         let to = forward_to(&forward);
         let sent = state
-            .pick(&to, Some(from))
+            .pick(&to, None, Some(from))
             .filter(|&i| state.send(i, forward, slot).is_ok())
             .map(|i| state.links[i].key);
         match sent {
@@ -287,27 +367,46 @@ impl Forwards {
         }
     }
 
-    /// A link to relay `relay` is up; returns its key, or None if that
-    /// relay is linked already (the same relay reached by two addresses).
-    pub fn link_up(&self, relay: &str, sender: LinkSender) -> Option<LinkKey> {
+    /// A link to `far_end` (a relay, or a peer server) is up; returns its
+    /// key, or None if that far end is linked already (the same relay
+    /// reached by two addresses).
+    pub fn link_up(&self, far_end: &str, sender: LinkSender) -> Option<LinkKey> {
         let mut state = self.state.lock();
-        if state.links.iter().any(|l| l.relay == relay) {
+        if state.links.iter().any(|l| l.far_end == far_end) {
             return None;
         }
+        Some(self.add_link(&mut state, far_end, sender))
+    }
+
+    /// Mesh mode: a link to `far_end` is up, replacing an older one to the
+    /// same far end, if any: the new key, and the old one, whose chats in
+    /// flight the caller hands over with `link_down` (they go out once
+    /// more on the new link).
+    pub fn link_replacing(&self, far_end: &str, sender: LinkSender) -> (LinkKey, Option<LinkKey>) {
+        let mut state = self.state.lock();
+        let old = state
+            .links
+            .iter()
+            .position(|l| l.far_end == far_end)
+            .map(|i| state.links.remove(i).key);
+        (self.add_link(&mut state, far_end, sender), old)
+    }
+
+    fn add_link(&self, state: &mut State, far_end: &str, sender: LinkSender) -> LinkKey {
         state.next_key += 1;
         let key = state.next_key;
         let live = Live {
             key,
-            relay: relay.to_owned(),
+            far_end: far_end.to_owned(),
             sender,
             draining: false,
             since_ms: crate::clock::now_ms(),
-            sent: self.metrics.link_forwards.with_label_values(&[relay]),
+            sent: self.metrics.link_forwards.with_label_values(&[far_end]),
         };
-        let at = state.links.partition_point(|l| l.relay < live.relay);
+        let at = state.links.partition_point(|l| l.far_end < live.far_end);
         state.links.insert(at, live);
         self.metrics.relay_links.set(state.links.len() as i64);
-        Some(key)
+        key
     }
 
     /// The relay of link `key` is shutting down: no new chats go to it.
@@ -361,7 +460,7 @@ impl Forwards {
         state.copies -= copy_size(&copy);
         let entry = state.pending.get(id)?;
         let slot = entry.waiter.slot();
-        let i = state.pick(&copy.to, Some(entry.via))?;
+        let i = state.pick(&copy.to, entry.dest.as_deref(), Some(entry.via))?;
         let forward = pb::Forward {
             message: Some(copy),
             origin_server: self.origin.clone(),
@@ -381,7 +480,7 @@ impl Forwards {
             .links
             .iter()
             .map(|l| LinkInfo {
-                relay: l.relay.clone(),
+                relay: l.far_end.clone(),
                 since_ms: l.since_ms,
                 draining: l.draining,
             })
@@ -480,6 +579,8 @@ fn new_entry(
         via,
         copy,
         redirected: false,
+        dest: None,
+        rerouted: false,
     }
 }
 
@@ -495,5 +596,89 @@ pub async fn expire_loop(forwards: Arc<Forwards>, shutdown: CancellationToken) {
         if expired > 0 {
             tracing::warn!(server = %forwards.origin, expired, "forwards timed out: answered unavailable");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> pb::ChatMessage {
+        pb::ChatMessage {
+            id: id.into(),
+            to: "bob".into(),
+            ..Default::default()
+        }
+    }
+
+    fn operator() -> (Waiter, oneshot::Receiver<Status>) {
+        let (tx, rx) = oneshot::channel();
+        (Waiter::Operator(tx), rx)
+    }
+
+    fn forwards() -> Forwards {
+        Forwards::new(
+            "a".into(),
+            Duration::from_secs(5),
+            1 << 20,
+            Metrics::new(),
+            None,
+        )
+    }
+
+    /// Server a's forwards with peer links to b and c (their queues kept
+    /// open).
+    fn linked_to_b_and_c() -> (Forwards, [LinkKey; 2], Vec<crate::link::LinkReceiver>) {
+        let f = forwards();
+        let mut queues = Vec::new();
+        let mut keys = [0; 2];
+        for (i, peer) in ["b", "c"].into_iter().enumerate() {
+            let (tx, rx) = crate::link::queue(1 << 20);
+            keys[i] = f.link_up(peer, tx).unwrap();
+            queues.push(rx);
+        }
+        (f, keys, queues)
+    }
+
+    #[test]
+    fn a_mesh_outcome_counts_only_on_the_link_its_chat_left_by() {
+        let (f, [b, c], _queues) = linked_to_b_and_c();
+        let (waiter, mut rx) = operator();
+        f.forward(message("a.i.1"), waiter, Some("b"));
+        f.resolve_from("a.i.1", Status::Delivered, c);
+        assert!(rx.try_recv().is_err(), "c never carried it");
+        f.resolve_from("a.i.1", Status::Delivered, b);
+        assert_eq!(rx.try_recv(), Ok(Status::Delivered));
+    }
+
+    #[test]
+    fn a_second_not_here_is_offline() {
+        let (f, [b, c], _queues) = linked_to_b_and_c();
+        let (waiter, mut rx) = operator();
+        f.forward(message("a.i.2"), waiter, Some("b"));
+        assert_eq!(f.not_here("a.i.2", b).as_deref(), Some("b"));
+        let forward = pb::Forward {
+            message: Some(message("a.i.2")),
+            ..Default::default()
+        };
+        f.reroute("a.i.2", forward, "c");
+        assert_eq!(f.not_here("a.i.2", c), None);
+        assert_eq!(rx.try_recv(), Ok(Status::Offline));
+    }
+
+    #[test]
+    fn a_replaced_peer_link_hands_its_chats_to_the_new_one() {
+        let f = forwards();
+        let (old, _rx_old) = crate::link::queue(1 << 20);
+        let old_key = f.link_up("b", old).unwrap();
+        let (waiter, mut rx) = operator();
+        f.forward(message("a.i.3"), waiter, Some("b"));
+        let (new, _rx_new) = crate::link::queue(1 << 20);
+        let (new_key, replaced) = f.link_replacing("b", new);
+        assert_eq!(replaced, Some(old_key));
+        let failover = f.link_down(old_key);
+        assert_eq!((failover.resent, failover.unavailable), (1, 0));
+        f.resolve_from("a.i.3", Status::Delivered, new_key);
+        assert_eq!(rx.try_recv(), Ok(Status::Delivered));
     }
 }

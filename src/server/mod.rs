@@ -1,4 +1,5 @@
-//! A message server: client connections, local delivery, the relay links.
+//! A message server: client connections, local delivery, the links to the
+//! relays or (mesh mode) to the other servers.
 //!
 //! Calls flow one way, from the socket inwards:
 //! `listener` (accept, `admission`) -> `connection` (one task per client,
@@ -6,14 +7,18 @@
 //! (local sessions, reply lines) / `forwards` (chats sent to the relay)
 //! / `roster` (this server's entries in the presence store).
 //! Beside them run `relays` (the set of relays, one `relay_link` each,
-//! with `dedupe` against copies re-sent through another relay), `membership`
+//! with `dedupe` against copies re-sent through another relay) or, in
+//! mesh mode, `peers` (one link per other server: `peer_link` dials the
+//! higher ids, `peer_service` answers the lower ones; `mesh` routes this
+//! server's chats to them, and `crate::watch` health-checks them); what
+//! arrives on any link is handled by `inbound`. Then `membership`
 //! (join, heartbeat, leave), `kicks` (kick notices from the store) and
 //! `admin_node` (this server as seen by the Admin API). `sessions` is the
 //! local session table, the authority on local delivery; `identity` is who
 //! this server is and the ids it mints; `options` what it is started with.
 //!
-//! A message server never routes between other servers; that is the
-//! relay's job. Each task is handed exactly the parts it may touch.
+//! A message server never routes between other servers; only its own
+//! chats leave it. Each task is handed exactly the parts it may touch.
 
 mod admin_node;
 mod admission;
@@ -21,16 +26,22 @@ mod connection;
 mod control;
 mod dedupe;
 mod delivery;
+mod dial;
 mod drain;
 mod forwards;
 mod identity;
+mod inbound;
 mod kicks;
 mod listener;
 mod mailbox;
 mod membership;
+mod mesh;
 mod options;
 mod outbox;
 mod output;
+mod peer_link;
+mod peer_service;
+mod peers;
 mod relay_link;
 mod relays;
 mod requests;
@@ -51,6 +62,7 @@ use crate::pb;
 use crate::presence::PresenceStore;
 use crate::shutdown::CancellationToken;
 
+pub use crate::watch::HealthWatch;
 pub use options::{Limits, Options, RateLimit, RelayEndpoint};
 
 /// The parts of a running server, each shared with exactly the tasks
@@ -67,6 +79,8 @@ struct Parts {
     reach: Arc<membership::StoreReach>,
     mailbox: Option<Arc<mailbox::Mailbox>>,
     mailbox_store: Option<Arc<dyn MailboxStore>>,
+    /// Mesh mode's router; None in relay mode.
+    mesh: Option<Arc<mesh::Mesh>>,
 }
 
 impl Parts {
@@ -76,6 +90,7 @@ impl Parts {
         copy_budget: usize,
         store: Arc<dyn PresenceStore>,
         mailbox_store: Option<Arc<dyn MailboxStore>>,
+        mesh: bool,
     ) -> Self {
         let me = Arc::new(identity::Identity::new(id));
         let metrics = Metrics::new();
@@ -86,17 +101,28 @@ impl Parts {
             limits.outbound_queue_bytes,
             limits.outbound_total_bytes,
         ));
+        let forwards = Arc::new(forwards::Forwards::new(
+            me.id.clone(),
+            limits.forward_timeout,
+            copy_budget,
+            metrics.clone(),
+            mailbox.clone(),
+        ));
+        let sessions = Arc::new(sessions::Sessions::new(budget.clone()));
+        let mesh = mesh.then(|| {
+            Arc::new(mesh::Mesh::new(
+                me.id.clone(),
+                store.clone(),
+                forwards.clone(),
+                sessions.clone(),
+            ))
+        });
         Self {
             roster: Arc::new(roster::Roster::new(store.clone(), me.clone())),
-            forwards: Arc::new(forwards::Forwards::new(
-                me.id.clone(),
-                limits.forward_timeout,
-                copy_budget,
-                metrics.clone(),
-                mailbox.clone(),
-            )),
+            forwards,
             admission: Arc::new(admission::Admission::new(limits)),
-            sessions: Arc::new(sessions::Sessions::new(budget.clone())),
+            sessions,
+            mesh,
             budget,
             reach: Arc::new(membership::StoreReach::new(limits.redis_down_after)),
             mailbox,
@@ -128,12 +154,14 @@ pub async fn run(
     for url in &opts.relay.urls {
         crate::tls::endpoint(url, opts.relay.tls.as_ref()).context("--relay")?;
     }
+    let mesh_mode = opts.mesh.is_some();
     let parts = Parts::new(
         opts.id,
         &opts.limits,
         opts.link_queue_bytes,
         store,
         opts.mailbox,
+        mesh_mode,
     );
     let (info, kick_stream) = membership::join(
         parts.store.as_ref(),
@@ -142,12 +170,40 @@ pub async fn run(
         &opts.advertise_client,
     )
     .await?;
-    let forward_timeout = opts.limits.forward_timeout;
-    let grpc = Grpc::start(&parts, opts.grpc, opts.admin_token, forward_timeout).await;
-    // Not a child of `shutdown`: the link, heartbeat and kick notices keep
-    // serving the connections that drain, and stop after them.
+    let hello = pb::Hello {
+        server_id: parts.me.id.clone(),
+        incarnation: parts.me.incarnation.clone(),
+        grpc_addr: opts.advertise_grpc,
+        client_addr: opts.advertise_client,
+    };
+    let link_parts = Arc::new(inbound::LinkParts {
+        relay: opts.relay,
+        queue_bytes: opts.link_queue_bytes,
+        hello,
+        sessions: parts.sessions.clone(),
+        forwards: parts.forwards.clone(),
+        dedupe: Arc::new(dedupe::Dedupe::new(
+            opts.limits.forward_timeout,
+            dedupe::DEDUPE_CAP,
+        )),
+        metrics: parts.metrics.clone(),
+        mesh: parts.mesh.clone(),
+    });
+    // Not a child of `shutdown`: the links, heartbeat and kick notices
+    // keep serving the connections that drain, and stop after them.
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let links = Links::new(&parts, &link_parts, opts.mesh);
+    let forward_timeout = opts.limits.forward_timeout;
+    let services = links.services(&link_parts, &background);
+    let grpc = Grpc::start(
+        &parts,
+        opts.grpc,
+        opts.admin_token,
+        forward_timeout,
+        services,
+    )
+    .await;
     if let Some(listener) = opts.metrics_listener {
         let metrics = parts.metrics.clone();
         tasks.spawn(crate::metrics::serve(listener, metrics, background.clone()));
@@ -159,28 +215,7 @@ pub async fn run(
         opts.limits.heartbeat,
         background.clone(),
     ));
-    let hello = pb::Hello {
-        server_id: parts.me.id.clone(),
-        incarnation: parts.me.incarnation.clone(),
-        grpc_addr: opts.advertise_grpc,
-        client_addr: opts.advertise_client,
-    };
-    let relay_set = relays::RelaySet {
-        parts: Arc::new(relay_link::LinkParts {
-            relay: opts.relay,
-            queue_bytes: opts.link_queue_bytes,
-            hello,
-            sessions: parts.sessions.clone(),
-            forwards: parts.forwards.clone(),
-            dedupe: Arc::new(dedupe::Dedupe::new(
-                opts.limits.forward_timeout,
-                dedupe::DEDUPE_CAP,
-            )),
-            metrics: parts.metrics.clone(),
-        }),
-        store: parts.store.clone(),
-    };
-    tasks.spawn(relay_set.run(background.clone()));
+    links.spawn(&tasks, &parts, link_parts, &background);
     let expiry = forwards::expire_loop(parts.forwards.clone(), background.clone());
     tasks.spawn(expiry);
     tracing::info!(server = %parts.me.id, incarnation = %parts.me.incarnation, "message server started");
@@ -194,6 +229,7 @@ pub async fn run(
         me: parts.me.clone(),
         sessions: parts.sessions.clone(),
         forwards: parts.forwards.clone(),
+        mesh: parts.mesh.clone(),
         roster: parts.roster.clone(),
         limits: opts.limits,
         budget: parts.budget.clone(),
@@ -310,6 +346,7 @@ impl Grpc {
         serving: grpc::Serving,
         admin_token: Option<String>,
         forward_timeout: Duration,
+        services: Services,
     ) -> Self {
         let own = grpc::incarnation_service(&parts.me.id, &parts.me.incarnation);
         let live = grpc::LIVE_SERVICE.to_owned();
@@ -319,6 +356,7 @@ impl Grpc {
             me: parts.me.clone(),
             sessions: parts.sessions.clone(),
             forwards: parts.forwards.clone(),
+            mesh: parts.mesh.clone(),
             admission: parts.admission.clone(),
             reach: parts.reach.clone(),
             metrics: parts.metrics.clone(),
@@ -331,7 +369,7 @@ impl Grpc {
             admin_token,
         );
         let stop = CancellationToken::new();
-        let services = Services::default().add(admin);
+        let services = services.add(admin);
         let task = tokio::spawn(grpc::serve(serving, health_service, services, stop.clone()));
         Self { health, stop, task }
     }
@@ -370,4 +408,86 @@ fn spawn_membership(
         roster: parts.roster.clone(),
     };
     tasks.spawn(kick_notices.run(kick_stream, stop.clone()));
+}
+
+/// How this server reaches the others: through the relays, or (mesh mode)
+/// over one link per other server, which it also health-checks.
+enum Links {
+    Relays,
+    Mesh {
+        peers: Arc<peers::Peers>,
+        health: crate::watch::HealthWatch,
+    },
+}
+
+impl Links {
+    fn new(
+        parts: &Parts,
+        link_parts: &Arc<inbound::LinkParts>,
+        health: Option<crate::watch::HealthWatch>,
+    ) -> Self {
+        match (health, &parts.mesh) {
+            (Some(health), Some(mesh)) => Links::Mesh {
+                peers: Arc::new(peers::Peers::new(link_parts.forwards.clone(), mesh.clone())),
+                health,
+            },
+            _ => Links::Relays,
+        }
+    }
+
+    /// The link services this server's gRPC port serves (mesh: `Peer`).
+    fn services(&self, link_parts: &Arc<inbound::LinkParts>, stop: &CancellationToken) -> Services {
+        match self {
+            Links::Relays => Services::default(),
+            Links::Mesh { peers, .. } => Services::default().add(peer_service::PeerService::serve(
+                link_parts.clone(),
+                peers.clone(),
+                link_parts.relay.link_token.clone(),
+                stop.clone(),
+            )),
+        }
+    }
+
+    /// Keeps the links up until `stop`; in mesh mode, also watches the
+    /// peers' health and purges dead ones.
+    fn spawn(
+        self,
+        tasks: &TaskTracker,
+        parts: &Parts,
+        link_parts: Arc<inbound::LinkParts>,
+        stop: &CancellationToken,
+    ) {
+        let store = parts.store.clone();
+        match self {
+            Links::Relays => {
+                let relay_set = relays::RelaySet {
+                    parts: link_parts,
+                    store,
+                };
+                tasks.spawn(relay_set.run(stop.clone()));
+            }
+            Links::Mesh { peers, health } => {
+                let watch = crate::watch::WatchOptions {
+                    cfg: health,
+                    board: Arc::default(),
+                    tls: link_parts.relay.tls.clone(),
+                    metrics: parts.metrics.clone(),
+                    me: Some(parts.me.id.clone()),
+                };
+                let watched: Arc<dyn crate::watch::Watched> = peers.clone();
+                tasks.spawn(crate::watch::run(
+                    watched,
+                    store.clone(),
+                    watch,
+                    stop.clone(),
+                ));
+                let peer_set = peer_link::PeerSet {
+                    parts: link_parts,
+                    peers,
+                    store,
+                };
+                tasks.spawn(peer_set.run(stop.clone()));
+            }
+        }
+    }
 }

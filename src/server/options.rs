@@ -12,6 +12,7 @@ use tonic::transport::ClientTlsConfig;
 use crate::auth::Authenticator;
 use crate::grpc::Serving;
 use crate::mailbox::MailboxStore;
+use crate::watch::HealthWatch;
 
 pub struct Options {
     /// Stable id of this server (the pod name under Kubernetes).
@@ -23,6 +24,10 @@ pub struct Options {
     /// Where the relay reaches this server's gRPC port (health checks).
     pub advertise_grpc: String,
     pub relay: RelayEndpoint,
+    /// Mesh mode (`--mesh`): no relay; one link to every other registered
+    /// server, whose health this server watches like this. None: relay
+    /// mode (`relay`'s URLs or discovery).
+    pub mesh: Option<HealthWatch>,
     /// Bytes of forwards the relay link's outbound queue may hold; beyond
     /// them a cross-server chat gets unavailable.
     pub link_queue_bytes: usize,
@@ -38,7 +43,8 @@ pub struct Options {
     pub mailbox: Option<Arc<dyn MailboxStore>>,
 }
 
-/// Where the relays are, and how to reach them.
+/// Where the relays are, and how to reach them (in mesh mode: how to
+/// reach the peers, and what they must present).
 #[derive(Clone)]
 pub struct RelayEndpoint {
     /// Relay URLs (`--relay`), when not discovered.

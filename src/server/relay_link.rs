@@ -5,52 +5,21 @@
 //! in flight on it back to `Forwards` (which sends them through another
 //! relay) and reconnect with capped exponential backoff, until the relay
 //! set no longer wants this address. A relay that drains gets no new
-//! chats. Forwards arriving from the relay are checked against `Dedupe`,
-//! so a copy re-sent through this relay is not delivered twice. Local
-//! users are never affected by a link.
+//! chats. What arrives is handled by `inbound`. Local users are never
+//! affected by a link.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-
-use super::dedupe::{Arrival, Dedupe};
-use super::delivery::deliver_local;
-use super::forwards::{Forwards, LinkKey};
-use super::options::RelayEndpoint;
-use super::outbox::Receipt;
-use super::sessions::Sessions;
-use crate::grpc::Bearer;
-use crate::link::{LinkSender, MAX_LINK_FRAME, batches, dial, queue};
-use crate::metrics::Metrics;
-use crate::pb::envelope::Kind;
+use super::dial::{Ended, Target, keep_up, opening};
+use super::forwards::LinkKey;
+use super::inbound::{Inbound, LinkParts};
+use crate::link::{LinkSender, MAX_LINK_FRAME, dial};
 use crate::pb::relay_client::RelayClient;
-use crate::pb::{self, Status, relay_frame, server_frame};
+use crate::pb::{self, relay_frame};
 use crate::shutdown::CancellationToken;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What every link of a server shares.
-pub struct LinkParts {
-    pub relay: RelayEndpoint,
-    /// Bytes of forwards a link's outbound queue may hold.
-    pub queue_bytes: usize,
-    pub hello: pb::Hello,
-    pub sessions: Arc<Sessions>,
-    pub forwards: Arc<Forwards>,
-    pub dedupe: Arc<Dedupe>,
-    pub metrics: Arc<Metrics>,
-}
-
-/// How one life of a link ended.
-enum Ended {
-    /// It was up, then went down.
-    Down,
-    /// The relay it reached is linked already by another address.
-    Alias,
-}
 
 /// The link to the relay at `target`.
 pub struct RelayLink {
@@ -62,52 +31,19 @@ impl RelayLink {
     /// Keeps the link up until `stop`, or until `unwanted` (the relay left
     /// the set) while it is down.
     pub async fn run(self, unwanted: CancellationToken, stop: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
-        let mut was_up = true; // log the first failure
-        let id = &self.parts.hello.server_id;
-        while !stop.is_cancelled() && !unwanted.is_cancelled() {
-            match self.link_once(&stop).await {
-                Ok(Ended::Down) => {
-                    backoff = BACKOFF_MIN;
-                    was_up = true;
-                }
-                Ok(Ended::Alias) => {
-                    tracing::info!(server = %id, target = %self.target, "this address reaches a relay linked already; not linking it twice");
-                    return;
-                }
-                Err(e) => {
-                    if was_up {
-                        tracing::warn!(server = %id, relay = %self.target, error = %format_args!("{e:#}"), "cannot reach the relay; retrying with backoff");
-                    } else {
-                        tracing::debug!(server = %id, error = %format_args!("{e:#}"), "relay still unreachable");
-                    }
-                    was_up = false;
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = unwanted.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
+        let target = Target {
+            server: &self.parts.hello.server_id,
+            far: "relay",
+            addr: &self.target,
+        };
+        keep_up(|| self.link_once(&stop), target, unwanted, stop.clone()).await;
     }
 
     /// One life of the link.
     async fn link_once(&self, stop: &CancellationToken) -> anyhow::Result<Ended> {
         let parts = &self.parts;
         let channel = dial(&self.target, parts.relay.tls.as_ref()).await?;
-        let (tx, rx) = queue(parts.queue_bytes);
-        let first = pb::ServerFrame {
-            kind: Some(server_frame::Kind::Hello(parts.hello.clone())),
-        };
-        let rest = batches(rx).map(|b| pb::ServerFrame {
-            kind: Some(server_frame::Kind::Batch(b)),
-        });
-        let mut request = tonic::Request::new(futures::stream::once(async { first }).chain(rest));
-        if let Some(token) = &parts.relay.link_token {
-            Bearer::attach(&mut request, token)?;
-        }
+        let (tx, request) = opening(parts)?;
         let mut inbound = RelayClient::new(channel)
             .max_decoding_message_size(MAX_LINK_FRAME)
             .link(request)
@@ -146,9 +82,13 @@ impl RelayLink {
             };
             match frame.map(|f| f.and_then(|f| f.kind)) {
                 Ok(Some(relay_frame::Kind::Batch(batch))) => {
-                    for envelope in batch.envelopes {
-                        self.on_envelope(tx, key, envelope.kind);
-                    }
+                    let inbound = Inbound {
+                        parts: &self.parts,
+                        tx,
+                        key,
+                        peer: None,
+                    };
+                    inbound.batch(batch);
                 }
                 Ok(Some(relay_frame::Kind::Drain(_))) => {
                     tracing::info!(server = %self.parts.hello.server_id, target = %self.target, "relay draining: no new chats through it");
@@ -163,69 +103,6 @@ impl RelayLink {
             }
         }
     }
-
-    fn on_envelope(&self, tx: &LinkSender, key: LinkKey, kind: Option<Kind>) {
-        match kind {
-            Some(Kind::Forward(forward)) => {
-                if let Some(answer) = self.deliver(tx, forward) {
-                    tx.send_outcome(answer);
-                }
-            }
-            Some(Kind::Outcome(outcome)) => {
-                let status = Status::try_from(outcome.status).unwrap_or(Status::Unavailable);
-                match (status, outcome.returned) {
-                    (Status::NoLink, Some(forward)) => {
-                        self.parts
-                            .forwards
-                            .redirect(&outcome.message_id, forward, key)
-                    }
-                    _ => self.parts.forwards.resolve(&outcome.message_id, status),
-                }
-            }
-            None => {}
-        }
-    }
-
-    /// Queues a message forwarded by the relay for a local session: its
-    /// outcome goes back once it is written (or dropped). Returns the
-    /// outcome to send at once: a refusal (a NOT_HERE outcome carries the
-    /// message back for re-routing), or a copy's answer.
-    fn deliver(&self, tx: &LinkSender, forward: pb::Forward) -> Option<pb::Outcome> {
-        let parts = &self.parts;
-        let Some(message) = &forward.message else {
-            return Some(outcome(
-                String::new(),
-                forward.origin_server,
-                Status::Unavailable,
-            ));
-        };
-        match parts.dedupe.arrive(&message.id, tx) {
-            Arrival::Fresh => {}
-            Arrival::Waiting => {
-                parts.metrics.duplicates_dropped.inc();
-                return None;
-            }
-            Arrival::Settled(status) => {
-                parts.metrics.duplicates_dropped.inc();
-                return Some(outcome(message.id.clone(), forward.origin_server, status));
-            }
-        }
-        let receipt = || {
-            Receipt::remote(
-                tx.clone(),
-                message.id.clone(),
-                forward.origin_server.clone(),
-                parts.dedupe.clone(),
-            )
-        };
-        let status = deliver_local(&parts.sessions, message, receipt).err()?;
-        parts.dedupe.refused(&message.id);
-        let mut result = outcome(message.id.clone(), forward.origin_server.clone(), status);
-        if status == Status::NotHere {
-            result.returned = Some(forward);
-        }
-        Some(result)
-    }
 }
 
 /// Names the likely cause when the relay refuses the link itself.
@@ -236,13 +113,4 @@ fn refusal(status: tonic::Status) -> anyhow::Error {
         _ => return status.into(),
     };
     anyhow::anyhow!("{why}: {}", status.message())
-}
-
-fn outcome(message_id: String, origin_server: String, status: Status) -> pb::Outcome {
-    pb::Outcome {
-        message_id,
-        origin_server,
-        status: status as i32,
-        returned: None,
-    }
 }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use super::relay_link::{LinkParts, RelayLink};
+use super::inbound::LinkParts;
+use super::relay_link::RelayLink;
 use crate::presence::PresenceStore;
-use crate::shutdown::CancellationToken;
+use crate::shutdown::{CancellationToken, Ticker};
 
 /// How often the relay registry is read.
 pub const DISCOVERY_PERIOD: Duration = Duration::from_secs(1);
@@ -28,13 +29,8 @@ impl RelaySet {
     pub async fn run(self, stop: CancellationToken) {
         let tasks = TaskTracker::new();
         let mut linked: HashMap<String, CancellationToken> = HashMap::new();
-        let mut tick = tokio::time::interval(DISCOVERY_PERIOD);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
+        let mut ticker = Ticker::new(DISCOVERY_PERIOD);
+        while ticker.tick(&stop).await {
             let Some(wanted) = self.wanted().await else {
                 continue;
             };

@@ -19,6 +19,7 @@ use super::delivery::deliver_local;
 use super::forwards::{Forwards, Waiter};
 use super::identity::Identity;
 use super::mailbox::Mailbox;
+use super::mesh::Mesh;
 use super::options::{Limits, RateLimit};
 use super::outbox::{Budget, MessagesTx, QueueBytes, Receipt, outcome_line};
 use super::roster::Roster;
@@ -37,6 +38,8 @@ pub struct Context {
     pub me: Arc<Identity>,
     pub sessions: Arc<Sessions>,
     pub forwards: Arc<Forwards>,
+    /// Mesh mode's router (None: chats go through the relays).
+    pub mesh: Option<Arc<Mesh>>,
     pub roster: Arc<Roster>,
     pub limits: Limits,
     /// The byte budgets of queued output (shared with `sessions`).
@@ -367,9 +370,24 @@ impl Requests {
         }
     }
 
-    /// Hands a chat to the relay; its outcome arrives later as a control
-    /// line. Waits for an in-flight slot first: backpressure, not loss.
+    /// Hands a chat to the relay (in mesh mode: to its recipient's
+    /// server); its outcome arrives later as a control line. Waits for an
+    /// in-flight slot first: backpressure, not loss.
     async fn forward(&mut self, message: pb::ChatMessage, reference: &Ref) -> Answer {
+        let dest = match self.destination(&message.to).await? {
+            Ok(dest) => dest,
+            // Mesh mode found the recipient offline here: this server
+            // decided, so it stores (relay mode stores on the relay's
+            // `offline` outcome, in `Forwards`).
+            Err(Status::Offline) if self.ctx.mailbox.is_some() => {
+                self.store_offline(&message, reference);
+                return Ok(None);
+            }
+            Err(status) => {
+                self.ctx.metrics.outcome(status);
+                return Ok(Some(outcome_line(&message.id, reference, status)));
+            }
+        };
         let Ok(permit) = self.inflight.clone().acquire_owned().await else {
             return Err(ErrorCode::Unavailable.into());
         };
@@ -378,9 +396,35 @@ impl Requests {
             reference: reference.clone(),
             slot: Arc::new(permit),
         };
-        self.ctx.forwards.forward(message, waiter);
+        self.ctx.forwards.forward(message, waiter, dest.as_deref());
         self.awaiting_outcomes += 1;
         Ok(None)
+    }
+
+    /// Stores a chat to an offline recipient; its outcome (`stored`, or
+    /// `mailbox_full`, `offline`) arrives later as a control line.
+    fn store_offline(&mut self, message: &pb::ChatMessage, reference: &Ref) {
+        let Some(mailbox) = &self.ctx.mailbox else {
+            return;
+        };
+        let receipt = Receipt::local(self.control.clone(), message.id.clone(), reference.clone());
+        let metrics = self.ctx.metrics.clone();
+        mailbox.store(message, move |status| receipt.settle(status, &metrics));
+        self.awaiting_outcomes += 1;
+    }
+
+    /// Mesh mode: the server holding `to` (a store lookup, from the
+    /// lookup budget, unless cached), or the chat's outcome if it goes
+    /// nowhere. Relay mode: None, the relay routes.
+    async fn destination(&self, to: &str) -> Result<Result<Option<String>, Status>, ProtocolError> {
+        let Some(mesh) = &self.ctx.mesh else {
+            return Ok(Ok(None));
+        };
+        if let Some(server) = mesh.cached(to) {
+            return Ok(Ok(Some(server)));
+        }
+        self.spend_lookup()?;
+        Ok(mesh.lookup(to).await.map(Some))
     }
 
     /// Closes the session (if any) with a `kicked` event; returns the line.

@@ -183,24 +183,68 @@ impl Server {
     /// server may not serve yet (it may be waiting for Redis); the caller
     /// waits for what it expects.
     pub fn spawn_with(id: &str, relay_url: &str, redis_url: &str, opts: ServerOpts) -> Server {
+        let links = vec!["--relay".into(), relay_url.into()];
+        Self::spawn_linked(id, links, redis_url, opts)
+    }
+
+    /// A server linked to `relay`, or without one in mesh mode.
+    pub async fn start_linked(
+        id: &str,
+        relay: Option<&Relay>,
+        redis: &impl RedisUrl,
+        opts: ServerOpts,
+    ) -> Server {
+        match relay {
+            Some(relay) => Server::start_with(id, &relay.url(), redis, opts).await,
+            None => Server::start_mesh(id, redis, opts).await,
+        }
+    }
+
+    /// A mesh-mode server (`--mesh`: no relay; it links to the other
+    /// registered servers and health-checks them with `HEALTH_INTERVAL`
+    /// and `HEALTH_FAILURES` unless `opts` says otherwise).
+    pub async fn start_mesh(id: &str, redis: &impl RedisUrl, opts: ServerOpts) -> Server {
+        let mut server = Self::spawn_mesh(id, &redis.url(), opts);
+        server.proc.wait_logged(STEP, SERVER_STARTED).await;
+        server
+    }
+
+    /// `start_mesh`, returning at once.
+    pub fn spawn_mesh(id: &str, redis_url: &str, opts: ServerOpts) -> Server {
+        let mut links = vec!["--mesh".to_string()];
+        let defaults = [
+            ("--health-interval-ms", ms(HEALTH_INTERVAL)),
+            ("--health-failures", HEALTH_FAILURES.to_string()),
+        ];
+        for (flag, value) in defaults {
+            if !opts.extra.iter().any(|a| a == flag) {
+                links.extend([flag.to_string(), value]);
+            }
+        }
+        Self::spawn_linked(id, links, redis_url, opts)
+    }
+
+    /// A server with `links` (its relay, or `--mesh`) and `opts`.
+    fn spawn_linked(id: &str, links: Vec<String>, redis_url: &str, opts: ServerOpts) -> Server {
         let port = free_port();
         let given_grpc = opts.extra.iter().position(|a| a == "--grpc-listen");
         let grpc_port = match given_grpc.and_then(|i| opts.extra.get(i + 1)) {
             Some(addr) => addr.rsplit(':').next().unwrap().parse().unwrap(),
             None => free_port(),
         };
-        let args = vec![
+        let mut args = vec![
             "--id".into(),
             id.into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
-            "--relay".into(),
-            relay_url.into(),
+        ];
+        args.extend(links);
+        args.extend([
             "--redis-url".into(),
             redis_url.into(),
             "--max-connections".into(),
             opts.max_connections.unwrap_or(500).to_string(),
-        ];
+        ]);
         let defaults = [
             ("--grpc-listen", format!("127.0.0.1:{grpc_port}")),
             ("--forward-timeout-ms", ms(FORWARD_TIMEOUT)),
@@ -258,10 +302,41 @@ impl ClientPort for AttachedServer {
     }
 }
 
-/// Redis, a relay and message servers `a` and `b`, linked.
+/// How the servers of a `Cluster` reach each other: through a relay, or
+/// (`SWITCHBOARD_TEST_MODE=mesh`) over mesh links, no relay. CI runs the
+/// cross-server test files both ways (`scripts/test.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Relay,
+    Mesh,
+}
+
+impl Mode {
+    /// A relay if the run is in relay mode; None in mesh mode.
+    pub async fn relay(redis: &impl RedisUrl) -> Option<Relay> {
+        match Mode::of_run() {
+            Mode::Relay => Some(Relay::start(redis).await),
+            Mode::Mesh => None,
+        }
+    }
+
+    /// The mode the test run asks for (`SWITCHBOARD_TEST_MODE`: `relay`,
+    /// the default, or `mesh`).
+    pub fn of_run() -> Mode {
+        match std::env::var("SWITCHBOARD_TEST_MODE").as_deref() {
+            Ok("mesh") => Mode::Mesh,
+            Ok("relay") | Err(_) => Mode::Relay,
+            Ok(other) => panic!("SWITCHBOARD_TEST_MODE must be relay or mesh, not {other:?}"),
+        }
+    }
+}
+
+/// Redis, message servers `a` and `b`, linked: through a relay, or in
+/// mesh mode to each other (`Mode::of_run`).
 pub struct Cluster {
     pub redis: Redis,
-    pub relay: Relay,
+    /// None in mesh mode.
+    pub relay: Option<Relay>,
     pub a: Server,
     pub b: Server,
 }
@@ -279,14 +354,53 @@ impl Cluster {
         Self::start_with(ClusterOpts::default()).await
     }
 
+    /// `opts.relay` applies in relay mode only.
     pub async fn start_with(opts: ClusterOpts) -> Cluster {
         let redis = Redis::start().await;
-        let relay = Relay::start_with(&redis, free_port(), opts.relay).await;
-        let a = Server::start_with("a", &relay.url(), &redis, opts.a).await;
-        let b = Server::start_with("b", &relay.url(), &redis, opts.b).await;
-        let cluster = Cluster { redis, relay, a, b };
+        let cluster = match Mode::of_run() {
+            Mode::Relay => {
+                let relay = Relay::start_with(&redis, free_port(), opts.relay).await;
+                let a = Server::start_with("a", &relay.url(), &redis, opts.a).await;
+                let b = Server::start_with("b", &relay.url(), &redis, opts.b).await;
+                Cluster {
+                    redis,
+                    relay: Some(relay),
+                    a,
+                    b,
+                }
+            }
+            Mode::Mesh => {
+                let a = Server::start_mesh("a", &redis, opts.a).await;
+                let b = Server::start_mesh("b", &redis, opts.b).await;
+                Cluster {
+                    redis,
+                    relay: None,
+                    a,
+                    b,
+                }
+            }
+        };
         wait_routable(&cluster.a, &cluster.b).await;
         cluster
+    }
+
+    /// The relay: for tests of the relay itself, which run in relay mode
+    /// only.
+    pub fn relay(&self) -> &Relay {
+        self.relay
+            .as_ref()
+            .expect("a relay-mode test (no relay in mesh mode)")
+    }
+
+    pub fn relay_mut(&mut self) -> &mut Relay {
+        self.relay
+            .as_mut()
+            .expect("a relay-mode test (no relay in mesh mode)")
+    }
+
+    /// Starts another server `id` linked like `a` and `b`.
+    pub async fn start_server(&self, id: &str, opts: ServerOpts) -> Server {
+        Server::start_linked(id, self.relay.as_ref(), &self.redis, opts).await
     }
 }
 

@@ -39,8 +39,8 @@ pub use self::client::{Client, ClientRx, ClientTx};
 #[allow(unused_imports)]
 pub use self::cluster::{
     AttachedServer, ClientPort, Cluster, ClusterOpts, EXPIRY_SWEEP, FORWARD_TIMEOUT,
-    HEALTH_FAILURES, HEALTH_INTERVAL, RELAY_STARTED, Relay, SERVER_STARTED, Server, ServerOpts,
-    patient_relay, port_open, purge_bound, wait_routable,
+    HEALTH_FAILURES, HEALTH_INTERVAL, Mode, RELAY_STARTED, Relay, SERVER_STARTED, Server,
+    ServerOpts, patient_relay, port_open, purge_bound, wait_routable,
 };
 #[allow(unused_imports)]
 pub use self::pki::Pki;

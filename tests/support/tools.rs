@@ -77,6 +77,12 @@ pub struct LinkCall {
 impl LinkCall {
     /// Opens the stream to `addr` (plaintext) with extra `-H` headers.
     pub fn open(addr: &str, headers: &[&str]) -> LinkCall {
+        Self::open_method(addr, "switchboard.v1.Relay/Link", headers)
+    }
+
+    /// `open`, for another link method (a mesh server's
+    /// `switchboard.v1.Peer/Link`).
+    pub fn open_method(addr: &str, method: &str, headers: &[&str]) -> LinkCall {
         let out = log_dir().join(format!("grpcurl-link-{}.log", super::free_port()));
         let file = std::fs::File::create(&out).unwrap();
         let mut cmd = Command::new("grpcurl");
@@ -85,7 +91,7 @@ impl LinkCall {
             cmd.args(["-H", h]);
         }
         let mut child = cmd
-            .args([addr, "switchboard.v1.Relay/Link"])
+            .args([addr, method])
             .stdin(Stdio::piped())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

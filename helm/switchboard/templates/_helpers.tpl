@@ -189,7 +189,9 @@ A Kubernetes memory quantity ("512Mi", "1G", 536870912) in bytes.
 The worst-case memory of a message server, from its byte budgets:
   32 MiB runtime + 16 MiB de-duplication window (2 x 100,000 message ids)
   + per relay link (relay.replicas + relay.updateStrategy.maxSurge links
-    during a rollout) 32 MiB HTTP/2 windows (16 MiB each way) + linkQueueBytes
+    during a rollout; in mode: mesh one per other server, the most there can
+    be) 32 MiB HTTP/2 windows (16 MiB each way) + linkQueueBytes
+  + in mode: mesh, 128 MiB route cache (up to 1,000,000 names)
   + min(outboundTotalBytes, maxConnections x outboundQueueBytes)
   + maxConnections x (2 x maxLineBytes (read buffer, the message being
     written) + 64 KiB (one write batch) + 2 x clientSendBufferBytes (the
@@ -204,7 +206,12 @@ With clientSendBufferBytes 0 (autotuning) the send buffer counts 4 MiB.
 {{- $perConn := add (mul 2 $s.maxLineBytes) 65536 (mul 2 $sndbuf) 131072 (mul $s.maxInflight 256) }}
 {{- $queued := min (int64 $s.outboundTotalBytes) (mul $s.maxConnections $s.outboundQueueBytes) }}
 {{- $links := add .Values.relay.replicas .Values.relay.updateStrategy.maxSurge }}
-{{- add 33554432 16777216 (mul $links (add 33554432 $s.linkQueueBytes)) $queued (mul $s.maxConnections $perConn) }}
+{{- $routes := 0 }}
+{{- if eq .Values.mode "mesh" }}
+{{- $links = sub (ternary $s.autoscaling.maxReplicas $s.replicas $s.autoscaling.enabled) 1 | max 1 }}
+{{- $routes = 134217728 }}
+{{- end }}
+{{- add 33554432 16777216 $routes (mul $links (add 33554432 $s.linkQueueBytes)) $queued (mul $s.maxConnections $perConn) }}
 {{- end }}
 
 {{/*
