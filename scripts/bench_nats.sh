@@ -14,10 +14,9 @@
 #   <system>_both_p50_w1    P=50,  M=$LAT_M,  W=1 (the latency target)
 #
 # Systems are "key-prefix|port A|port B|extra pairs flags" lines in
-# NB_SYSTEMS: `cross` (switchboard through the relay) and `nats`; a
-# cluster started before nats_bench can be added to the same alternation
-# by appending its line (e.g. mesh-mode servers as `mesh`), and
-# bench_report.py then shows it against NATS too.
+# NB_SYSTEMS: `cross` (switchboard through the relay), `mesh` (two
+# switchboard servers in mesh mode, on their own Redis) and `nats`;
+# bench_report.py shows each against NATS.
 
 NATS_SERVER="$(command -v nats-server 2>/dev/null || echo /usr/sbin/nats-server)"
 NB_SYSTEMS=()
@@ -68,13 +67,19 @@ nb_workload() { # workload P M W
 }
 
 nats_bench() {
-    log "against NATS: a 2-node NATS cluster beside s1/s2, the same workloads both ways, alternating"
+    log "against NATS: a 2-node NATS cluster and two mesh-mode servers beside s1/s2, the same workloads both ways, alternating"
     nb_cluster
-    NB_SYSTEMS+=("cross|$PORT_s1|$PORT_s2|" "nats|$NATS_PORT_1|$NATS_PORT_2|--nats")
-    log "nats1 :$NATS_PORT_1, nats2 :$NATS_PORT_2 ($("$NATS_SERVER" --version))"
+    # Two --mesh servers on their own Redis (bench_mesh.sh's helpers).
+    start_redis "$MB_REDIS_PORT" mbredis
+    mb_cluster nm mesh 2
+    NB_SYSTEMS+=("cross|$PORT_s1|$PORT_s2|" "mesh|$PORT_nm1|$PORT_nm2|"
+        "nats|$NATS_PORT_1|$NATS_PORT_2|--nats")
+    log "nats1 :$NATS_PORT_1, nats2 :$NATS_PORT_2 ($("$NATS_SERVER" --version)); mesh nm1 :$PORT_nm1, nm2 :$PORT_nm2"
     nb_workload p50_w32 50 "$BIG_M" 32
     nb_workload p200_w8 200 "$WIDE_M" 8
     nb_workload p50_w1 50 "$LAT_M" 1
     stop nats1
     stop nats2
+    mb_stop_cluster nm 2
+    stop mbredis
 }
