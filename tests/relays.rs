@@ -129,14 +129,21 @@ async fn two_relays() -> TwoRelays {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_of_one_relay_loses_nothing_and_answers_nothing_unavailable() {
-    let mut t = two_relays().await;
+/// Two relays, servers a and b linked to both, a chat routable between
+/// them.
+async fn two_relays_two_servers() -> (TwoRelays, Server, Server) {
+    let t = two_relays().await;
     let a = server("a", &t.urls, &t.redis).await;
     let b = server("b", &t.urls, &t.redis).await;
     wait_linked(&[&a, &b], "r1").await;
     wait_linked(&[&a, &b], "r2").await;
     wait_routable(&a, &b).await;
+    (t, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_one_relay_loses_nothing_and_answers_nothing_unavailable() {
+    let (mut t, a, b) = two_relays_two_servers().await;
 
     let (ab, ba, started) = traffic_both_ways(&a, &b).await;
     t.r1.proc.kill9();
@@ -145,12 +152,7 @@ async fn kill9_of_one_relay_loses_nothing_and_answers_nothing_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_the_relays_answers_nothing_unavailable() {
-    let mut t = two_relays().await;
-    let a = server("a", &t.urls, &t.redis).await;
-    let b = server("b", &t.urls, &t.redis).await;
-    wait_linked(&[&a, &b], "r1").await;
-    wait_linked(&[&a, &b], "r2").await;
-    wait_routable(&a, &b).await;
+    let (mut t, a, b) = two_relays_two_servers().await;
 
     let (ab, ba, started) = traffic_both_ways(&a, &b).await;
     // One at a time, as a Deployment's RollingUpdate does: stop (drain),

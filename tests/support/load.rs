@@ -182,17 +182,27 @@ impl Load {
     /// The checks that hold for every run, failures or not: exit status
     /// agrees with `ok`, every chat was sent and got exactly one outcome,
     /// none took longer than the forward timeout, and nothing was lost,
-    /// duplicated, reordered or corrupted.
+    /// duplicated, corrupted or (unless `across_relay_changes`) reordered.
     pub fn assert_sound(&self, s: &Value, exited_ok: bool) {
         let name = &self.name;
         eprintln!("{name}: {s}");
-        assert_eq!(s["ok"], true, "{name}: {s}");
-        assert!(exited_ok, "{name} exited non-zero: {s}");
+        let v = &s["violations"];
+        if self.order_promised || count(v, "out_of_order") == 0 {
+            assert_eq!(s["ok"], true, "{name}: {s}");
+            assert!(exited_ok, "{name} exited non-zero: {s}");
+        } else {
+            // The load tool fails a run for reordered arrivals alone:
+            // they must be all it found.
+            let others = v.as_object().expect("violations").iter();
+            let others: Vec<_> = others
+                .filter(|(k, n)| *k != "out_of_order" && n.as_u64() != Some(0))
+                .collect();
+            assert!(others.is_empty(), "{name}: {others:?}: {s}");
+        }
         assert_eq!(s["timed_out"], false, "{name}: {s}");
         let sent = self.traffic.chats();
         assert_eq!(count(s, "sent"), sent, "{name}: every chat sent: {s}");
         assert_eq!(count(s, "missing_outcomes"), 0, "{name}: {s}");
-        let v = &s["violations"];
         for key in [
             "duplicate_outcomes",
             "lost",
