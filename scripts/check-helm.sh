@@ -268,6 +268,9 @@ def check_operations(name, ds):
     relay_c = next(c for c in relay["spec"]["template"]["spec"]["containers"] if c["name"] == "relay")
     if "cpu" in relay_c["resources"].get("limits", {}):
         errors.append("%s: the relay has a CPU limit (it throttles every cross-server message)" % name)
+    for who, e in (("server", env), ("relay", env_of(relay_c))):
+        if name == "defaults" and e.get("SWITCHBOARD_LOOKUP_BUDGET_PER_SEC") != "2000":
+            errors.append("defaults: %s lookup budget %r, want 2000" % (who, e.get("SWITCHBOARD_LOOKUP_BUDGET_PER_SEC")))
     for d in ds:
         if d["kind"] == "Service" and d["metadata"]["name"] == "sb-switchboard-relay" and d["spec"]["type"] != "ClusterIP":
             errors.append("%s: the relay Service is %s, not ClusterIP" % (name, d["spec"]["type"]))
