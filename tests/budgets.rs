@@ -114,7 +114,10 @@ async fn the_server_wide_budget_caps_all_queues_together() {
     .await;
     outcomes.assert_exactly_one_each();
     assert!(outcomes.count("recipient_busy") > 0, "{outcomes}");
-    assert!(growth < 48 * 1024, "server RSS grew by {growth} KiB");
+    // 4 MiB of queued output plus read buffers and the allocator's slack
+    // (which alone reached 45-51 MiB on a loaded machine): far below the
+    // 240 MB the queues would hold without the server-wide budget.
+    assert!(growth < 64 * 1024, "server RSS grew by {growth} KiB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
