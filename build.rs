@@ -10,6 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // An outcome rarely carries its message back (NOT_HERE, NO_LINK):
+        // boxed, an outcome is a quarter of the size on every queue it
+        // crosses.
+        .boxed(".switchboard.v1.Outcome.returned")
         .file_descriptor_set_path(out.join("switchboard_descriptor.bin"))
         .compile_protos(
             &[

@@ -5,7 +5,7 @@
 //! a stale route is answered NOT_HERE, and the router then forgets it.
 //! Names no tier; does no I/O.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::sync::Mutex;
 

@@ -4,7 +4,7 @@
 //! back, so that when the link drops or its server dies every sender gets
 //! `unavailable` at once instead of waiting for a timeout.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@
 //! chats to names nobody uses are never cached, so a flood of them would
 //! cost Redis one lookup each. Over budget, a chat gets `unavailable`.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +118,7 @@ impl Router {
             .returned
             .take()
             .filter(|f| f.message.as_ref().is_some_and(|m| &m.id == id));
-        let Some(mut forward) = returned else {
+        let Some(mut forward) = returned.map(|f| *f) else {
             outcome.status = Status::Offline as i32;
             self.send_outcome(outcome);
             return;
@@ -231,7 +231,7 @@ impl Router {
                             message_id: id,
                             origin_server: forward.origin_server.clone(),
                             status: Status::NoLink as i32,
-                            returned: Some(forward),
+                            returned: Some(Box::new(forward)),
                         });
                     }
                     Status::Unavailable

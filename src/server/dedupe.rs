@@ -10,8 +10,8 @@
 //! takes a copy later than the origin's own timeout, or a destination
 //! receiving more than 100,000 forwarded messages in between.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use foldhash::{HashMap, HashMapExt};
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use crate::link::LinkSender;
@@ -49,13 +49,22 @@ pub struct Dedupe {
     window: Mutex<Window>,
     span: Duration,
     cap: usize,
-}
-
-fn key(id: &str) -> u64 {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
+    /// Ids are kept as 64-bit hashes: two ids colliding would make one a
+    /// "copy" of the other, so the seed is random per process.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Window {
+    /// Starts a new generation in the older one's memory: a busy server
+    /// fills one every second or so, and growing a fresh map each time
+    /// showed in the profile.
+    fn rotate(&mut self) {
+        let mut older = std::mem::take(&mut self.previous);
+        older.clear();
+        self.previous = std::mem::replace(&mut self.current, older);
+        self.since = Instant::now();
+    }
+
     fn find(&mut self, k: u64) -> Option<&mut Seen> {
         match self.current.get_mut(&k) {
             Some(seen) => Some(seen),
@@ -74,16 +83,20 @@ impl Dedupe {
             }),
             span,
             cap,
+            hasher: foldhash::fast::RandomState::default(),
         }
+    }
+
+    fn key(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
     }
 
     /// A forward of message `id` arrived on `link`.
     pub fn arrive(&self, id: &str, link: &LinkSender) -> Arrival {
-        let k = key(id);
+        let k = self.key(id);
         let mut w = self.window.lock();
         if w.current.len() >= self.cap || w.since.elapsed() >= self.span {
-            w.previous = std::mem::take(&mut w.current);
-            w.since = Instant::now();
+            w.rotate();
         }
         match w.find(k) {
             Some(Seen::Settled(status)) => Arrival::Settled(*status),
@@ -101,7 +114,7 @@ impl Dedupe {
     /// The delivery of `id` was refused at once: nothing of it stays here,
     /// so a copy may try again.
     pub fn refused(&self, id: &str) {
-        let k = key(id);
+        let k = self.key(id);
         let mut w = self.window.lock();
         if w.current.remove(&k).is_none() {
             w.previous.remove(&k);
@@ -112,7 +125,7 @@ impl Dedupe {
     /// its outcome must go to.
     pub fn settle(&self, id: &str, status: Status) -> Vec<LinkSender> {
         let mut w = self.window.lock();
-        match w.find(key(id)) {
+        match w.find(self.key(id)) {
             Some(seen) => match std::mem::replace(seen, Seen::Settled(status)) {
                 Seen::Pending(also) => also,
                 Seen::Settled(_) => Vec::new(),

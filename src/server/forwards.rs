@@ -22,7 +22,7 @@
 //! back by the link its chat left by, so a link cannot answer for chats it
 //! never carried.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -114,7 +114,7 @@ impl Inbound<'_> {
         let Some(mesh) = self.parts.mesh.as_ref().filter(|_| self.peer.is_some()) else {
             return match (status, outcome.returned) {
                 (Status::NoLink, Some(forward)) => {
-                    forwards.redirect(&outcome.message_id, forward, self.key)
+                    forwards.redirect(&outcome.message_id, *forward, self.key)
                 }
                 _ => forwards.resolve(&outcome.message_id, status),
             };
@@ -124,7 +124,7 @@ impl Inbound<'_> {
             .returned
             .filter(|f| f.message.as_ref().is_some_and(|m| &m.id == id));
         match (status, returned) {
-            (Status::NotHere, Some(forward)) => mesh.not_here(forward, self.key),
+            (Status::NotHere, Some(forward)) => mesh.not_here(*forward, self.key),
             (Status::NotHere, None) => forwards.resolve_from(id, Status::Offline, self.key),
             (Status::NoLink, _) => forwards.resolve_from(id, Status::Unavailable, self.key),
             (status, _) => forwards.resolve_from(id, status, self.key),
@@ -167,7 +167,7 @@ impl Inbound<'_> {
         parts.dedupe.refused(&message.id);
         let mut result = outcome(message.id.clone(), forward.origin_server.clone(), status);
         if status == Status::NotHere {
-            result.returned = Some(forward);
+            result.returned = Some(Box::new(forward));
         }
         Some(result)
     }

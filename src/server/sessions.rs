@@ -14,7 +14,9 @@
 //! - a refused message never had a receipt (it is made only once the
 //!   message is queued), so its caller answers the sender, exactly once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
