@@ -623,10 +623,12 @@ def mesh_table(get, p):
     p("")
     p("N servers linked through one relay, or to each other (`--mesh`), one cluster after the other "
       "in each run; P=50 pairs split over a ring of generators, W=32, 64 B. CPU: every switchboard "
-      "process's user + system time per message; idle: share of one core with no traffic.")
+      "process's user + system time per message; idle: share of one core with no traffic; "
+      "link streams: the long-lived gRPC streams the cluster holds by design (relay mode: one per "
+      "server; mesh: one per pair of servers, n(n-1)/2).")
     p("")
-    p("| servers | mode | msgs/s (median) | e2e p50 ms | e2e p99 ms | CPU µs/msg | idle % core | ok | msgs/s, every run |")
-    p("|---|---|---|---|---|---|---|---|---|")
+    p("| servers | mode | msgs/s (median) | e2e p50 ms | e2e p99 ms | CPU µs/msg | idle % core | link streams | ok | msgs/s, every run |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         for mode in ("relay", "mesh"):
             r = get(f"scale_{mode}_n{n}")
@@ -634,7 +636,8 @@ def mesh_table(get, p):
                 continue
             p(f"| {n} | {mode} | {fmt(med(r, 'msgs_per_sec'))} | {fmt(med(r, 'e2e_p50_ms'), 3)} "
               f"| {fmt(med(r, 'e2e_p99_ms'), 3)} | {fmt(med(r, 'cpu_ms_per_1k'), 3)} "
-              f"| {fmt(med(r, 'idle_cpu_pct'), 3)} | {'yes' if all_ok(r) else '**NO**'} "
+              f"| {fmt(med(r, 'idle_cpu_pct'), 3)} | {n if mode == 'relay' else n * (n - 1) // 2} "
+              f"| {'yes' if all_ok(r) else '**NO**'} "
               f"| {runs_list(r, 'msgs_per_sec')} |")
     p("")
 
