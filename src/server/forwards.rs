@@ -187,10 +187,12 @@ impl State {
             [&|l| !l.draining && warm(l), &|l| !l.draining, &|_| true];
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(to);
         tiers.into_iter().find_map(|tier| {
-            let candidates: Vec<usize> = (0..self.links.len())
-                .filter(|&i| Some(self.links[i].key) != except && tier(&self.links[i]))
-                .collect();
-            (!candidates.is_empty()).then(|| candidates[hash as usize % candidates.len()])
+            let candidates = || {
+                (0..self.links.len())
+                    .filter(|&i| Some(self.links[i].key) != except && tier(&self.links[i]))
+            };
+            let n = candidates().count();
+            (n > 0).then(|| candidates().nth(hash as usize % n))?
         })
     }
 
@@ -844,6 +846,8 @@ mod tests {
         names.iter().map(up).collect()
     }
 
+    type Answer = oneshot::Receiver<Status>;
+
     /// Recipients enough that some hash to each of two or three relays.
     const RECIPIENTS: [&str; 8] = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"];
 
@@ -857,7 +861,7 @@ mod tests {
     }
 
     /// Sends chat `n` from alice to each recipient (relay mode).
-    fn send_to_all(f: &Forwards, n: usize) -> Vec<oneshot::Receiver<Status>> {
+    fn send_to_all(f: &Forwards, n: usize) -> Vec<Answer> {
         let send = |to: &&str| {
             let (waiter, rx) = operator();
             f.forward(chat(n, to), waiter, None);
@@ -876,6 +880,17 @@ mod tests {
         by_link
             .map(|ids| ids.into_iter().filter_map(recipient).collect())
             .collect()
+    }
+
+    /// Relays r1 and r2 with chat 1 to every recipient in flight: the
+    /// recipients whose chat 1 took r1 (some hash there), and the waiters.
+    fn chat_one_on_two_relays() -> (Forwards, Vec<Link>, Vec<String>, Vec<Answer>) {
+        let f = forwards();
+        let mut links = link_relays(&f, &["r1", "r2"], 1 << 20);
+        let first = send_to_all(&f, 1);
+        let on_r1 = carried(&mut links, 1).swap_remove(0);
+        assert!(!on_r1.is_empty(), "some hash to r1");
+        (f, links, on_r1, first)
     }
 
     #[test]
@@ -920,11 +935,7 @@ mod tests {
 
     #[test]
     fn a_draining_relay_still_gets_the_chats_of_pairs_in_flight_on_it() {
-        let f = forwards();
-        let mut links = link_relays(&f, &["r1", "r2"], 1 << 20);
-        let _first = send_to_all(&f, 1);
-        let on_r1 = carried(&mut links, 1).swap_remove(0);
-        assert!(!on_r1.is_empty(), "some hash to r1");
+        let (f, mut links, on_r1, _first) = chat_one_on_two_relays();
         f.link_draining(links[0].key);
         let _second = send_to_all(&f, 2);
         assert_eq!(carried(&mut links, 2)[0], on_r1);
@@ -977,11 +988,7 @@ mod tests {
 
     #[test]
     fn a_chat_refused_by_a_closing_link_goes_behind_the_chats_stranded_there() {
-        let f = forwards();
-        let mut links = link_relays(&f, &["r1", "r2"], 1 << 20);
-        let _first = send_to_all(&f, 1);
-        let on_r1 = carried(&mut links, 1).swap_remove(0);
-        assert!(!on_r1.is_empty(), "some hash to r1");
+        let (f, mut links, on_r1, _first) = chat_one_on_two_relays();
         // r1's stream ended; its link task has not noticed yet.
         let closed = links.remove(0);
         drop(closed.queue);
