@@ -39,7 +39,7 @@ use service::RelayService;
 pub use identity::RelayIdentity;
 
 /// Runs the relay until `shutdown`; then drains: NOT_SERVING, every
-/// linked server is told to send no new forwards (`Drain`), in-flight
+/// linked server is told to send no new pairs (`Drain`), in-flight
 /// messages finish (up to the drain timeout), then the links end and the
 /// relay leaves the registry.
 pub async fn run(

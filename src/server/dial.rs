@@ -15,7 +15,7 @@ use crate::pb::{self, server_frame};
 use crate::shutdown::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// How one life of a dialled link ended.
 pub enum Ended {

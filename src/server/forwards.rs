@@ -6,21 +6,32 @@
 //! relay's answer, the timeout sweep, or the last link going down) answers
 //! the sender; later answers for the same id find nothing and are ignored.
 //!
-//! A chat leaves by one relay, picked by hashing its recipient, so chats
-//! from one connection to one recipient keep their order while the set of
-//! relays is stable. A relay that is draining gets no new chats (unless
-//! it is the only one). When a link goes down, its chats still awaiting
-//! an outcome are sent once more through another live relay (marked
-//! `resent`: the destination drops a copy it already has and answers the
-//! first one's outcome); only when no relay is live do they get
-//! `unavailable`. For that, each entry keeps a copy of its message, within
-//! a byte budget (beyond it, a chat whose relay dies gets `unavailable`).
+//! Order per pair (sender, recipient), also across changes of the relay
+//! set (`order`): a chat leaves by the link its pair's chats in flight
+//! left by, even a draining one; only a pair with nothing in flight takes
+//! the relay picked by hashing its recipient over the live links that are
+//! warm (up long enough for every server to have linked to its relay:
+//! before, it would send chats back for want of a link, and a later chat
+//! of the pair could overtake them) and not draining, falling back to the
+//! cold ones, then the draining ones, if there is no other. When a link
+//! goes down, its chats still awaiting an outcome are sent once more,
+//! oldest first, through another live relay (marked `resent`: the
+//! destination drops a copy it already has and answers the first one's
+//! outcome), and their pairs' later chats follow them there; only when no
+//! relay is live do they get `unavailable`. For that, each entry keeps a
+//! copy of its message, within a byte budget (beyond it, a chat whose
+//! relay dies gets `unavailable`). A link that refuses a chat because it
+//! is closing is failed over first, so the chat goes behind the ones
+//! stranded on it; a chat refused by a full queue goes by another link
+//! only if its pair has nothing in flight (else it gets `unavailable`: it
+//! would overtake them).
 //!
 //! In mesh mode a chat leaves by the link to its recipient's server (the
 //! caller names it), and there is no other way there: when that link goes
-//! down, its chats get `unavailable`. An outcome counts only when it comes
-//! back by the link its chat left by, so a link cannot answer for chats it
-//! never carried.
+//! down, its chats get `unavailable`; when a newer link to that server
+//! replaces it, they go out once more on the new one before anything
+//! else. An outcome counts only when it comes back by the link its chat
+//! left by, so a link cannot answer for chats it never carried.
 
 use foldhash::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -32,8 +43,9 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::control::{Control, ControlTx};
 use super::mailbox::Mailbox;
+use super::order::{self, Order, Pair};
 use super::outbox::outcome_line;
-use crate::link::LinkSender;
+use crate::link::{LinkSender, Refused};
 use crate::metrics::Metrics;
 use crate::pb::{self, Status};
 use crate::presence::LinkInfo;
@@ -66,11 +78,15 @@ impl Waiter {
     }
 }
 
-/// One life of one link, as `Forwards` knows it.
-pub type LinkKey = u64;
+pub use super::order::LinkKey;
 
 struct Entry {
     waiter: Waiter,
+    /// Its place among the chats sent: those stranded on a dead link go
+    /// out again in this order.
+    seq: u64,
+    /// Its (sender, recipient) pair, whose order it keeps.
+    pair: Pair,
     started: Instant,
     deadline: Instant,
     /// The link it left by.
@@ -93,6 +109,8 @@ struct Live {
     sender: LinkSender,
     draining: bool,
     since_ms: i64,
+    /// When it came up: it takes new pairs once it is warm.
+    up: Instant,
     sent: IntCounter,
 }
 
@@ -102,8 +120,22 @@ struct State {
     /// Sorted by far end, so every server hashes to the same relay.
     links: Vec<Live>,
     next_key: LinkKey,
+    next_seq: u64,
     /// Bytes of the copies kept for re-sending.
     copies: usize,
+    /// Per pair with chats pending: the link they follow.
+    order: Order,
+    /// How long a new link is up before it takes new pairs
+    /// (`Forwards::new`).
+    warmup: Duration,
+}
+
+/// The chats in flight on a link that went down: how many went out
+/// again, and those to answer `unavailable`.
+#[derive(Default)]
+struct Stranded {
+    resent: usize,
+    failed: Vec<(String, Entry)>,
 }
 
 /// What a link going down did to the chats in flight on it.
@@ -130,30 +162,38 @@ fn copy_size(m: &pb::ChatMessage) -> usize {
 }
 
 impl State {
-    /// The link for a chat to `to`: in mesh mode the link to `dest`;
-    /// else a live link that is not draining, picked by hashing `to`; a
-    /// draining one only if there is no other.
-    fn pick(&self, to: &str, dest: Option<&str>, except: Option<LinkKey>) -> Option<usize> {
+    /// The link for a chat of `pair` to `to`: in mesh mode the link to
+    /// `dest`; else the one the pair's chats in flight left by, if it is
+    /// up (draining or not); else one picked by hashing `to` over the
+    /// live links that are warm and not draining, or if there is none
+    /// over those not draining, or else over all.
+    fn pick(
+        &self,
+        to: &str,
+        pair: Pair,
+        dest: Option<&str>,
+        except: Option<LinkKey>,
+    ) -> Option<usize> {
         if let Some(dest) = dest {
             return (0..self.links.len())
                 .find(|&i| self.links[i].far_end == dest && Some(self.links[i].key) != except);
         }
-        let usable = |l: &&Live| Some(l.key) != except;
-        let ready: Vec<usize> = (0..self.links.len())
-            .filter(|&i| usable(&&self.links[i]) && !self.links[i].draining)
-            .collect();
-        let candidates = if ready.is_empty() {
-            (0..self.links.len())
-                .filter(|&i| usable(&&self.links[i]))
-                .collect()
-        } else {
-            ready
-        };
-        if candidates.is_empty() {
-            return None;
+        let followed = self.order.via(pair).filter(|&k| Some(k) != except);
+        if let Some(i) = followed.and_then(|k| self.links.iter().position(|l| l.key == k)) {
+            return Some(i);
         }
+        let warm = |l: &Live| l.up.elapsed() >= self.warmup;
+        let tiers: [&dyn Fn(&Live) -> bool; 3] =
+            [&|l| !l.draining && warm(l), &|l| !l.draining, &|_| true];
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(to);
-        Some(candidates[hash as usize % candidates.len()])
+        tiers.into_iter().find_map(|tier| {
+            let candidates = || {
+                (0..self.links.len())
+                    .filter(|&i| Some(self.links[i].key) != except && tier(&self.links[i]))
+            };
+            let n = candidates().count();
+            (n > 0).then(|| candidates().nth(hash as usize % n))?
+        })
     }
 
     /// Sends on link `i`; a refusal (closing, or its queue full) hands
@@ -167,16 +207,59 @@ impl State {
         i: usize,
         forward: pb::Forward,
         slot: Option<Arc<OwnedSemaphorePermit>>,
-    ) -> Result<(), pb::Forward> {
+    ) -> Result<(), (Refused, pb::Forward)> {
         let live = &self.links[i];
-        live.sender.try_forward(forward, slot).map_err(|(_, f)| f)?;
+        live.sender.try_forward(forward, slot)?;
         live.sent.inc();
         Ok(())
     }
 
-    fn release(&mut self, entry: &mut Entry) {
-        self.uncount(entry);
-        entry.copy = None;
+    /// Records `entry` as pending (it left by `entry.via`).
+    fn admit(&mut self, id: String, mut entry: Entry) {
+        self.next_seq += 1;
+        entry.seq = self.next_seq;
+        if let Some(copy) = &entry.copy {
+            self.copies += copy_size(copy);
+        }
+        self.order.sent(entry.pair, entry.via);
+        if let Some(old) = self.pending.insert(id, entry) {
+            // Ids are unique: cannot happen, but never leak budget.
+            self.uncount(&old);
+            self.order.settled(old.pair);
+        }
+    }
+
+    /// Takes answered chat `id` out of the pending ones.
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.detach(id)?;
+        self.order.settled(entry.pair);
+        Some(entry)
+    }
+
+    /// Takes chat `id`, timed out, out of the pending ones; it may still
+    /// arrive, and its pair's next chat must not overtake it.
+    fn remove_timed_out(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.detach(id)?;
+        self.order.timed_out(entry.pair);
+        Some(entry)
+    }
+
+    /// Takes `id` out of the pending chats; its copy stays with it, off
+    /// the budget (the mailbox may still store it).
+    fn detach(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.pending.remove(id)?;
+        self.uncount(&entry);
+        Some(entry)
+    }
+
+    /// Pending chat `id` left again, by `via`: its pair's later chats
+    /// follow it.
+    fn moved(&mut self, id: &str, via: LinkKey) {
+        if let Some(e) = self.pending.get_mut(id) {
+            e.via = via;
+            let pair = e.pair;
+            self.order.moved(pair, via);
+        }
     }
 
     /// Takes the entry's copy off the budget, leaving it in the entry
@@ -189,18 +272,28 @@ impl State {
 }
 
 impl Forwards {
+    /// `warmup`: how long a new relay link is up before it takes pairs
+    /// with nothing in flight (while another link is warm). The other
+    /// servers link to a relay that has just started within about that
+    /// long; before, it would send their chats back (`redirect`), and a
+    /// later chat of the same pair could overtake the one sent back.
     pub fn new(
         origin: String,
         timeout: Duration,
         copy_budget: usize,
+        warmup: Duration,
         metrics: Arc<Metrics>,
         mailbox: Option<Arc<Mailbox>>,
     ) -> Self {
+        let state = State {
+            warmup,
+            ..State::default()
+        };
         Self {
             origin,
             timeout,
             copy_budget,
-            state: Mutex::default(),
+            state: Mutex::new(state),
             metrics,
             mailbox,
         }
@@ -212,18 +305,12 @@ impl Forwards {
     pub fn forward(&self, message: pb::ChatMessage, waiter: Waiter, dest: Option<&str>) {
         let id = message.id.clone();
         let slot = waiter.slot();
-        let dest = dest.map(str::to_owned);
+        let pair = order::pair(&message.from, &message.to);
         let mut state = self.state.lock();
-        let Some(i) = state.pick(&message.to, dest.as_deref(), None) else {
-            drop(state);
-            return self.answer(
-                &id,
-                new_entry(waiter, 0, None, self.timeout),
-                Status::Unavailable,
-            );
-        };
-        let size = copy_size(&message);
-        let copy = (state.copies + size <= self.copy_budget).then(|| message.clone());
+        let copy =
+            (state.copies + copy_size(&message) <= self.copy_budget).then(|| message.clone());
+        let mut entry = new_entry(waiter, pair, copy, self.timeout);
+        entry.dest = dest.map(str::to_owned);
         let forward = pb::Forward {
             message: Some(message),
             origin_server: self.origin.clone(),
@@ -232,32 +319,52 @@ impl Forwards {
         };
         // Sent under the lock (it never blocks): a link going down cannot
         // slip between choosing it and recording the chat as in flight on
-        // it. A link that refuses (closing, or its queue full) gets one
-        // alternative.
-        let mut via = state.links[i].key;
-        let sent = match state.send(i, forward, slot.clone()) {
-            Ok(()) => true,
-            Err(back) => match state.pick(&forward_to(&back), dest.as_deref(), Some(via)) {
-                Some(j) => {
-                    via = state.links[j].key;
-                    state.send(j, back, slot).is_ok()
-                }
-                None => false,
-            },
+        // it, nor a chat of the same pair between the two.
+        let mut failed = Vec::new();
+        let sent = self.send_new(&mut state, forward, pair, dest, slot, &mut failed);
+        match sent {
+            Some(via) => {
+                entry.via = via;
+                state.admit(id, entry);
+                drop(state);
+            }
+            None => {
+                drop(state);
+                self.answer(&id, entry, Status::Unavailable);
+            }
+        }
+        self.answer_all(failed, Status::Unavailable);
+    }
+
+    /// Sends a new chat of `pair` behind the pair's chats in flight: the
+    /// key of the link it left by, or None. A link that refuses it gets
+    /// one alternative: if it is closing, after its stranded chats were
+    /// failed over (the chats that failover could not send are added to
+    /// `failed`); if its queue is full, only when the pair has nothing in
+    /// flight (there, or anywhere).
+    fn send_new(
+        &self,
+        state: &mut State,
+        forward: pb::Forward,
+        pair: Pair,
+        dest: Option<&str>,
+        slot: Option<Arc<OwnedSemaphorePermit>>,
+        failed: &mut Vec<(String, Entry)>,
+    ) -> Option<LinkKey> {
+        let i = state.pick(forward_to(&forward), pair, dest, None)?;
+        let key = state.links[i].key;
+        let (back, except) = match state.send(i, forward, slot.clone()) {
+            Ok(()) => return Some(key),
+            Err((Refused::Full, _)) if state.order.via(pair).is_some() => return None,
+            Err((Refused::Full, back)) => (back, Some(key)),
+            Err((Refused::Closed, back)) => {
+                failed.append(&mut self.fail_over(state, key).failed);
+                (back, None)
+            }
         };
-        let mut entry = new_entry(waiter, via, copy, self.timeout);
-        entry.dest = dest;
-        if !sent {
-            drop(state);
-            return self.answer(&id, entry, Status::Unavailable);
-        }
-        if entry.copy.is_some() {
-            state.copies += size;
-        }
-        if let Some(mut old) = state.pending.insert(id, entry) {
-            // Ids are unique: cannot happen, but never leak budget.
-            state.release(&mut old);
-        }
+        let j = state.pick(forward_to(&back), pair, dest, except)?;
+        state.send(j, back, slot).ok()?;
+        Some(state.links[j].key)
     }
 
     /// Answers the sender of `id`, if it still waits.
@@ -283,9 +390,7 @@ impl Forwards {
             return None;
         }
         // Its copy stays with it: the mailbox may store it (`answer`).
-        let entry = state.pending.remove(id)?;
-        state.uncount(&entry);
-        Some(entry)
+        state.remove(id)
     }
 
     /// Mesh mode: the server at the end of link `from` answered NOT_HERE
@@ -312,18 +417,18 @@ impl Forwards {
         let Some(entry) = state.pending.get(id) else {
             return; // answered meanwhile (timeout)
         };
-        let slot = entry.waiter.slot();
-        let to = forward_to(&forward);
+        let (slot, pair) = (entry.waiter.slot(), entry.pair);
+        let to = forward_to(&forward).to_owned();
         let sent = state
-            .pick(&to, Some(dest), None)
+            .pick(&to, pair, Some(dest), None)
             .filter(|&i| state.send(i, forward, slot).is_ok())
             .map(|i| state.links[i].key);
         let Some(via) = sent else {
             drop(state);
             return self.resolve(id, Status::Unavailable);
         };
+        state.moved(id, via);
         if let Some(e) = state.pending.get_mut(id) {
-            e.via = via;
             e.dest = Some(dest.to_owned());
         }
     }
@@ -347,17 +452,15 @@ impl Forwards {
             drop(state);
             return self.resolve(id, Status::Unavailable);
         }
-        let slot = entry.waiter.slot();
-        let to = forward_to(&forward);
+        let (slot, pair) = (entry.waiter.slot(), entry.pair);
+        let to = forward_to(&forward).to_owned();
         let sent = state
-            .pick(&to, None, Some(from))
+            .pick(&to, pair, None, Some(from))
             .filter(|&i| state.send(i, forward, slot).is_ok())
             .map(|i| state.links[i].key);
         match sent {
             Some(via) => {
-                if let Some(e) = state.pending.get_mut(id) {
-                    e.via = via;
-                }
+                state.moved(id, via);
                 self.metrics.forwards_resent.inc();
             }
             None => {
@@ -379,17 +482,23 @@ impl Forwards {
     }
 
     /// Mesh mode: a link to `far_end` is up, replacing an older one to the
-    /// same far end, if any: the new key, and the old one, whose chats in
-    /// flight the caller hands over with `link_down` (they go out once
-    /// more on the new link).
-    pub fn link_replacing(&self, far_end: &str, sender: LinkSender) -> (LinkKey, Option<LinkKey>) {
+    /// same far end, if any: the new key, and what became of the old
+    /// one's chats in flight. They go out once more on the new link at
+    /// once, before any new chat can take it.
+    pub fn link_replacing(&self, far_end: &str, sender: LinkSender) -> (LinkKey, Option<Failover>) {
         let mut state = self.state.lock();
         let old = state
             .links
             .iter()
-            .position(|l| l.far_end == far_end)
-            .map(|i| state.links.remove(i).key);
-        (self.add_link(&mut state, far_end, sender), old)
+            .find(|l| l.far_end == far_end)
+            .map(|l| l.key);
+        let key = self.add_link(&mut state, far_end, sender);
+        let Some(old) = old else {
+            return (key, None);
+        };
+        let stranded = self.fail_over(&mut state, old);
+        drop(state);
+        (key, Some(self.answer_stranded(stranded)))
     }
 
     fn add_link(&self, state: &mut State, far_end: &str, sender: LinkSender) -> LinkKey {
@@ -401,6 +510,7 @@ impl Forwards {
             sender,
             draining: false,
             since_ms: crate::clock::now_ms(),
+            up: Instant::now(),
             sent: self.metrics.link_forwards.with_label_values(&[far_end]),
         };
         let at = state.links.partition_point(|l| l.far_end < live.far_end);
@@ -420,36 +530,44 @@ impl Forwards {
     /// Link `key` is down: its chats still awaiting an outcome go out once
     /// more through another live link, or get `unavailable`.
     pub fn link_down(&self, key: LinkKey) -> Failover {
-        let mut failed = Vec::new();
-        let mut result = Failover::default();
-        {
-            let mut state = self.state.lock();
-            state.links.retain(|l| l.key != key);
-            self.metrics.relay_links.set(state.links.len() as i64);
-            // Oldest first: chats to one recipient keep their order.
-            let mut stranded: Vec<(Instant, String)> = state
-                .pending
-                .iter()
-                .filter(|(_, e)| e.via == key)
-                .map(|(id, e)| (e.started, id.clone()))
-                .collect();
-            stranded.sort_unstable();
-            let stranded = stranded.into_iter().map(|(_, id)| id);
-            for id in stranded {
-                if let Some(via) = self.resend(&mut state, &id) {
-                    if let Some(e) = state.pending.get_mut(&id) {
-                        e.via = via;
-                    }
-                    result.resent += 1;
-                } else if let Some(mut entry) = state.pending.remove(&id) {
-                    state.release(&mut entry);
-                    failed.push((id, entry));
-                }
+        let stranded = self.fail_over(&mut self.state.lock(), key);
+        self.answer_stranded(stranded)
+    }
+
+    /// Answers `unavailable` to the chats a failover could not send again.
+    fn answer_stranded(&self, stranded: Stranded) -> Failover {
+        Failover {
+            resent: stranded.resent,
+            unavailable: self.answer_all(stranded.failed, Status::Unavailable),
+        }
+    }
+
+    /// Takes link `key` out of the live ones and sends its chats in flight
+    /// once more, oldest first, so that each pair's stranded chats keep
+    /// their order and its later chats follow them; the chats it could not
+    /// send are left for the caller to answer once the lock is released.
+    fn fail_over(&self, state: &mut State, key: LinkKey) -> Stranded {
+        state.links.retain(|l| l.key != key);
+        self.metrics.relay_links.set(state.links.len() as i64);
+        state.order.link_down(key);
+        let mut ids: Vec<(u64, String)> = state
+            .pending
+            .iter()
+            .filter(|(_, e)| e.via == key)
+            .map(|(id, e)| (e.seq, id.clone()))
+            .collect();
+        ids.sort_unstable();
+        let mut stranded = Stranded::default();
+        for (_, id) in ids {
+            if let Some(via) = self.resend(state, &id) {
+                state.moved(&id, via);
+                stranded.resent += 1;
+            } else if let Some(entry) = state.remove(&id) {
+                stranded.failed.push((id, entry));
             }
         }
-        self.metrics.forwards_resent.inc_by(result.resent as u64);
-        result.unavailable = self.answer_all(failed, Status::Unavailable);
-        result
+        self.metrics.forwards_resent.inc_by(stranded.resent as u64);
+        stranded
     }
 
     /// Sends the kept copy of `id` through another live link; the new
@@ -460,17 +578,15 @@ impl Forwards {
         state.copies -= copy_size(&copy);
         let entry = state.pending.get(id)?;
         let slot = entry.waiter.slot();
-        let i = state.pick(&copy.to, entry.dest.as_deref(), Some(entry.via))?;
+        let i = state.pick(&copy.to, entry.pair, entry.dest.as_deref(), Some(entry.via))?;
         let forward = pb::Forward {
             message: Some(copy),
             origin_server: self.origin.clone(),
             rerouted: false,
             resent: true,
         };
-        state
-            .send(i, forward, slot)
-            .ok()
-            .map(|()| state.links[i].key)
+        state.send(i, forward, slot).ok()?;
+        Some(state.links[i].key)
     }
 
     /// The links as published with the heartbeat.
@@ -504,8 +620,8 @@ impl Forwards {
                 .collect();
             let mut expired = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(mut entry) = state.pending.remove(&id) {
-                    state.release(&mut entry);
+                if let Some(mut entry) = state.remove_timed_out(&id) {
+                    entry.copy = None;
                     expired.push((id, entry));
                 }
             }
@@ -557,26 +673,25 @@ fn tell(metrics: &Metrics, id: &str, entry: Entry, status: Status) {
     }
 }
 
-fn forward_to(forward: &pb::Forward) -> String {
-    forward
-        .message
-        .as_ref()
-        .map(|m| m.to.clone())
-        .unwrap_or_default()
+fn forward_to(forward: &pb::Forward) -> &str {
+    forward.message.as_ref().map_or("", |m| m.to.as_str())
 }
 
+/// A chat's entry, not yet sent (`via` and `seq` are set as it is).
 fn new_entry(
     waiter: Waiter,
-    via: LinkKey,
+    pair: Pair,
     copy: Option<pb::ChatMessage>,
     timeout: Duration,
 ) -> Entry {
     let now = Instant::now();
     Entry {
         waiter,
+        seq: 0,
+        pair,
         started: now,
         deadline: now + timeout,
-        via,
+        via: 0,
         copy,
         redirected: false,
         dest: None,
@@ -601,7 +716,12 @@ pub async fn expire_loop(forwards: Arc<Forwards>, shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+
+    use futures::{FutureExt, Stream, StreamExt};
+
     use super::*;
+    use crate::pb::envelope;
 
     fn message(id: &str) -> pb::ChatMessage {
         pb::ChatMessage {
@@ -617,13 +737,12 @@ mod tests {
     }
 
     fn forwards() -> Forwards {
-        Forwards::new(
-            "a".into(),
-            Duration::from_secs(5),
-            1 << 20,
-            Metrics::new(),
-            None,
-        )
+        forwards_warm_after(Duration::ZERO)
+    }
+
+    fn forwards_warm_after(warmup: Duration) -> Forwards {
+        let timeout = Duration::from_secs(5);
+        Forwards::new("a".into(), timeout, 1 << 20, warmup, Metrics::new(), None)
     }
 
     /// Server a's forwards with peer links to b and c (their queues kept
@@ -673,12 +792,226 @@ mod tests {
         let old_key = f.link_up("b", old).unwrap();
         let (waiter, mut rx) = operator();
         f.forward(message("a.i.3"), waiter, Some("b"));
-        let (new, _rx_new) = crate::link::queue(1 << 20);
+        let (new, rx_new) = crate::link::queue(1 << 20);
         let (new_key, replaced) = f.link_replacing("b", new);
-        assert_eq!(replaced, Some(old_key));
-        let failover = f.link_down(old_key);
-        assert_eq!((failover.resent, failover.unavailable), (1, 0));
+        assert_eq!(
+            replaced,
+            Some(Failover {
+                resent: 1,
+                unavailable: 0
+            })
+        );
+        // Before anything else can take the new link.
+        let mut new_link = Link::new(new_key, rx_new);
+        f.forward(message("a.i.4"), operator().0, Some("b"));
+        assert_eq!(new_link.queued(), ["a.i.3", "a.i.4"]);
+        assert_eq!(f.link_down(old_key), Failover::default(), "handed over");
         f.resolve_from("a.i.3", Status::Delivered, new_key);
         assert_eq!(rx.try_recv(), Ok(Status::Delivered));
+    }
+
+    /// One relay link as the tests see it: its key, and what was queued
+    /// on it.
+    struct Link {
+        key: LinkKey,
+        queue: Pin<Box<dyn Stream<Item = pb::Batch> + Send>>,
+    }
+
+    impl Link {
+        fn new(key: LinkKey, rx: crate::link::LinkReceiver) -> Self {
+            let queue = Box::pin(crate::link::batches(rx));
+            Self { key, queue }
+        }
+
+        /// The ids of the chats queued since the last look, in order.
+        fn queued(&mut self) -> Vec<String> {
+            let mut ids = Vec::new();
+            while let Some(Some(batch)) = self.queue.next().now_or_never() {
+                for envelope in batch.envelopes {
+                    if let Some(envelope::Kind::Forward(f)) = envelope.kind {
+                        ids.push(f.message.unwrap_or_default().id);
+                    }
+                }
+            }
+            ids
+        }
+    }
+
+    /// Links up to the relays `names`, each queue holding `budget` bytes.
+    fn link_relays(f: &Forwards, names: &[&str], budget: usize) -> Vec<Link> {
+        let up = |name: &&str| {
+            let (tx, rx) = crate::link::queue(budget);
+            Link::new(f.link_up(name, tx).unwrap(), rx)
+        };
+        names.iter().map(up).collect()
+    }
+
+    type Answer = oneshot::Receiver<Status>;
+
+    /// Recipients enough that some hash to each of two or three relays.
+    const RECIPIENTS: [&str; 8] = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"];
+
+    fn chat(n: usize, to: &str) -> pb::ChatMessage {
+        pb::ChatMessage {
+            id: format!("a.{to}.{n}"),
+            from: "alice".into(),
+            to: to.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sends chat `n` from alice to each recipient (relay mode).
+    fn send_to_all(f: &Forwards, n: usize) -> Vec<Answer> {
+        let send = |to: &&str| {
+            let (waiter, rx) = operator();
+            f.forward(chat(n, to), waiter, None);
+            rx
+        };
+        RECIPIENTS.iter().map(send).collect()
+    }
+
+    /// For each link, the recipients whose chat `n` it carries.
+    fn carried(links: &mut [Link], n: usize) -> Vec<Vec<String>> {
+        let recipient = |id: String| {
+            let rest = id.strip_prefix("a.").unwrap().to_owned();
+            rest.strip_suffix(&format!(".{n}")).map(str::to_owned)
+        };
+        let by_link = links.iter_mut().map(|l| l.queued());
+        by_link
+            .map(|ids| ids.into_iter().filter_map(recipient).collect())
+            .collect()
+    }
+
+    /// Relays r1 and r2 with chat 1 to every recipient in flight: the
+    /// recipients whose chat 1 took r1 (some hash there), and the waiters.
+    fn chat_one_on_two_relays() -> (Forwards, Vec<Link>, Vec<String>, Vec<Answer>) {
+        let f = forwards();
+        let mut links = link_relays(&f, &["r1", "r2"], 1 << 20);
+        let first = send_to_all(&f, 1);
+        let on_r1 = carried(&mut links, 1).swap_remove(0);
+        assert!(!on_r1.is_empty(), "some hash to r1");
+        (f, links, on_r1, first)
+    }
+
+    #[test]
+    fn a_relay_that_joins_gets_no_chats_of_pairs_in_flight() {
+        let f = forwards();
+        let mut links = link_relays(&f, &["r1"], 1 << 20);
+        let _first = send_to_all(&f, 1);
+        links.extend(link_relays(&f, &["r2"], 1 << 20));
+        let _second = send_to_all(&f, 2);
+        let second = carried(&mut links, 2);
+        assert_eq!(second[0].len(), RECIPIENTS.len(), "{second:?}");
+        // Once they are settled, the new relay gets its share.
+        for to in RECIPIENTS {
+            for n in [1, 2] {
+                f.resolve(&format!("a.{to}.{n}"), Status::Delivered);
+            }
+        }
+        let _third = send_to_all(&f, 3);
+        assert!(!carried(&mut links, 3)[1].is_empty(), "r2 carries some");
+        assert_eq!(f.state.lock().order.len(), RECIPIENTS.len());
+    }
+
+    #[test]
+    fn a_relay_that_has_just_come_up_takes_new_pairs_once_it_is_warm() {
+        let warmup = Duration::from_secs(10);
+        let f = forwards_warm_after(warmup);
+        let mut links = link_relays(&f, &["r1", "r2"], 1 << 20);
+        let _cold = send_to_all(&f, 1);
+        assert!(
+            !carried(&mut links, 1)[1].is_empty(),
+            "none warm: all count"
+        );
+        for to in RECIPIENTS {
+            f.resolve(&format!("a.{to}.1"), Status::Delivered);
+        }
+        let long_ago = Instant::now().checked_sub(warmup).unwrap();
+        f.state.lock().links[0].up = long_ago;
+        let _first_warm = send_to_all(&f, 2);
+        let second = carried(&mut links, 2);
+        assert_eq!(second[0].len(), RECIPIENTS.len(), "only r1 is warm");
+    }
+
+    #[test]
+    fn a_draining_relay_still_gets_the_chats_of_pairs_in_flight_on_it() {
+        let (f, mut links, on_r1, _first) = chat_one_on_two_relays();
+        f.link_draining(links[0].key);
+        let _second = send_to_all(&f, 2);
+        assert_eq!(carried(&mut links, 2)[0], on_r1);
+        for to in &on_r1 {
+            f.resolve(&format!("a.{to}.1"), Status::Delivered);
+            f.resolve(&format!("a.{to}.2"), Status::Delivered);
+        }
+        let _third = send_to_all(&f, 3);
+        assert!(carried(&mut links, 3)[0].is_empty(), "settled: r1 drains");
+    }
+
+    #[test]
+    fn a_chat_that_timed_out_on_a_live_link_is_not_overtaken() {
+        let f = forwards();
+        let mut links = link_relays(&f, &["r1"], 1 << 20);
+        let _first = send_to_all(&f, 1);
+        let expired = f.expire(Instant::now() + Duration::from_secs(6));
+        assert_eq!(expired, RECIPIENTS.len(), "answered unavailable");
+        // Still queued on r1, so they may arrive: r2 joins, chat 2 waits
+        // its turn behind them.
+        links.extend(link_relays(&f, &["r2"], 1 << 20));
+        let _second = send_to_all(&f, 2);
+        assert_eq!(carried(&mut links, 2)[0].len(), RECIPIENTS.len());
+    }
+
+    #[test]
+    fn chats_stranded_on_a_dead_link_go_out_again_before_later_ones() {
+        let f = forwards();
+        let mut links = link_relays(&f, &["r1", "r2", "r3"], 1 << 20);
+        let _first = send_to_all(&f, 1);
+        carried(&mut links, 1);
+        let dead = links.remove(0);
+        let failover = f.link_down(dead.key);
+        let _second = send_to_all(&f, 2);
+        assert_eq!(failover.unavailable, 0);
+        let mut resent = 0;
+        for link in &mut links {
+            let queued = link.queued();
+            resent += queued.iter().filter(|id| id.ends_with(".1")).count();
+            for to in RECIPIENTS {
+                let (one, two) = (format!("a.{to}.1"), format!("a.{to}.2"));
+                let at = |id: &str| queued.iter().position(|q| q == id);
+                if let Some(one) = at(&one) {
+                    assert!(at(&two).is_some_and(|two| two > one), "{queued:?}");
+                }
+            }
+        }
+        assert_eq!(resent, failover.resent);
+    }
+
+    #[test]
+    fn a_chat_refused_by_a_closing_link_goes_behind_the_chats_stranded_there() {
+        let (f, mut links, on_r1, _first) = chat_one_on_two_relays();
+        // r1's stream ended; its link task has not noticed yet.
+        let closed = links.remove(0);
+        drop(closed.queue);
+        let _second = send_to_all(&f, 2);
+        let queued = links[0].queued();
+        for to in on_r1 {
+            let at = |n| queued.iter().position(|q| *q == format!("a.{to}.{n}"));
+            assert!(at(1) < at(2) && at(1).is_some(), "{queued:?}");
+        }
+        assert_eq!(f.link_down(closed.key), Failover::default(), "done");
+    }
+
+    #[test]
+    fn a_full_link_gets_no_chat_past_the_chats_of_its_pair() {
+        let f = forwards();
+        // Room for one chat each.
+        let mut links = link_relays(&f, &["r1", "r2"], 40);
+        let (waiter, _first) = operator();
+        f.forward(chat(1, "bob"), waiter, None);
+        let (waiter, mut second) = operator();
+        f.forward(chat(2, "bob"), waiter, None);
+        assert_eq!(second.try_recv(), Ok(Status::Unavailable));
+        let queued: Vec<_> = links.iter_mut().flat_map(|l| l.queued()).collect();
+        assert_eq!(queued, ["a.bob.1"]);
     }
 }

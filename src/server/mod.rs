@@ -37,6 +37,7 @@ mod mailbox;
 mod membership;
 mod mesh;
 mod options;
+mod order;
 mod outbox;
 mod output;
 mod peer_link;
@@ -101,10 +102,15 @@ impl Parts {
             limits.outbound_queue_bytes,
             limits.outbound_total_bytes,
         ));
+        // Every server dials a relay again at least this often, and finds
+        // a new one in the registry within a discovery period: by then a
+        // relay that has just started is linked to all of them.
+        let warmup = dial::BACKOFF_MAX + relays::DISCOVERY_PERIOD;
         let forwards = Arc::new(forwards::Forwards::new(
             me.id.clone(),
             limits.forward_timeout,
             copy_budget,
+            warmup,
             metrics.clone(),
             mailbox.clone(),
         ));

@@ -49,7 +49,7 @@ impl Peers {
     /// its key and the token that ends it from here.
     pub fn up(&self, peer: &Linked, tx: LinkSender) -> (LinkKey, CancellationToken) {
         let mut links = self.links.lock();
-        let (key, old_key) = self.forwards.link_replacing(&peer.id, tx);
+        let (key, replaced) = self.forwards.link_replacing(&peer.id, tx);
         let closed = CancellationToken::new();
         let entry = PeerEntry {
             incarnation: peer.incarnation.clone(),
@@ -61,8 +61,7 @@ impl Peers {
             old.closed.cancel();
         }
         drop(links);
-        if let Some(old_key) = old_key {
-            let failover = self.forwards.link_down(old_key);
+        if let Some(failover) = replaced {
             tracing::info!(peer = %peer.id, resent = failover.resent, unavailable = failover.unavailable, "peer link replaced by a newer one");
         }
         tracing::info!(peer = %peer.id, incarnation = %peer.incarnation, "peer link up");

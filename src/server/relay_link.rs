@@ -5,7 +5,7 @@
 //! in flight on it back to `Forwards` (which sends them through another
 //! relay) and reconnect with capped exponential backoff, until the relay
 //! set no longer wants this address. A relay that drains gets no new
-//! chats. What arrives is handled by `inbound`. Local users are never
+//! pairs (those with chats in flight on it still follow them). What arrives is handled by `inbound`. Local users are never
 //! affected by a link.
 
 use std::sync::Arc;
@@ -91,7 +91,7 @@ impl RelayLink {
                     inbound.batch(batch);
                 }
                 Ok(Some(relay_frame::Kind::Drain(_))) => {
-                    tracing::info!(server = %self.parts.hello.server_id, target = %self.target, "relay draining: no new chats through it");
+                    tracing::info!(server = %self.parts.hello.server_id, target = %self.target, "relay draining: no new pairs through it");
                     self.parts.forwards.link_draining(key);
                 }
                 Ok(Some(relay_frame::Kind::Welcome(_))) => {}

@@ -58,8 +58,6 @@ pub struct Load {
     traffic: Traffic,
     child: Option<Child>,
     dir: tempfile::TempDir,
-    /// Whether arrivals out of order are a violation (see `across_relay_changes`).
-    order_promised: bool,
 }
 
 impl Load {
@@ -103,17 +101,7 @@ impl Load {
             traffic,
             child: Some(child),
             dir,
-            order_promised: true,
         }
-    }
-
-    /// The run spans a change of the relay set (a relay dies, drains or
-    /// joins): chats in flight to one recipient may then arrive out of
-    /// order (docs/protocol.md, Ordering), so reordered arrivals are
-    /// reported, not failed; everything else still is.
-    pub fn across_relay_changes(mut self) -> Load {
-        self.order_promised = false;
-        self
     }
 
     fn path(&self, file: &str) -> PathBuf {
@@ -182,28 +170,19 @@ impl Load {
     /// The checks that hold for every run, failures or not: exit status
     /// agrees with `ok`, every chat was sent and got exactly one outcome,
     /// none took longer than the forward timeout, and nothing was lost,
-    /// duplicated, corrupted or (unless `across_relay_changes`) reordered.
+    /// duplicated, corrupted or reordered.
     pub fn assert_sound(&self, s: &Value, exited_ok: bool) {
         let name = &self.name;
         eprintln!("{name}: {s}");
-        let v = &s["violations"];
-        if self.order_promised || count(v, "out_of_order") == 0 {
-            assert_eq!(s["ok"], true, "{name}: {s}");
-            assert!(exited_ok, "{name} exited non-zero: {s}");
-        } else {
-            // The load tool fails a run for reordered arrivals alone:
-            // they must be all it found.
-            let others = v.as_object().expect("violations").iter();
-            let others: Vec<_> = others
-                .filter(|(k, n)| *k != "out_of_order" && n.as_u64() != Some(0))
-                .collect();
-            assert!(others.is_empty(), "{name}: {others:?}: {s}");
-        }
+        assert_eq!(s["ok"], true, "{name}: {s}");
+        assert!(exited_ok, "{name} exited non-zero: {s}");
         assert_eq!(s["timed_out"], false, "{name}: {s}");
         let sent = self.traffic.chats();
         assert_eq!(count(s, "sent"), sent, "{name}: every chat sent: {s}");
         assert_eq!(count(s, "missing_outcomes"), 0, "{name}: {s}");
+        let v = &s["violations"];
         for key in [
+            "out_of_order",
             "duplicate_outcomes",
             "lost",
             "duplicated",
@@ -213,11 +192,6 @@ impl Load {
             "kicked",
         ] {
             assert_eq!(count(v, key), 0, "{name}: {key}: {s}");
-        }
-        if self.order_promised {
-            assert_eq!(count(v, "out_of_order"), 0, "{name}: out_of_order: {s}");
-        } else {
-            eprintln!("{name}: {} arrived out of order", count(v, "out_of_order"));
         }
         let o = &s["outcomes"];
         assert_eq!(count(o, "other"), 0, "{name}: {s}");
