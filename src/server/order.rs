@@ -31,8 +31,9 @@
 //! that collide share a record, which only keeps them on one link
 //! together (it never reorders), and costs no allocation per chat.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasher;
+
+use foldhash::HashMap;
 
 /// One life of one link, as `Forwards` knows it.
 pub type LinkKey = u64;
@@ -45,7 +46,8 @@ const MAX_IDLE: usize = 100_000;
 
 /// The pair of a chat from `from` to `to`.
 pub fn pair(from: &str, to: &str) -> Pair {
-    BuildHasherDefault::<DefaultHasher>::default().hash_one((from, to))
+    // Fixed seed is enough: a collision is harmless (see above).
+    foldhash::fast::FixedState::default().hash_one((from, to))
 }
 
 struct Record {
