@@ -16,9 +16,10 @@ RB_PAIRS=8
 RB_RATE=150 # chats a second per sender, both ways: 2,400 chats/s in all
 RB_MESSAGES=900
 
-rb_relay() { # name port
+RB_RELAY_FLAGS=()
+rb_relay() { # name port (RB_RELAY_FLAGS: extra flags)
     RUST_LOG=warn "$BIN/switchboard-relay" --id "$1" --grpc-listen "127.0.0.1:$2" \
-        --redis-url "$REDIS_URL" >>"$WORK/$1.log" 2>&1 &
+        --redis-url "$REDIS_URL" "${RB_RELAY_FLAGS[@]}" >>"$WORK/$1.log" 2>&1 &
     PID[$1]=$!
     wait_port "$2" "$1"
 }
