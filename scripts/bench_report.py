@@ -17,6 +17,8 @@ TARGET_P99_MS = 20.0
 TARGET_W1_P50_MS = 0.5
 TARGET_CONNS = 50_000
 TARGET_KIB_PER_CONN = 8.0
+TARGET_HELD_CONNS = 19_000
+TARGET_HELD_KIB = 6
 TARGET_LOGINS = 20_000
 # Against NATS (scripts/bench_nats.sh): msgs/s of a switchboard path ÷ NATS's
 # at the same workload, both ways; W=1 p50 of mesh mode ÷ NATS's at most.
@@ -381,6 +383,10 @@ def main():
                      else f"`ulimit -n` hard limit is {a.fd_limit}") + ")")
         p(f"| {TARGET_CONNS:,} connections per server at ≤ {TARGET_KIB_PER_CONN:g} KiB RSS each "
           f"| {fmt(opened)} held, {fmt(kib)} KiB/conn{extra} | {verdict(ok)} |")
+        # Issue 11's memory target, sized to this machine's 20,000 open files.
+        ok = opened is not None and kib is not None and opened >= TARGET_HELD_CONNS and kib <= TARGET_HELD_KIB
+        p(f"| ≤ {TARGET_HELD_KIB:g} KiB RSS per held, logged-in connection at {TARGET_HELD_CONNS:,} connections "
+          f"| {fmt(kib)} KiB/conn at {fmt(opened)} | {verdict(ok)} |")
     r = get("logins")
     if r:
         v = med(r, "logins_per_sec")
