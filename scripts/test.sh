@@ -15,7 +15,7 @@ cargo test --workspace --locked -- --test-threads "${SWITCHBOARD_TEST_THREADS:-4
 # itself stay relay-only; tests/mesh.rs covers mesh mode's own behaviour.
 SWITCHBOARD_TEST_MODE=mesh cargo test --locked \
   --test chat --test acks --test telnet --test drain --test limits \
-  --test logins_race --test redis_restart \
+  --test logins_race --test redis_restart --test mailbox \
   -- --test-threads "${SWITCHBOARD_TEST_THREADS:-4}"
 SWITCHBOARD_TEST_MODE=mesh cargo test --locked --test failover --test resilience \
   -- --test-threads "${SWITCHBOARD_TEST_THREADS:-4}" \

@@ -322,12 +322,24 @@ impl Requests {
         ))
     }
 
-    /// Takes one lookup from this connection's share, then from the
-    /// server's budget.
+    /// Takes one lookup for `who`: from this connection's share, then
+    /// from the server's budget.
     fn spend_lookup(&self) -> Result<(), ProtocolError> {
+        self.spend(self.lookup_share.as_ref())
+    }
+
+    /// Takes one lookup for routing a chat (mesh mode) from the server's
+    /// budget alone, as the relay budgets chats per server: a client's
+    /// burst of chats to an offline user (which the mailbox stores) must
+    /// not be cut at a connection's tenth in one mode and not the other.
+    fn spend_route_lookup(&self) -> Result<(), ProtocolError> {
+        self.spend(None)
+    }
+
+    fn spend(&self, share: Option<&DefaultDirectRateLimiter>) -> Result<(), ProtocolError> {
         let take =
             |budget: Option<&DefaultDirectRateLimiter>| budget.is_none_or(|b| b.check().is_ok());
-        if take(self.lookup_share.as_ref()) && take(self.ctx.lookup_budget.as_deref()) {
+        if take(share) && take(self.ctx.lookup_budget.as_deref()) {
             return Ok(());
         }
         self.ctx.metrics.lookups_refused.inc();
@@ -423,7 +435,7 @@ impl Requests {
         if let Some(server) = mesh.cached(to) {
             return Ok(Ok(Some(server)));
         }
-        self.spend_lookup()?;
+        self.spend_route_lookup()?;
         Ok(mesh.lookup(to).await.map(Some))
     }
 
