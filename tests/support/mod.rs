@@ -30,6 +30,7 @@ mod traffic;
 
 use std::future::Future;
 use std::net::TcpListener as StdListener;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 // Each test binary uses a subset: unused re-exports are expected, as
@@ -64,11 +65,29 @@ pub const STEP: Duration = Duration::from_secs(5);
 /// for a while, without making the bound meaningless.
 pub const SLACK: Duration = Duration::from_secs(2);
 
-/// A port that was free a moment ago. Binding it again may race with
-/// another test; the port space is large and tests retry start-up.
+/// A loopback port nobody listens on, for a child process to bind.
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux): a
+/// port found free inside that range can be handed to any outgoing
+/// connection (these tests open thousands) before the child binds it,
+/// and the child then fails with "Address already in use". Below it only
+/// listeners compete, and the bind check sees them. `p + 10000` stays
+/// below the range too (a Redis Cluster node's bus port). One test
+/// process never hands out a port twice; processes running at once start
+/// at different places (their pid).
 pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().unwrap().port()
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_768 - LOW;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = (std::process::id().wrapping_mul(7_919)) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
